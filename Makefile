@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh clone: `make demo` and `make test`.
+# Both create .venv when it is missing and install textvae with its dev extras.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.textvae-installed
+# torch is installed only when none is importable: a user's own (CUDA) torch is left alone.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo test lint bench-speed bench-ptb clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv --system-site-packages $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev,plots]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/textvae train recipes/quickstart.yaml
+	$(BIN)/textvae evaluate runs/quickstart/final --iw-samples 50 --plots runs/quickstart/plots
+	$(BIN)/textvae interpolate runs/quickstart/final \
+		"the old dog saw a small cat ." "she will not find the red boxes ." --steps 6
+
+test: $(STAMP)
+	HF_HUB_DISABLE_PROGRESS_BARS=1 $(BIN)/python -m pytest -q -n 2 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check textvae tests benchmarks
+
+bench-speed: $(STAMP)
+	$(BIN)/python benchmarks/speed.py
+
+bench-ptb: $(STAMP)
+	bash benchmarks/ptb/run.sh
+
+clean:
+	rm -rf $(VENV) runs

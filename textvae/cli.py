@@ -1,0 +1,57 @@
+"""The ``textvae`` command line.
+
+Each command group lives beside the code it drives and exposes ``register(subparsers)``;
+this module only collects them, runs the chosen handler and turns a
+:class:`~textvae.errors.TextVAEError` into one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from textvae.errors import TextVAEError
+
+# Modules that add sub-commands; imported lazily so `textvae --help` stays fast.
+COMMAND_MODULES = (
+    "textvae.data.commands",
+    "textvae.training_commands",
+    "textvae.evaluation_commands",
+    "textvae.generation_commands",
+    "textvae.hub",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="textvae",
+        description="Train, evaluate and share sentence VAEs whose decoders do not collapse.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command group not written yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except TextVAEError as exc:
+        print(f"textvae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("textvae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Configuration of :class:`~textvae.models.TextVAEModel`."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+ENCODERS = ("lstm", "transformer")
+DECODERS = ("lstm", "transformer")
+LATENT_PATHS = ("invlip", "concat", "none")
+
+
+class TextVAEConfig(PretrainedConfig):
+    r"""Every hyper-parameter of a sentence VAE.
+
+    Args:
+        vocab_size: Size of the tokenizer's vocabulary.
+        pad_token_id, bos_token_id, eos_token_id, unk_token_id: Special token ids.
+        embedding_size: Token embedding width (shared by encoder and decoder).
+        hidden_size: LSTM hidden size, or Transformer model width.
+        latent_size: Dimension d of z.
+        encoder_type: ``lstm`` or ``transformer``.
+        encoder_layers: Number of encoder layers.
+        encoder_bidirectional: Bidirectional LSTM encoder.
+        decoder_type: ``lstm`` or ``transformer`` (causal, SDPA attention).
+        decoder_layers: Number of decoder layers.
+        num_attention_heads: Heads of the Transformer encoder/decoder.
+        intermediate_size: Feed-forward width of Transformer layers (default 4 * hidden).
+        max_position_embeddings: Longest sequence the Transformer accepts.
+        dropout_input: Dropout on decoder input embeddings.
+        dropout_output: Dropout on decoder outputs before the output projection.
+        tie_word_embeddings: Share the input embedding with the output projection.
+        latent_path: How the decoder sees z: ``invlip`` (default; an inverse-Lipschitz map
+            inside every decoder step), ``concat`` (Bowman et al. 2016 / He et al. 2019:
+            z initialises the decoder and is appended to every input) or ``none`` (a plain
+            language model).
+        lipschitz: The constant L of the ``invlip`` path: for a fixed decoder state,
+            ``||center(logits(z1)) - center(logits(z2))|| >= L * ||z1 - z2||``.
+        invlip_state_size: How many features of the decoder state enter the map beside z.
+        icnn_hidden_size: Width of the input-convex network psi.
+        icnn_layers: Depth of psi.
+        invlip_condition_input: Also feed z into the decoder inputs (as ``concat`` does).
+            The guarantee then holds for a fixed decoder state rather than a fixed prefix.
+    """
+
+    model_type = "textvae"
+
+    def __init__(
+        self,
+        vocab_size: int = 1000,
+        pad_token_id: int = 0,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        unk_token_id: int = 3,
+        embedding_size: int = 64,
+        hidden_size: int = 128,
+        latent_size: int = 32,
+        encoder_type: str = "lstm",
+        encoder_layers: int = 1,
+        encoder_bidirectional: bool = False,
+        decoder_type: str = "lstm",
+        decoder_layers: int = 1,
+        num_attention_heads: int = 4,
+        intermediate_size: int | None = None,
+        max_position_embeddings: int = 512,
+        dropout_input: float = 0.0,
+        dropout_output: float = 0.0,
+        tie_word_embeddings: bool = False,
+        latent_path: str = "invlip",
+        lipschitz: float = 1.0,
+        invlip_state_size: int = 32,
+        icnn_hidden_size: int = 128,
+        icnn_layers: int = 2,
+        invlip_condition_input: bool = False,
+        **kwargs,
+    ):
+        for name, value, allowed in (
+            ("encoder_type", encoder_type, ENCODERS),
+            ("decoder_type", decoder_type, DECODERS),
+            ("latent_path", latent_path, LATENT_PATHS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if lipschitz < 0:
+            raise ValueError(f"lipschitz must be >= 0, got {lipschitz}")
+        self.vocab_size = vocab_size
+        self.unk_token_id = unk_token_id
+        self.embedding_size = embedding_size
+        self.hidden_size = hidden_size
+        self.latent_size = latent_size
+        self.encoder_type = encoder_type
+        self.encoder_layers = encoder_layers
+        self.encoder_bidirectional = encoder_bidirectional
+        self.decoder_type = decoder_type
+        self.decoder_layers = decoder_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size or 4 * hidden_size
+        self.max_position_embeddings = max_position_embeddings
+        self.dropout_input = dropout_input
+        self.dropout_output = dropout_output
+        self.latent_path = latent_path
+        self.lipschitz = float(lipschitz)
+        self.invlip_state_size = invlip_state_size
+        self.icnn_hidden_size = icnn_hidden_size
+        self.icnn_layers = icnn_layers
+        self.invlip_condition_input = invlip_condition_input
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )

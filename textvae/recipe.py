@@ -1,0 +1,250 @@
+"""Recipes: the one place where YAML becomes typed objects.
+
+A recipe is a YAML file with the sections below. Every key is checked against these
+dataclasses (unknown keys and wrong types are rejected with the key named), and
+``key.path=value`` overrides from the command line merge into the YAML before that
+check. The ``model`` section is checked against :class:`~textvae.models.TextVAEConfig`'s
+own keyword arguments, so the model's config stays the single source of its options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from textvae.errors import TextVAEError
+
+
+@dataclass
+class DataConfig:
+    """Where the sentences come from and how they become batches."""
+
+    corpus: str = "synthetic"
+    """A registered corpus (``synthetic``, ``ptb``, ``yahoo``, ``yelp``, ``snli``) or a
+    directory holding ``train.txt``/``valid.txt``/``test.txt`` (one sentence a line)."""
+    data_dir: str | None = None
+    """Where registered corpora live; else ``$TEXTVAE_DATA``, ``../shared/data``, ``~/.cache/textvae``."""
+    hf_dataset: str | None = None
+    """A local Hugging Face ``datasets`` directory (``save_to_disk``) or data-files folder; replaces ``corpus``."""
+    text_column: str = "text"
+    tokenizer: str = "word"
+    """``word``, ``bpe``, ``unigram`` (trained on the train split) or a saved tokenizer directory."""
+    vocab_size: int = 10000
+    min_frequency: int = 1
+    lowercase: bool = False
+    max_length: int = 64
+    """Longest sentence in tokens, BOS/EOS not counted."""
+    length_policy: str = "truncate"
+    """What happens to longer sentences: ``truncate`` or ``drop`` (both counted and reported)."""
+    batch_size: int = 32
+    max_train_lines: int | None = None
+    """Use only the first N training sentences (quick runs)."""
+    bucket_batches: int = 50
+    """Length bucketing sorts within chunks of this many batches, then shuffles the batches."""
+
+
+@dataclass
+class ObjectiveConfig:
+    """How the model's raw terms (log-likelihood, KL per dimension) become the loss."""
+
+    beta: float = 1.0
+    kl_schedule: str = "constant"
+    """``constant`` (weight ``beta``), ``linear`` (He et al. 2019 warm-up from ``kl_start``) or
+    ``cyclical`` (Fu et al. 2019)."""
+    kl_start: float = 0.0
+    kl_warmup_steps: int = 0
+    kl_cycles: int = 4
+    kl_cycle_ratio: float = 0.5
+    kl_cycle_steps: int | None = None
+    """Total steps the cycles span; defaults to the run's total steps."""
+    free_bits: float = 0.0
+    """Nats; 0 disables free bits."""
+    free_bits_mode: str = "dim"
+    """``dim`` (Kingma et al. 2016, per dimension) or ``total`` (Li et al. 2019 target rate)."""
+    word_dropout: float = 0.0
+    """Probability of replacing a decoder input token by ``<unk>`` (Bowman et al. 2016)."""
+    lipschitz_start: float | None = None
+    """If set, the inverse-Lipschitz constant L goes linearly from this to ``model.lipschitz``."""
+    lipschitz_warmup_steps: int = 0
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    """``adam``, ``adamw`` or ``sgd``."""
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 5.0
+    """Global gradient-norm clip; 0 disables."""
+    scheduler: str = "constant"
+    """``constant``, ``plateau`` (He et al. 2019: decay on validation stalls) or ``cosine``."""
+    warmup_steps: int = 0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int | None = None
+    """Stop after this many optimiser steps (overrides ``epochs``)."""
+    grad_accum: int = 1
+    mixed_precision: str = "auto"
+    """``auto`` (bf16 on GPU, none on CPU), ``no``, ``bf16`` or ``fp16``."""
+    eval_every: int = 0
+    """Validate every N steps; 0 means once an epoch."""
+    eval_batches: int | None = None
+    """Cap the validation batches (quick runs)."""
+    save_every: int = 0
+    """Write a resumable checkpoint every N steps; 0 means at every validation."""
+    keep_last: int = 2
+    early_stopping: int = 0
+    """Stop after N validations without a better ELBO; 0 disables."""
+    log_every: int = 20
+    tensorboard: bool = False
+    resume: str = "no"
+    """``no``, ``auto`` (the newest checkpoint in the run directory, if any) or a checkpoint path."""
+    progress: bool = True
+
+
+@dataclass
+class Recipe:
+    output_dir: str = "runs/quickstart"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(value: Any, annotation: Any, key: str) -> Any:
+    """Return ``value`` converted to ``annotation`` or raise naming ``key``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except TextVAEError:
+                continue
+        raise TextVAEError(f"recipe key '{key}': expected {_name(annotation)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise TextVAEError(f"recipe key '{key}': expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is Any or (isinstance(annotation, type) and isinstance(value, annotation)
+                             and not (annotation is int and isinstance(value, bool))):
+        return value
+    raise TextVAEError(f"recipe key '{key}': expected {_name(annotation)}, got {value!r}")
+
+
+def _name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise TextVAEError(f"recipe section '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise TextVAEError(f"unknown recipe key '{prefix}{key}' (known: {', '.join(sorted(names))})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        elif key == "model" and cls is Recipe:
+            kwargs[key] = validate_model_section(value)
+        else:
+            kwargs[key] = _check_type(value, hint, prefix + key)
+    return cls(**kwargs)
+
+
+def validate_model_section(values: Any) -> dict[str, Any]:
+    """Check ``model:`` keys and value types against ``TextVAEConfig``'s keyword defaults."""
+    from textvae.models.configuration_textvae import TextVAEConfig
+
+    if not isinstance(values, dict):
+        raise TextVAEError(f"recipe section 'model' must be a mapping, got {values!r}")
+    params = inspect.signature(TextVAEConfig.__init__).parameters
+    out = {}
+    for key, value in values.items():
+        if key not in params or key in ("self", "kwargs"):
+            known = sorted(k for k in params if k not in ("self", "kwargs"))
+            raise TextVAEError(f"unknown recipe key 'model.{key}' (known: {', '.join(known)})")
+        default = params[key].default
+        annotation = params[key].annotation
+        if isinstance(annotation, str):  # postponed annotations
+            annotation = eval(annotation, vars(typing) | {"float": float, "int": int, "str": str, "bool": bool})  # noqa: S307
+        out[key] = _check_type(value, annotation if annotation is not inspect.Parameter.empty else type(default), f"model.{key}")
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed as YAML)."""
+    if "=" not in text:
+        raise TextVAEError(f"override '{text}' is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise TextVAEError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise TextVAEError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
+    return key.split("."), value
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe (or start from the defaults), merge overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise TextVAEError(f"recipe file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise TextVAEError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        except UnicodeDecodeError as exc:
+            raise TextVAEError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        if not isinstance(raw, dict):
+            raise TextVAEError(f"{path}: a recipe must be a YAML mapping")
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise TextVAEError(f"override '{text}': '{k}' is not a section")
+        node[keys[-1]] = value
+    return _build(Recipe, raw, "")
+
+
+def dump_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the fully resolved recipe (defaults filled in) as YAML."""
+    data = recipe.to_dict()
+    data["optim"]["betas"] = list(data["optim"]["betas"])
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
