@@ -1,0 +1,172 @@
+"""Autoregressive decoders and the output head that brings z into every step.
+
+A decoder turns the shifted sentence (BOS w_1 ... w_n) into states h_t; the
+:class:`OutputHead` turns (h_t, z) into next-token logits. Where z enters depends on
+``config.latent_path``:
+
+* ``none``: nowhere (a language model).
+* ``concat``: z initialises the LSTM state and is appended to every input embedding
+  (Transformer: projected and added to every input) -- Bowman et al. 2016, He et al. 2019.
+* ``invlip``: inside the head, ``logits_t = W h_t + f([P h_t; z])`` with ``f`` an
+  :class:`~textvae.models.invlip.InverseLipschitzMap` whose lift is orthogonal to the
+  all-ones vector, so for any fixed state h_t:
+  ``||center(logits_t(z1) - logits_t(z2))|| >= L ||z1 - z2||``.
+  With ``invlip_condition_input`` z is also fed to the inputs as in ``concat``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textvae.models.configuration_textvae import TextVAEConfig
+from textvae.models.invlip import InverseLipschitzMap
+
+
+def latent_feeds_inputs(config: TextVAEConfig) -> bool:
+    """Whether z enters the decoder's recurrence/attention (and not only its head)."""
+    return config.latent_path == "concat" or (config.latent_path == "invlip" and config.invlip_condition_input)
+
+
+class LSTMDecoder(nn.Module):
+    def __init__(self, config: TextVAEConfig, embedding: nn.Embedding):
+        super().__init__()
+        self.embedding = embedding
+        self.dropout = nn.Dropout(config.dropout_input)
+        self.uses_latent = latent_feeds_inputs(config)
+        extra = config.latent_size if self.uses_latent else 0
+        self.lstm = nn.LSTM(config.embedding_size + extra, config.hidden_size, config.decoder_layers, batch_first=True)
+        # He et al. 2019: c_0 = W z, h_0 = tanh(c_0).
+        self.init_state = nn.Linear(config.latent_size, config.hidden_size * config.decoder_layers) if self.uses_latent else None
+
+    def initial_state(self, z: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.init_state is None:
+            return None
+        c0 = self.init_state(z).view(z.shape[0], self.lstm.num_layers, -1).transpose(0, 1).contiguous()
+        return torch.tanh(c0), c0
+
+    def _inputs(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        x = self.dropout(self.embedding(input_ids))  # (B, T, E)
+        if self.uses_latent:
+            x = torch.cat([x, z.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)
+        return x
+
+    def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """(B, T) ids, (B, d) z -> (B, T, H) states. Right padding never affects earlier positions."""
+        out, _ = self.lstm(self._inputs(input_ids, z), self.initial_state(z))
+        return out
+
+    def step(self, tokens: torch.Tensor, z: torch.Tensor | None, state):
+        """One step for generation: (B,) tokens -> (B, H) state output and the new state."""
+        if state is None:
+            state = self.initial_state(z)
+        out, state = self.lstm(self._inputs(tokens.unsqueeze(1), z), state)
+        return out[:, -1], state
+
+    @staticmethod
+    def reorder_state(state, index: torch.Tensor):
+        return None if state is None else tuple(s.index_select(1, index) for s in state)
+
+
+class TransformerDecoder(nn.Module):
+    """Causal pre-norm Transformer (torch SDPA through ``nn.TransformerEncoderLayer``)."""
+
+    def __init__(self, config: TextVAEConfig, embedding: nn.Embedding):
+        super().__init__()
+        self.embedding = embedding
+        self.input_proj = (
+            nn.Linear(config.embedding_size, config.hidden_size, bias=False)
+            if config.embedding_size != config.hidden_size
+            else nn.Identity()
+        )
+        self.positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout_input)
+        self.uses_latent = latent_feeds_inputs(config)
+        self.latent_proj = nn.Linear(config.latent_size, config.hidden_size) if self.uses_latent else None
+        layer = nn.TransformerEncoderLayer(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+            dropout=config.dropout_input,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(layer, config.decoder_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """(B, T) ids, (B, d) z -> (B, T, H). Causal, so right padding changes nothing before it."""
+        length = input_ids.shape[1]
+        positions = torch.arange(length, device=input_ids.device)
+        x = self.input_proj(self.embedding(input_ids)) + self.positions(positions)
+        if self.uses_latent:
+            x = x + self.latent_proj(z).unsqueeze(1)
+        mask = nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)
+        return self.norm(self.layers(self.dropout(x), mask=mask, is_causal=True))
+
+    def step(self, tokens: torch.Tensor, z: torch.Tensor | None, state):
+        """The state is the prefix so far; the whole prefix is re-encoded (sentences are short)."""
+        prefix = tokens.unsqueeze(1) if state is None else torch.cat([state, tokens.unsqueeze(1)], dim=1)
+        return self.forward(prefix, z)[:, -1], prefix
+
+    @staticmethod
+    def reorder_state(state, index: torch.Tensor):
+        return None if state is None else state.index_select(0, index)
+
+
+DECODER_CLASSES = {"lstm": LSTMDecoder, "transformer": TransformerDecoder}
+
+
+class OutputHead(nn.Module):
+    """Decoder states (and z) -> next-token logits, with the ``invlip`` map inside."""
+
+    def __init__(self, config: TextVAEConfig, embedding: nn.Embedding):
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout_output)
+        self.tied = config.tie_word_embeddings
+        if self.tied:
+            # Tied: project to the embedding width, then multiply by the input embedding.
+            # Held in a tuple so it is registered (and saved) once, under the decoder.
+            self._tied = (embedding,)
+            self.proj = (
+                nn.Linear(config.hidden_size, config.embedding_size, bias=False)
+                if config.hidden_size != config.embedding_size
+                else nn.Identity()
+            )
+            self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        else:
+            self.output = nn.Linear(config.hidden_size, config.vocab_size)
+        self.invlip = None
+        if config.latent_path == "invlip":
+            self.state_proj = nn.Linear(config.hidden_size, config.invlip_state_size)
+            self.invlip = InverseLipschitzMap(
+                config.invlip_state_size + config.latent_size,
+                config.vocab_size,
+                lipschitz=config.lipschitz,
+                hidden_size=config.icnn_hidden_size,
+                num_layers=config.icnn_layers,
+                center=True,
+            )
+
+    def base_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The part of the logits that does not see z directly: (..., H) -> (..., V)."""
+        h = self.dropout(h)
+        if self.tied:
+            return F.linear(self.proj(h), self._tied[0].weight, self.bias)
+        return self.output(h)
+
+    def latent_logits(self, h: torch.Tensor, z: torch.Tensor, lift: torch.Tensor | None = None) -> torch.Tensor:
+        """f([P h; z]) for ``invlip``; h (..., T, H) and z (..., d) broadcast over leading dims."""
+        state = self.state_proj(self.dropout(h))  # (..., T, k)
+        z = z.unsqueeze(-2).to(state.dtype)  # (..., 1, d)
+        shape = torch.broadcast_shapes(state.shape[:-1], z.shape[:-1])
+        u = torch.cat([state.expand(*shape, -1), z.expand(*shape, -1)], dim=-1)
+        return self.invlip(u, lift)
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor | None, lift: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.base_logits(h)
+        if self.invlip is not None:
+            logits = logits + self.latent_logits(h, z, lift)
+        return logits

@@ -1,0 +1,82 @@
+"""Encoders: token ids -> parameters (mu, log sigma^2) of the Gaussian posterior q(z|x)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from textvae.models.configuration_textvae import TextVAEConfig
+
+
+class LSTMEncoder(nn.Module):
+    """(Bi)LSTM over the sentence; the final states of the last layer are pooled.
+
+    Sequences are packed so that padding never reaches the recurrence (a backward LSTM
+    would otherwise start on pad tokens).
+    """
+
+    def __init__(self, config: TextVAEConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        self.lstm = nn.LSTM(
+            config.embedding_size,
+            config.hidden_size,
+            num_layers=config.encoder_layers,
+            batch_first=True,
+            bidirectional=config.encoder_bidirectional,
+        )
+        self.output_size = config.hidden_size * (2 if config.encoder_bidirectional else 1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, output_size) pooled state."""
+        lengths = attention_mask.sum(dim=1).cpu()
+        packed = pack_padded_sequence(self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (layers * directions, B, H)
+        directions = 2 if self.lstm.bidirectional else 1
+        return torch.cat(list(h_n[-directions:]), dim=-1)
+
+
+class TransformerEncoder(nn.Module):
+    """Pre-norm Transformer encoder (SDPA attention) with masked mean pooling."""
+
+    def __init__(self, config: TextVAEConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        layer = nn.TransformerEncoderLayer(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+            dropout=config.dropout_input,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(layer, config.encoder_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.hidden_size)
+        self.output_size = config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, hidden) mean of the non-pad outputs."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.embedding(input_ids) + self.positions(positions)
+        x = self.norm(self.layers(x, src_key_padding_mask=attention_mask == 0))
+        weights = attention_mask.unsqueeze(-1).to(x.dtype)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+ENCODER_CLASSES = {"lstm": LSTMEncoder, "transformer": TransformerEncoder}
+
+
+class GaussianPosterior(nn.Module):
+    """Encoder + a linear layer giving mu and log sigma^2 of q(z|x) = N(mu, diag sigma^2)."""
+
+    def __init__(self, config: TextVAEConfig):
+        super().__init__()
+        self.encoder = ENCODER_CLASSES[config.encoder_type](config)
+        self.to_params = nn.Linear(self.encoder.output_size, 2 * config.latent_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.to_params(self.encoder(input_ids, attention_mask)).chunk(2, dim=-1)
+        return mu, logvar

@@ -1,0 +1,82 @@
+"""Text in, text out: encode, decode, reconstruct, sample and interpolate.
+
+Mixed into :class:`~textvae.models.TextVAEModel`; uses ``self.tokenizer`` (a
+``PreTrainedTokenizerFast`` attached by ``from_pretrained`` or the trainer).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from textvae.errors import TextVAEError
+from textvae.models.decoding import decode_latents
+
+
+def interpolation_path(a: torch.Tensor, b: torch.Tensor, steps: int, path: str = "lerp") -> torch.Tensor:
+    """``steps`` points from a to b inclusive, (d,) each -> (steps, d).
+
+    ``slerp`` follows the great circle between the directions (and interpolates the
+    norms linearly), which keeps intermediate points at a typical distance from the
+    origin under a Gaussian prior; ``lerp`` is the straight line.
+    """
+    if steps < 2:
+        raise TextVAEError(f"--steps must be at least 2, got {steps}")
+    t = torch.linspace(0.0, 1.0, steps, device=a.device, dtype=a.dtype).unsqueeze(1)
+    if path == "lerp":
+        return (1 - t) * a + t * b
+    if path == "slerp":
+        na, nb = a.norm(), b.norm()
+        ua, ub = a / na.clamp_min(1e-8), b / nb.clamp_min(1e-8)
+        omega = torch.arccos((ua * ub).sum().clamp(-1 + 1e-7, 1 - 1e-7))
+        direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / torch.sin(omega)
+        return direction * ((1 - t) * na + t * nb)
+    raise TextVAEError(f"unknown --path {path!r} (lerp, slerp)")
+
+
+class TextGenerationMixin:
+    """Sentence-level API on top of ``encode_ids`` and the batched decoders."""
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise TextVAEError("this model has no tokenizer attached; load it with from_pretrained from a textvae export")
+        return self.tokenizer
+
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        batch = self._require_tokenizer()(list(texts), padding=True, return_tensors="pt")
+        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+
+    @torch.no_grad()
+    def encode(self, texts_or_ids, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters (mu, logvar), each (B, d), of a list of sentences or an id batch."""
+        if isinstance(texts_or_ids, str):
+            texts_or_ids = [texts_or_ids]
+        if isinstance(texts_or_ids, torch.Tensor):
+            mask = attention_mask if attention_mask is not None else (texts_or_ids != self.config.pad_token_id).long()
+            return self.encode_ids(texts_or_ids.to(self.device), mask.to(self.device))
+        return self.encode_ids(**self._tokenize(texts_or_ids))
+
+    @torch.no_grad()
+    def decode_ids(self, z: torch.Tensor, strategy: str = "greedy", max_length: int = 64, **options) -> list[list[int]]:
+        """Token ids (no BOS/EOS) decoded from each row of z (B, d)."""
+        return decode_latents(self, z.to(self.device), strategy, max_length, **options)
+
+    def decode(self, z: torch.Tensor, strategy: str = "greedy", max_length: int = 64, **options) -> list[str]:
+        """Sentences decoded from each row of z (B, d): ``greedy``, ``beam`` or ``sample``."""
+        tokenizer = self._require_tokenizer()
+        ids = self.decode_ids(z, strategy, max_length, **options)
+        return tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def reconstruct(self, texts: list[str], strategy: str = "greedy", **options) -> list[str]:
+        """Decode each sentence's posterior mean."""
+        mu, _ = self.encode(texts)
+        return self.decode(mu, strategy, **options)
+
+    def sample(self, n: int = 10, strategy: str = "greedy", generator: torch.Generator | None = None, **options) -> list[str]:
+        """Draw z ~ N(0, I) and decode each."""
+        z = torch.randn(n, self.config.latent_size, generator=generator).to(self.device)
+        return self.decode(z, strategy, **options)
+
+    def interpolate(self, a: str, b: str, steps: int = 8, path: str = "lerp", strategy: str = "greedy", **options) -> list[str]:
+        """Decode ``steps`` points between the posterior means of two sentences, ends included."""
+        mu, _ = self.encode([a, b])
+        return self.decode(interpolation_path(mu[0], mu[1], steps, path), strategy, **options)

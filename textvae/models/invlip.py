@@ -1,0 +1,170 @@
+"""The inverse-Lipschitz map that keeps the decoder from ignoring z.
+
+After Kinoshita et al. (ICML 2023), built on Brenier maps:
+
+    f(u) = B(g(u)),   g(u) = grad psi(u) + L * u,
+
+with psi an input-convex neural network (ICNN) and B a linear lift with orthonormal
+columns times a scale s >= 1. Because psi is convex, grad psi is monotone, so
+<g(u) - g(v), u - v> >= L ||u - v||^2 and therefore ||g(u) - g(v)|| >= L ||u - v||
+(Cauchy-Schwarz); B multiplies every length by s >= 1. Hence
+
+    ||f(u) - f(v)|| >= s * L * ||u - v|| >= L * ||u - v||   for all u, v.
+
+The gradient of psi is written out in closed form (the ICNN's own backward pass), not
+taken with ``torch.autograd.grad``: it then runs under ``torch.no_grad()`` (evaluation,
+generation), under autocast and ``torch.compile``, and training differentiates through
+it like any other layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _inverse_softplus(x: float) -> float:
+    return x + math.log(-math.expm1(-x))
+
+
+class ICNN(nn.Module):
+    r"""A scalar input-convex network psi: R^n -> R.
+
+    s_1 = W_1 u + b_1,   s_{k+1} = U_k softplus(s_k) + W_{k+1} u + b_{k+1},
+    psi(u) = a^T softplus(s_K).
+
+    psi is convex in u because softplus is convex and non-decreasing and the weights that
+    act on hidden units (U_k and a) are kept non-negative by a softplus parametrisation.
+    """
+
+    def __init__(self, in_features: int, hidden_size: int, num_layers: int = 2):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError("an ICNN needs at least one layer")
+        # Weights on the input u are free; plain parameters (not nn.Linear) so that no
+        # generic initialiser overrides the ICNN's own scaling.
+        self.input_weights = nn.ParameterList(
+            nn.Parameter(torch.empty(hidden_size, in_features)) for _ in range(num_layers)
+        )
+        self.input_biases = nn.ParameterList(nn.Parameter(torch.empty(hidden_size)) for _ in range(num_layers))
+        # Raw parameters of the non-negative weights; softplus keeps them > 0.
+        self.hidden_raw = nn.ParameterList(
+            nn.Parameter(torch.empty(hidden_size, hidden_size)) for _ in range(num_layers - 1)
+        )
+        self.output_raw = nn.Parameter(torch.empty(hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for weight, bias in zip(self.input_weights, self.input_biases):
+            nn.init.normal_(weight, std=1.0 / math.sqrt(weight.shape[1]))
+            nn.init.zeros_(bias)
+        hidden = self.output_raw.numel()
+        for raw in self.hidden_raw:
+            # Mean positive weight ~ 1/hidden keeps activations of order one.
+            nn.init.normal_(raw, mean=_inverse_softplus(1.0 / hidden), std=0.1)
+        nn.init.constant_(self.output_raw, _inverse_softplus(1.0 / hidden))
+
+    def _pre_activations(self, u: torch.Tensor) -> list[torch.Tensor]:
+        pre = [F.linear(u, self.input_weights[0], self.input_biases[0])]
+        for weight, bias, raw in zip(self.input_weights[1:], self.input_biases[1:], self.hidden_raw):
+            pre.append(F.linear(u, weight, bias) + F.linear(F.softplus(pre[-1]), F.softplus(raw)))
+        return pre
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """psi(u), shape (...,)."""
+        return F.softplus(self._pre_activations(u)[-1]) @ F.softplus(self.output_raw)
+
+    def gradient(self, u: torch.Tensor) -> torch.Tensor:
+        """grad psi(u) in closed form, shape (..., in_features).
+
+        Back-propagation written out: delta_K = a * softplus'(s_K),
+        delta_k = (U_k^T delta_{k+1}) * softplus'(s_k), grad = sum_k W_k^T delta_k,
+        with softplus' = sigmoid.
+        """
+        pre = self._pre_activations(u)
+        delta = torch.sigmoid(pre[-1]) * F.softplus(self.output_raw)
+        grad = delta @ self.input_weights[-1]
+        for k in range(len(pre) - 2, -1, -1):
+            delta = (delta @ F.softplus(self.hidden_raw[k])) * torch.sigmoid(pre[k])
+            grad = grad + delta @ self.input_weights[k]
+        return grad
+
+
+class InverseLipschitzMap(nn.Module):
+    r"""f: R^in -> R^out with ||f(u) - f(v)|| >= L ||u - v|| for all u, v.
+
+    f = B o g with g(u) = grad psi(u) + L u (psi an :class:`ICNN`) and B = s Q, where Q
+    has orthonormal columns (a reduced QR factor of a free matrix) and s = 1 + softplus(r) >= 1.
+
+    Args:
+        in_features: Dimension of u.
+        out_features: Dimension of f(u); must be >= in_features (a lift must be injective).
+        lipschitz: The constant L >= 0 (changeable later with :meth:`set_lipschitz`).
+        hidden_size: Width of psi.
+        num_layers: Depth of psi.
+        center: Make Q's columns orthogonal to the all-ones vector. Used when f(u) are
+            logits: softmax ignores a constant shift, so the guarantee must hold after
+            centring, and then ``||center(f(u) - f(v))|| = ||f(u) - f(v)||``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        lipschitz: float = 1.0,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        center: bool = False,
+    ):
+        super().__init__()
+        if out_features < in_features + int(center):
+            raise ValueError(
+                f"an injective lift needs out_features >= in_features{' + 1 when centred' if center else ''}, "
+                f"got {in_features} -> {out_features}"
+            )
+        self.in_features = in_features
+        self.out_features = out_features
+        self.center = center
+        self.set_lipschitz(lipschitz)
+        self.psi = ICNN(in_features, hidden_size, num_layers)
+        self.lift_raw = nn.Parameter(torch.empty(out_features, in_features))
+        self.scale_raw = nn.Parameter(torch.zeros(()))
+        nn.init.normal_(self.lift_raw)
+
+    def set_lipschitz(self, lipschitz: float) -> None:
+        if lipschitz < 0:
+            raise ValueError(f"the inverse-Lipschitz constant must be >= 0, got {lipschitz}")
+        self.lipschitz = float(lipschitz)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return 1.0 + F.softplus(self.scale_raw)
+
+    def lift_weight(self) -> torch.Tensor:
+        """B = s Q, shape (out_features, in_features); singular values all equal s >= 1."""
+        raw = self.lift_raw
+        if raw.dtype in (torch.float16, torch.bfloat16):
+            raw = raw.float()
+        if self.center:
+            raw = raw - raw.mean(dim=0, keepdim=True)
+        # QR in float32 even under autocast: orthonormality is the guarantee.
+        with torch.autocast(device_type=raw.device.type, enabled=False):
+            q, _ = torch.linalg.qr(raw, mode="reduced")
+        return self.scale * q
+
+    def lower_bound(self) -> float:
+        """The constant this module guarantees: s * L (>= L)."""
+        return float(self.scale.detach()) * self.lipschitz
+
+    def inner(self, u: torch.Tensor) -> torch.Tensor:
+        """g(u) = grad psi(u) + L u, shape (..., in_features)."""
+        return self.psi.gradient(u) + self.lipschitz * u
+
+    def forward(self, u: torch.Tensor, lift: torch.Tensor | None = None) -> torch.Tensor:
+        """f(u), shape (..., out_features). ``lift`` lets a caller reuse one B for many calls."""
+        lift = self.lift_weight() if lift is None else lift
+        g = self.inner(u)
+        return F.linear(g, lift.to(g.dtype))

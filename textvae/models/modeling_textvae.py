@@ -1,0 +1,236 @@
+"""TextVAEModel: a Hugging Face model for sentence VAEs.
+
+Input format: ``input_ids`` as produced by textvae tokenizers, ``<bos> w_1 ... w_n <eos>``
+right-padded with ``<pad>``; the decoder reads ``<bos> w_1 ... w_n`` and predicts
+``w_1 ... w_n <eos>`` (n + 1 predicted tokens, BOS never predicted).
+
+The model returns raw terms (log-likelihood and KL per sentence and per dimension);
+how they are weighted (beta, annealing, free bits) is :mod:`textvae.objectives`' job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from textvae.errors import TextVAEError
+from textvae.models.configuration_textvae import TextVAEConfig
+from textvae.models.decoders import DECODER_CLASSES, OutputHead
+from textvae.models.encoders import GaussianPosterior
+from textvae.models.generation import TextGenerationMixin
+from textvae.models.invlip import ICNN, InverseLipschitzMap
+
+# Upper bound on elements of one (samples x tokens x vocab) logits block in log_likelihood.
+_LOGITS_BLOCK = 2**25
+
+
+@dataclass
+class TextVAEOutput(ModelOutput):
+    """Raw terms of the ELBO for a batch of B sentences with a d-dimensional latent.
+
+    Args:
+        rec_log_likelihood: (B,) sum over predicted tokens of log p(x_t | x_<t, z).
+        kl: (B,) KL(q(z|x) || N(0, I)), analytic.
+        kl_per_dim: (B, d) its terms per latent dimension.
+        mu, logvar: (B, d) posterior parameters.
+        z: (B, d) the sample the decoder saw.
+        num_tokens: (B,) predicted tokens per sentence (words + EOS).
+    """
+
+    rec_log_likelihood: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    kl_per_dim: torch.Tensor | None = None
+    mu: torch.Tensor | None = None
+    logvar: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+    num_tokens: torch.Tensor | None = None
+
+
+def load_companion_tokenizer(name_or_path, config: TextVAEConfig, **hub_kwargs):
+    """The tokenizer saved beside a model, or None; a vocabulary that does not fit the model is an error."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
+    except (OSError, ValueError):
+        return None
+    if len(tokenizer) != config.vocab_size:
+        raise TextVAEError(
+            f"{name_or_path}: tokenizer has {len(tokenizer)} tokens but the model was built for "
+            f"vocab_size={config.vocab_size}; the tokenizer does not belong to this model"
+        )
+    return tokenizer
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per dimension, same shape as mu."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+class TextVAEModel(TextGenerationMixin, PreTrainedModel):
+    config_class = TextVAEConfig
+    base_model_prefix = "textvae"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: TextVAEConfig):
+        super().__init__(config)
+        self.posterior = GaussianPosterior(config) if config.latent_path != "none" else None
+        embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        self.decoder = DECODER_CLASSES[config.decoder_type](config, embedding)
+        self.head = OutputHead(config, embedding)
+        self.tokenizer = None  # attached by from_pretrained / the trainer; see TextGenerationMixin
+        self.post_init()
+
+    # ---------------------------------------------------------- persistence
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus the attached tokenizer, so an export is self-contained."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(save_directory)
+        return result
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load weights and, when the directory or Hub repo has one, the tokenizer beside them."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        hub_keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
+        model.tokenizer = load_companion_tokenizer(
+            pretrained_model_name_or_path, model.config, **{k: kwargs[k] for k in hub_keys if k in kwargs}
+        )
+        return model
+
+    # ----------------------------------------------------------------- init
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Uniform init of recurrent weights and embeddings as in He et al. (2019)."""
+        if isinstance(module, ICNN):
+            module.reset_parameters()
+        elif isinstance(module, InverseLipschitzMap):
+            nn.init.normal_(module.lift_raw)
+            nn.init.zeros_(module.scale_raw)
+        elif isinstance(module, nn.LSTM):
+            for param in module.parameters():
+                nn.init.uniform_(param, -0.1, 0.1)
+        elif isinstance(module, nn.Embedding):
+            nn.init.uniform_(module.weight, -0.1, 0.1)
+        else:
+            super()._init_weights(module)
+
+    # -------------------------------------------------------------- latent
+    @property
+    def has_latent(self) -> bool:
+        return self.posterior is not None
+
+    def set_lipschitz(self, lipschitz: float) -> None:
+        """Change L of the ``invlip`` path (used by the L schedule)."""
+        if self.head.invlip is not None:
+            self.head.invlip.set_lipschitz(lipschitz)
+
+    def lipschitz_bound(self) -> float:
+        """The constant the ``invlip`` path guarantees for centred logits (0 for other paths)."""
+        return self.head.invlip.lower_bound() if self.head.invlip is not None else 0.0
+
+    def encode_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) -> posterior mu, logvar, each (B, d). A ``none`` model returns the prior."""
+        if self.posterior is None:
+            zeros = input_ids.new_zeros(input_ids.shape[0], self.config.latent_size, dtype=torch.float)
+            return zeros, zeros
+        mu, logvar = self.posterior(input_ids, attention_mask)
+        return mu.float(), logvar.float()
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps; with ``num_samples`` K the result is (B, K, d)."""
+        if num_samples is not None:
+            mu, logvar = mu.unsqueeze(1), logvar.unsqueeze(1)
+            eps = torch.randn(mu.shape[0], num_samples, mu.shape[-1], device=mu.device, dtype=mu.dtype)
+        else:
+            eps = torch.randn_like(mu)
+        return mu + (0.5 * logvar).exp() * eps
+
+    # ------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        word_dropout: float = 0.0,
+        sample_posterior: bool = True,
+    ) -> TextVAEOutput:
+        """One pass of the VAE with one posterior sample per sentence.
+
+        Args:
+            input_ids: (B, T) ``<bos> ... <eos>`` right-padded.
+            attention_mask: (B, T) 1 on real tokens; derived from ``<pad>`` when omitted.
+            word_dropout: Probability of replacing decoder inputs by ``<unk>`` (training only).
+            sample_posterior: Decode from a sample of q(z|x) (the ELBO) or from its mean.
+        """
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        mu, logvar = self.encode_ids(input_ids, attention_mask)
+        z = self.reparameterize(mu, logvar) if sample_posterior and self.has_latent else mu
+        decoder_inputs = input_ids[:, :-1]
+        if word_dropout > 0 and self.training:
+            drop = torch.rand(decoder_inputs.shape, device=input_ids.device) < word_dropout
+            drop[:, 0] = False  # keep BOS
+            decoder_inputs = decoder_inputs.masked_fill(drop, self.config.unk_token_id)
+        logits = self.head(self.decoder(decoder_inputs, z), z)
+        rec = self._sequence_log_likelihood(logits, input_ids[:, 1:], attention_mask[:, 1:])
+        kl_per_dim = gaussian_kl(mu, logvar)
+        return TextVAEOutput(
+            rec_log_likelihood=rec,
+            kl=kl_per_dim.sum(-1),
+            kl_per_dim=kl_per_dim,
+            mu=mu,
+            logvar=logvar,
+            z=z,
+            num_tokens=attention_mask[:, 1:].sum(-1),
+        )
+
+    @staticmethod
+    def _sequence_log_likelihood(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(..., T, V) logits, (..., T) targets and mask -> (...,) summed log-probabilities."""
+        nll = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), reduction="none")
+        return -(nll.view(targets.shape) * mask).sum(-1)
+
+    @torch.no_grad()
+    def log_likelihood(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) for (B, d) or (B, K, d) latents -> (B,) or (B, K).
+
+        Samples are processed in blocks that keep the logits small. When z does not enter
+        the decoder's recurrence (``invlip`` default, ``none``) the decoder runs once per
+        sentence and only the head is evaluated per sample -- the main saving of
+        importance-weighted evaluation with K = 500.
+        """
+        single = z.dim() == 2
+        z = z.unsqueeze(1) if single else z
+        batch, num_samples, _ = z.shape
+        inputs, targets, mask = input_ids[:, :-1], input_ids[:, 1:], attention_mask[:, 1:]
+        block = max(1, _LOGITS_BLOCK // (batch * inputs.shape[1] * self.config.vocab_size))
+        lift = self.head.invlip.lift_weight() if self.head.invlip is not None else None
+        shared = None if self.decoder.uses_latent else self.decoder(inputs, None).unsqueeze(1)  # (B, 1, T, H)
+        base = None if shared is None else self.head.base_logits(shared)  # (B, 1, T, V)
+        out = []
+        for zs in z.split(block, dim=1):  # zs: (B, k, d)
+            k = zs.shape[1]
+            if shared is None:
+                flat = zs.reshape(batch * k, -1)
+                hidden = self.decoder(inputs.repeat_interleave(k, 0), flat).view(batch, k, inputs.shape[1], -1)
+                logits = self.head(hidden, zs, lift)
+            elif self.head.invlip is not None:
+                logits = base + self.head.latent_logits(shared, zs, lift)
+            else:
+                logits = base
+            logits = logits.expand(batch, k, *logits.shape[2:])
+            out.append(self._sequence_log_likelihood(logits, targets.unsqueeze(1).expand(-1, k, -1), mask.unsqueeze(1)))
+        result = torch.cat(out, dim=1)
+        return result[:, 0] if single else result
+
+    def next_token_logits(self, tokens: torch.Tensor, z: torch.Tensor | None, state, lift: torch.Tensor | None = None):
+        """One decoding step: (B,) previous tokens -> (B, V) logits and the new decoder state."""
+        hidden, state = self.decoder.step(tokens, z, state)
+        return self.head(hidden.unsqueeze(1), z, lift)[:, 0], state
