@@ -1,0 +1,47 @@
+"""Load a trained model from a local export, a run directory or a Hub repo id, with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from textvae.errors import TextVAEError
+from textvae.models.modeling_textvae import TextVAEModel
+
+
+def resolve_export(name_or_path: str | Path) -> str:
+    """A run directory means its ``final/`` export; anything else is passed on unchanged."""
+    path = Path(name_or_path)
+    if path.is_dir() and not (path / "config.json").exists() and (path / "final" / "config.json").exists():
+        return str(path / "final")
+    return str(name_or_path)
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device | None = None, **hub_kwargs) -> TextVAEModel:
+    """``TextVAEModel.from_pretrained`` for users: the model in eval mode, on ``device``.
+
+    Accepts an export directory, a run directory (its ``final/`` export) or a Hub repo
+    id. Missing, incomplete or corrupt checkpoints raise :class:`TextVAEError` naming
+    the path instead of a traceback from deep inside transformers or safetensors.
+    """
+    source = resolve_export(name_or_path)
+    path = Path(source)
+    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+    if looks_local:
+        if not path.is_dir():
+            raise TextVAEError(f"checkpoint not found: {source}")
+        if not (path / "config.json").is_file():
+            raise TextVAEError(f"{source}: not a textvae export (no config.json)")
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            raise TextVAEError(f"{source}: no model weights (model.safetensors) in the export")
+    try:
+        model = TextVAEModel.from_pretrained(source, **hub_kwargs)
+    except TextVAEError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- every loader failure becomes one line
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TextVAEError(f"{source}: could not load the checkpoint ({type(exc).__name__}: {first_line})") from None
+    if device is not None:
+        model.to(device)
+    return model.eval()
