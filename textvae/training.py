@@ -1,0 +1,260 @@
+"""The training loop. Read :func:`train` top to bottom.
+
+Accelerate is the distributed engine (DDP/FSDP/DeepSpeed come from ``accelerate
+launch``); this module owns the loop: batches, the objective, validation, the best
+export and resumable checkpoints. Every process builds the same length-bucketed
+batches and takes its own share (see :class:`~textvae.data.batching.BucketBatchSampler`),
+so each sentence is seen once per epoch across processes and resuming needs only
+(epoch, batch index) plus the RNG states that ``save_state`` keeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from textvae.builders import LRSchedule, build_model, build_optimizer
+from textvae.checkpointing import (
+    TrainState,
+    clean_partial,
+    resolve_resume,
+    save_checkpoint,
+    write_atomic_export,
+)
+from textvae.data.batching import make_dataloader
+from textvae.data.pipeline import PreparedData, prepare_data
+from textvae.errors import TextVAEError
+from textvae.objectives import Objective
+from textvae.recipe import Recipe, TrainConfig, dump_recipe
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
+    if cfg.mixed_precision not in MIXED_PRECISION:
+        raise TextVAEError(f"recipe key 'train.mixed_precision': {cfg.mixed_precision!r} is not one of {MIXED_PRECISION}")
+    precision = cfg.mixed_precision
+    if precision == "auto":  # bf16 autocast crashes nn.LSTM on CPU; fp16 is ignored there
+        precision = "bf16" if torch.cuda.is_available() else "no"
+    return Accelerator(
+        mixed_precision=precision,
+        log_with="tensorboard" if cfg.tensorboard else None,
+        project_dir=str(run_dir),
+    )
+
+
+def load_run_data(recipe: Recipe, run_dir: Path, accelerator: Accelerator) -> PreparedData:
+    """Corpus and tokenizer; the main process trains and saves the tokenizer, the others load it."""
+    tokenizer_dir = run_dir / "tokenizer"
+    with accelerator.main_process_first():
+        cfg = recipe.data
+        if tokenizer_dir.is_dir() and cfg.tokenizer in ("word", "bpe", "unigram"):
+            cfg = dataclasses.replace(cfg, tokenizer=str(tokenizer_dir))  # resume / other ranks
+        return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"))
+
+
+def batch_stream(loader, state: TrainState, device: torch.device) -> Iterator[tuple[dict, bool]]:
+    """Endless batches from ``(state.epoch, state.batch_in_epoch)`` on; flags an epoch's last batch.
+
+    ``state`` always points at the next batch to read, so a checkpoint taken between
+    two optimiser steps resumes at exactly the right place.
+    """
+    sampler = loader.batch_sampler
+    while True:
+        sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
+        for batch in loader:
+            state.batch_in_epoch += 1
+            last = state.batch_in_epoch == sampler.batches_per_epoch
+            if last:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, last
+
+
+@torch.no_grad()
+def validate(model, loader, accelerator: Accelerator, max_batches: int | None, seed: int) -> dict[str, float]:
+    """ELBO, reconstruction, KL and active units on the validation split (all processes).
+
+    Runs on a forked RNG with a fixed seed: validation numbers are reproducible and
+    validating never changes the training trajectory (exact resume depends on it).
+    """
+    model.eval()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # rec, kl, tokens, sentences
+    mu_sum = mu_sq_sum = None
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        loader.batch_sampler.set_epoch(0)
+        for index, batch in enumerate(loader):
+            if max_batches is not None and index >= max_batches:
+                break
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.autocast():
+                out = model(**batch)
+            sums += torch.stack([-out.rec_log_likelihood.sum(), out.kl.sum(), out.num_tokens.sum(), torch.tensor(len(out.kl))]).double()
+            mu = out.mu.double()
+            mu_sum = mu.sum(0) if mu_sum is None else mu_sum + mu.sum(0)
+            mu_sq_sum = mu.pow(2).sum(0) if mu_sq_sum is None else mu_sq_sum + mu.pow(2).sum(0)
+    sums = accelerator.reduce(sums, reduction="sum")
+    mu_sum, mu_sq_sum = accelerator.reduce(mu_sum, "sum"), accelerator.reduce(mu_sq_sum, "sum")
+    model.train()
+    rec, kl, tokens, count = sums.tolist()
+    variance = mu_sq_sum / count - (mu_sum / count).pow(2)  # population Var_x E_q[z_d]
+    return {
+        "elbo": -(rec + kl) / count,
+        "rec": rec / count,
+        "kl": kl / count,
+        "elbo_ppl": math.exp((rec + kl) / tokens),
+        "active_units": int((variance >= 0.01).sum()),
+    }
+
+
+class MetricsLog:
+    """metrics.jsonl in the run directory (main process), mirrored to Accelerate's trackers."""
+
+    def __init__(self, path: Path, accelerator: Accelerator):
+        self.path, self.accelerator = path, accelerator
+
+    def write(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        numbers = {f"{record['split']}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        self.accelerator.log(numbers, step=record["step"])
+
+
+def export(model, run_dir: Path, recipe: Recipe, summary: dict) -> None:
+    """Write ``final/``: config, weights, tokenizer, the resolved recipe and the metrics so far."""
+    dump_recipe(recipe, run_dir / "recipe.yaml")
+    metrics = run_dir / "metrics.jsonl"
+    write_atomic_export(
+        model,
+        run_dir / "final",
+        {
+            "recipe.yaml": (run_dir / "recipe.yaml").read_text(encoding="utf-8"),
+            "train_summary.json": json.dumps(summary, indent=2),
+            "metrics.jsonl": metrics.read_text(encoding="utf-8") if metrics.exists() else "",
+        },
+    )
+
+
+def train(recipe: Recipe) -> Path:
+    """Train the model a recipe describes; returns the run directory (export in ``final/``)."""
+    run_dir = Path(recipe.output_dir)
+    cfg = recipe.train
+    accelerator = make_accelerator(cfg, run_dir)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        clean_partial(run_dir)
+    resume_from = resolve_resume(run_dir, cfg.resume)
+    set_seed(recipe.seed)
+
+    # Data, model, objective, optimiser.
+    data = load_run_data(recipe, run_dir, accelerator)
+    if accelerator.is_main_process:
+        for split in data.splits.values():
+            print(split.report.summary())
+    tokenizer = data.tokenizer
+    model = build_model(recipe, tokenizer)
+    loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,
+                       bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
+                       rank=accelerator.process_index)
+    train_loader = make_dataloader(data.splits["train"].ids, shuffle=True, **loader_args)
+    valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=False, **loader_args)
+    steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    eval_every = cfg.eval_every or steps_per_epoch
+    save_every = cfg.save_every or eval_every
+    invlip = model.config.latent_path == "invlip"
+    objective = Objective.from_config(recipe.objective, total_steps, model.config.lipschitz if invlip else None)
+    optimizer = build_optimizer(recipe.optim, model)
+    schedule = LRSchedule(recipe.optim, optimizer, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state, schedule)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        accelerator.print(f"resumed from {resume_from} at step {state.step}")
+    if cfg.tensorboard:
+        accelerator.init_trackers("tensorboard")
+    log = MetricsLog(run_dir / "metrics.jsonl", accelerator)
+    if accelerator.is_main_process:
+        dump_recipe(recipe, run_dir / "recipe.yaml")
+
+    # The loop: one iteration = one optimiser step over grad_accum micro-batches.
+    stream = batch_stream(train_loader, state, accelerator.device)
+    progress = tqdm(total=total_steps, initial=state.step, desc="train", dynamic_ncols=True,
+                    disable=not (cfg.progress and accelerator.is_main_process))
+    started, tokens_at_log, time_at_log = time.time(), 0, time.time()
+    stop = state.step >= total_steps
+    while not stop:
+        lipschitz = objective.lipschitz(state.step)
+        if lipschitz is not None:
+            raw_model.set_lipschitz(lipschitz)
+        epoch_ended, step_tokens = False, 0
+        for micro in range(cfg.grad_accum):
+            batch, last = next(stream)
+            epoch_ended |= last
+            sync = micro == cfg.grad_accum - 1
+            with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
+                terms = objective(model(**batch, word_dropout=objective.word_dropout), state.step)
+            accelerator.backward(terms.loss / cfg.grad_accum)
+            step_tokens += int(terms.num_tokens)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf)
+        if not torch.isfinite(grad_norm):  # the same on every process: gradients are all-reduced
+            raise TextVAEError(
+                f"non-finite loss/gradient at step {state.step + 1} (loss={float(terms.loss):.4g}); "
+                f"nothing was saved from this step, the last checkpoint in {run_dir / 'checkpoints'} is intact "
+                "(try a lower optim.lr or optim.grad_clip)"
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        state.step += 1
+        state.tokens_seen += step_tokens
+        tokens_at_log += step_tokens
+        progress.update(1)
+
+        if state.step % cfg.log_every == 0 or state.step == total_steps:
+            now = time.time()
+            record = {"step": state.step, "epoch": state.epoch, "split": "train", **terms.to_dict(),
+                      "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                      "tokens_per_s": tokens_at_log * accelerator.num_processes / max(now - time_at_log, 1e-9)}
+            if lipschitz is not None:
+                record["lipschitz"] = lipschitz
+            log.write(record)
+            progress.set_postfix(loss=f"{record['loss']:.2f}", kl=f"{record['kl']:.2f}",
+                                 ppl=f"{record['elbo_ppl']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            tokens_at_log, time_at_log = 0, now
+
+        stop = state.step >= total_steps
+        if state.step % eval_every == 0 or (cfg.eval_every == 0 and epoch_ended) or stop:
+            metrics = validate(raw_model, valid_loader, accelerator, cfg.eval_batches, recipe.seed)
+            log.write({"step": state.step, "epoch": state.epoch, "split": "valid", **metrics})
+            schedule.validation(-metrics["elbo"])
+            if metrics["elbo"] > state.best_elbo:
+                state.best_elbo, state.bad_validations = metrics["elbo"], 0
+                if accelerator.is_main_process:
+                    summary = {"best_step": state.step, "valid": metrics, "steps": total_steps,
+                               "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
+                    export(raw_model, run_dir, recipe, summary)
+            else:
+                state.bad_validations += 1
+                stop |= cfg.early_stopping > 0 and state.bad_validations >= cfg.early_stopping
+            accelerator.wait_for_everyone()
+        if state.step % save_every == 0 or stop:
+            save_checkpoint(accelerator, run_dir, state, cfg.keep_last)
+    progress.close()
+    accelerator.end_training()
+    return run_dir
