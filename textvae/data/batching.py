@@ -1,0 +1,153 @@
+"""Length-bucketed batches that split evenly across processes.
+
+Sentences vary from 1 to 80+ tokens; random batches are mostly padding. The sampler
+shuffles, sorts by length inside large chunks (``bucket_batches`` batches each, so
+batches are homogeneous but the epoch stays random), cuts batches, and shuffles their
+order. It shards by rank itself and guarantees every rank the same number of batches
+(collective ops in DDP hang otherwise) with every example exactly once per epoch.
+The order is a pure function of ``(seed, epoch)``, which is what makes mid-epoch resume
+exact: ``set_epoch(epoch, start_batch=k)`` replays the epoch from its ``k``-th batch.
+
+Because it already shards, do not pass the resulting DataLoader through
+``accelerator.prepare`` (that would shard again); move batches to the device instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from textvae.errors import TextVAEError
+
+
+def _balanced_count(count: int, n: int, num_replicas: int) -> int:
+    """The batch count after balancing: the next multiple of ``num_replicas``, unless that
+    needs more batches than examples (only with batch size 1): then the previous one."""
+    target = -(-count // num_replicas) * num_replicas
+    return target if target <= n else count // num_replicas * num_replicas
+
+
+def _balance(batches: list[np.ndarray], n: int, num_replicas: int) -> list[np.ndarray]:
+    """Make the batch count a multiple of ``num_replicas`` without dropping anything:
+    split the largest batch in two until it fits, or, in the batch-size-1 corner, merge
+    the two smallest."""
+    target = _balanced_count(len(batches), n, num_replicas)
+    batches = list(batches)
+    while len(batches) < target:
+        i = max(range(len(batches)), key=lambda j: len(batches[j]))
+        half = len(batches[i]) // 2
+        batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
+    while len(batches) > target:
+        i, j = sorted(sorted(range(len(batches)), key=lambda k: len(batches[k]))[:2])
+        batches[i] = np.concatenate([batches[i], batches.pop(j)])
+    return batches
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Yields lists of dataset indices: this rank's share of one epoch's batches.
+
+    Args:
+        lengths: length of every example (any unit; only the order matters).
+        batch_size: examples per batch (a few batches may be split in two to balance ranks).
+        shuffle: random order per epoch; ``False`` gives a fixed, length-sorted order.
+        seed: with the epoch, fixes the order.
+        bucket_batches: sorting happens within chunks of ``bucket_batches * batch_size``.
+        num_replicas, rank: the process group (``Accelerator().num_processes``/``process_index``).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 bucket_batches: int = 50, num_replicas: int = 1, rank: int = 0) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        n = len(self.lengths)
+        if batch_size < 1:
+            raise TextVAEError(f"data.batch_size must be at least 1, got {batch_size}")
+        if bucket_batches < 1:
+            raise TextVAEError(f"data.bucket_batches must be at least 1, got {bucket_batches}")
+        if not 0 <= rank < num_replicas:
+            raise TextVAEError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        if n < num_replicas:
+            raise TextVAEError(f"{n} examples cannot be shared by {num_replicas} processes")
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.bucket_batches, self.num_replicas, self.rank = bucket_batches, num_replicas, rank
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch to iterate; skip its first ``start_batch`` batches (resume)."""
+        if not 0 <= start_batch <= self.batches_per_epoch:
+            raise TextVAEError(f"cannot resume at batch {start_batch}: an epoch has {self.batches_per_epoch}")
+        self.epoch, self.start_batch = epoch, start_batch
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches this rank gets in a full epoch (the same on every rank)."""
+        n = len(self.lengths)
+        return _balanced_count(-(-n // self.batch_size), n, self.num_replicas) // self.num_replicas
+
+    def epoch_batches(self) -> list[list[int]]:
+        """All ranks' batches of the current epoch, in order (rank ``r`` takes ``r::R``)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n = len(self.lengths)
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        chunk = self.bucket_batches * self.batch_size
+        # One stable sort on (chunk, length): sorted within chunks, chunks kept in order.
+        order = order[np.lexsort((self.lengths[order], np.arange(n) // chunk))]
+        batches = np.split(order, np.arange(self.batch_size, n, self.batch_size))
+        batches = _balance(batches, n, self.num_replicas)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return [b.tolist() for b in batches]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        mine = self.epoch_batches()[self.rank :: self.num_replicas]
+        yield from mine[self.start_batch :]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start_batch
+
+
+class TokenizedDataset(Dataset):
+    """Token-id lists (each ``<bos> ... <eos>``) as a map-style dataset."""
+
+    def __init__(self, ids: list[list[int]]) -> None:
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> list[int]:
+        return self.ids[index]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(row) for row in self.ids]
+
+
+class Collator:
+    """Right-pads a list of id lists into ``input_ids`` and ``attention_mask`` (both (B, T) int64)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
+        lengths = torch.tensor([len(row) for row in batch])
+        input_ids = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(row, dtype=torch.long) for row in batch], batch_first=True, padding_value=self.pad_id)
+        attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # (B, T)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def make_dataloader(ids: list[list[int]], batch_size: int, pad_id: int, *, shuffle: bool, seed: int = 0,
+                    bucket_batches: int = 50, num_replicas: int = 1, rank: int = 0) -> DataLoader:
+    """A DataLoader over ``ids`` with :class:`BucketBatchSampler` batches for this rank.
+
+    Call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch (and pass
+    ``start_batch`` to resume mid-epoch).
+    """
+    dataset = TokenizedDataset(ids)
+    sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed,
+                                 bucket_batches=bucket_batches, num_replicas=num_replicas, rank=rank)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(pad_id))

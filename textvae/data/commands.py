@@ -1,0 +1,71 @@
+"""``textvae data``: look at, fetch and generate corpora from the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+from textvae.data.corpora import CORPORA, download
+from textvae.data.stats import corpus_stats
+from textvae.data.synthetic import write_corpus
+
+
+def _stats(args: argparse.Namespace) -> int:
+    print(corpus_stats(args.corpus, args.data_dir).render())
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    download(args.name, args.data_dir)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    out = write_corpus(args.out, n_train=args.train, n_valid=args.valid, n_test=args.test, seed=args.seed)
+    print(f"synthetic corpus (seed {args.seed}): {args.train:,}/{args.valid:,}/{args.test:,} sentences -> {out}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from textvae.data.pipeline import prepare_data  # imports transformers: only when needed
+    from textvae.recipe import load_recipe
+
+    # The first item is the recipe unless it is already an override.
+    has_recipe = bool(args.items) and "=" not in args.items[0]
+    recipe = load_recipe(args.items[0] if has_recipe else None, args.items[has_recipe:])
+    data = prepare_data(recipe.data, tokenizer_dir=args.tokenizer_dir)
+    for split in data.splits.values():
+        print(split.report.summary())
+    saved = f", saved to {args.tokenizer_dir}" if args.tokenizer_dir else ""
+    print(f"tokenizer: {recipe.data.tokenizer}, {len(data.tokenizer):,} entries{saved}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``data stats``, ``data download``, ``data prepare`` and ``data generate``."""
+    data = subparsers.add_parser("data", help="inspect, download or generate corpora")
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    stats = actions.add_parser("stats", help="lines, tokens, word types and a length histogram")
+    stats.add_argument("corpus", metavar="CORPUS_OR_DIR_OR_FILE",
+                       help=f"a registered corpus ({', '.join(CORPORA)}), a corpus directory or one text file")
+    stats.add_argument("--data-dir", help="where registered corpora live (default: see `data download`)")
+    stats.set_defaults(handler=_stats)
+
+    fetch = actions.add_parser("download", help="fetch a registered corpus and verify it")
+    fetch.add_argument("name", metavar="NAME", help=", ".join(CORPORA))
+    fetch.add_argument("--data-dir", help="target folder (default: $TEXTVAE_DATA or ~/.cache/textvae/data)")
+    fetch.set_defaults(handler=_download)
+
+    prep = actions.add_parser("prepare", help="read and tokenise a recipe's data, report what was skipped or cut")
+    prep.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]",
+                      help="a recipe file and/or overrides such as data.corpus=ptb data.max_length=40")
+    prep.add_argument("--tokenizer-dir", help="also save the tokenizer here")
+    prep.set_defaults(handler=_prepare)
+
+    gen = actions.add_parser("generate", help="write the synthetic corpus with its generative factors")
+    gen.add_argument("--out", default="data/synthetic", help="output directory (default: data/synthetic)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--train", type=int, default=20000, help="training sentences (default: 20000)")
+    gen.add_argument("--valid", type=int, default=1000)
+    gen.add_argument("--test", type=int, default=1000)
+    gen.set_defaults(handler=_generate)

@@ -1,0 +1,196 @@
+"""From a recipe's ``data`` section to token ids: the one entry point trainers call.
+
+``prepare_data`` reads the splits (a corpus directory, a registered name or a local
+Hugging Face dataset), trains or loads the tokenizer, encodes every split in one batch
+call, applies the length policy and reports what it skipped, cut or dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerFast
+
+from textvae.data.corpora import resolve_corpus
+from textvae.data.reading import ReadReport, read_hf_splits, read_lines
+from textvae.data.synthetic import factors_path, load_factors
+from textvae.data.tokenization import (
+    EOS_ID,
+    KINDS,
+    check_fits_corpus,
+    fingerprint,
+    load_meta,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
+from textvae.errors import TextVAEError
+from textvae.recipe import DataConfig
+
+SPLITS = ("train", "valid", "test")
+POLICIES = ("truncate", "drop")
+
+
+@dataclass
+class SplitReport:
+    """What became of one split's sentences between the file and the id lists."""
+
+    split: str
+    source: str
+    lines_read: int
+    blank_skipped: int
+    max_length: int
+    policy: str
+    limited_to: int | None = None
+    """``data.max_train_lines`` when it cut the split short."""
+    truncated: int = 0
+    dropped: int = 0
+
+    def summary(self) -> str:
+        used = (self.limited_to or self.lines_read) - self.dropped
+        notes = [f"{self.blank_skipped:,} blank lines skipped"]
+        if self.limited_to is not None:
+            notes.append(f"first {self.limited_to:,} of {self.lines_read:,} used (data.max_train_lines)")
+        if self.policy == "truncate":
+            notes.append(f"{self.truncated:,} truncated to {self.max_length} tokens")
+        else:
+            notes.append(f"{self.dropped:,} dropped as longer than {self.max_length} tokens")
+        return f"{self.split}: {used:,} sentences from {self.source} ({'; '.join(notes)})"
+
+
+@dataclass
+class SplitData:
+    lines: list[str]
+    ids: list[list[int]]
+    """``<bos> ... <eos>`` token ids, one list per sentence, aligned with ``lines``."""
+    factors: list[dict[str, Any]] | None
+    """Generative factors per sentence, for corpora that ship them (the synthetic one)."""
+    report: SplitReport
+
+
+@dataclass
+class PreparedData:
+    tokenizer: PreTrainedTokenizerFast
+    corpus_name: str
+    splits: dict[str, SplitData] = field(default_factory=dict)
+
+
+@dataclass
+class _Raw:
+    lines: list[str]
+    report: ReadReport
+    factors: list[dict[str, Any]] | None
+
+
+def _check_options(cfg: DataConfig) -> None:
+    if cfg.length_policy not in POLICIES:
+        raise TextVAEError(f"data.length_policy: unknown policy '{cfg.length_policy}' (use {' or '.join(POLICIES)})")
+    if cfg.max_length < 1:
+        raise TextVAEError(f"data.max_length must be at least 1, got {cfg.max_length}")
+    if cfg.max_train_lines is not None and cfg.max_train_lines < 1:
+        raise TextVAEError(f"data.max_train_lines must be at least 1, got {cfg.max_train_lines}")
+
+
+def _read_files(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, _Raw]]:
+    files = resolve_corpus(cfg.corpus, cfg.data_dir, splits)
+    raw = {}
+    for split, path in files.items():
+        lines, report = read_lines(path)
+        factors = None
+        if factors_path(path.parent, split).is_file():
+            factors = load_factors(path.parent, split)
+            if report.blank_skipped or len(factors) != len(lines):
+                raise TextVAEError(f"{factors_path(path.parent, split)}: {len(factors)} rows do not match "
+                                   f"the {len(lines) + report.blank_skipped} lines of {path}")
+        raw[split] = _Raw(lines, report, factors)
+    name = cfg.corpus if not Path(cfg.corpus).is_dir() else Path(cfg.corpus).resolve().name
+    return name, raw
+
+
+def _read(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, _Raw]]:
+    if cfg.hf_dataset is None:
+        return _read_files(cfg, splits)
+    loaded = read_hf_splits(cfg.hf_dataset, cfg.text_column, splits)
+    return Path(cfg.hf_dataset).resolve().name, {s: _Raw(lines, rep, None) for s, (lines, rep) in loaded.items()}
+
+
+def _encode(tok: PreTrainedTokenizerFast, lines: list[str]) -> list[list[int]]:
+    # The Rust batch encoder, bypassing the Python wrapper's per-call checks.
+    return [enc.ids for enc in tok.backend_tokenizer.encode_batch(lines)]
+
+
+def _apply_length_policy(raw: _Raw, ids: list[list[int]], report: SplitReport) -> SplitData:
+    limit = report.max_length + 2  # BOS and EOS do not count towards max_length
+    if report.policy == "truncate":
+        long_rows = [i for i, row in enumerate(ids) if len(row) > limit]
+        for i in long_rows:
+            ids[i] = ids[i][: limit - 1] + [EOS_ID]
+        report.truncated = len(long_rows)
+        return SplitData(raw.lines, ids, raw.factors, report)
+    keep = [i for i, row in enumerate(ids) if len(row) <= limit]
+    report.dropped = len(ids) - len(keep)
+    if not keep:
+        raise TextVAEError(f"data.max_length: every sentence of {report.source} is longer than "
+                           f"{report.max_length} tokens, so length_policy=drop leaves nothing")
+    factors = [raw.factors[i] for i in keep] if raw.factors is not None else None
+    return SplitData([raw.lines[i] for i in keep], [ids[i] for i in keep], factors, report)
+
+
+def _tokenizer(cfg: DataConfig, corpus: str, train: _Raw | None) -> tuple[PreTrainedTokenizerFast, dict, Path | None]:
+    """Train one on the train split, or load ``cfg.tokenizer``; return it, its meta and
+    the directory it was loaded from (``None`` when trained here)."""
+    if cfg.tokenizer in KINDS:
+        tok = train_tokenizer(cfg.tokenizer, train.lines, cfg.vocab_size, cfg.min_frequency, cfg.lowercase,
+                              model_max_length=cfg.max_length + 2)
+        meta = {"kind": cfg.tokenizer, "corpus": corpus, "train_source": train.report.source,
+                "train_fingerprint": fingerprint(train.lines), "train_lines": len(train.lines),
+                "vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency, "lowercase": cfg.lowercase}
+        return tok, meta, None
+    directory = Path(cfg.tokenizer)
+    if not directory.exists():
+        raise TextVAEError(f"data.tokenizer: '{cfg.tokenizer}' is neither a kind ({', '.join(KINDS)}) "
+                           f"nor an existing tokenizer directory")
+    tok = load_tokenizer(directory)
+    tok.model_max_length = cfg.max_length + 2
+    return tok, load_meta(directory), directory
+
+
+def prepare_data(cfg: DataConfig, *, tokenizer_dir: Path | None = None,
+                 splits: Sequence[str] = SPLITS) -> PreparedData:
+    """Read, tokenise and length-limit ``splits`` as ``cfg`` describes.
+
+    When ``cfg.tokenizer`` is a kind, the tokenizer is trained on the train split (after
+    ``max_train_lines``); when it is a directory it is loaded and checked against the
+    first requested split (more than 5% ``<unk>`` means it belongs to another corpus).
+    Either way it is saved to ``tokenizer_dir`` when one is given, so a run directory
+    always holds the tokenizer its model was trained with.
+    """
+    _check_options(cfg)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise TextVAEError(f"unknown split(s) {unknown or list(splits)} (use {', '.join(SPLITS)})")
+    needed = list(splits) if cfg.tokenizer not in KINDS or "train" in splits else ["train", *splits]
+    corpus, raw = _read(cfg, needed)
+    if cfg.max_train_lines is not None and "train" in raw and len(raw["train"].lines) > cfg.max_train_lines:
+        train = raw["train"]
+        n = cfg.max_train_lines
+        raw["train"] = _Raw(train.lines[:n], train.report, train.factors[:n] if train.factors else None)
+        limited = n
+    else:
+        limited = None
+    tok, meta, loaded_from = _tokenizer(cfg, corpus, raw.get("train"))
+    prepared = PreparedData(tok, corpus)
+    for split in splits:
+        r = raw[split]
+        report = SplitReport(split, r.report.source, r.report.lines_read, r.report.blank_skipped,
+                             cfg.max_length, cfg.length_policy, limited if split == "train" else None)
+        ids = _encode(tok, r.lines)
+        if loaded_from is not None and split == splits[0]:
+            check_fits_corpus(ids, r.lines, loaded_from, meta, corpus, split)
+        prepared.splits[split] = _apply_length_policy(r, ids, report)
+    if tokenizer_dir is not None and (loaded_from is None or Path(tokenizer_dir).resolve() != loaded_from.resolve()):
+        save_tokenizer(tok, tokenizer_dir, meta)
+    return prepared

@@ -1,0 +1,188 @@
+"""Tokenizers trained on the corpus and saved the Hugging Face way.
+
+Every tokenizer is a ``tokenizers`` pipeline wrapped as ``PreTrainedTokenizerFast`` so
+that models, ``save_pretrained`` and the Hub treat it like any other. The contract the
+rest of textvae relies on: ``<pad>``=0, ``<bos>``=1, ``<eos>``=2, ``<unk>``=3, and every
+encoding is ``<bos> ... <eos>``, so ``tok(texts, padding=True, return_tensors="pt")`` is
+model-ready.
+
+Kinds: ``word`` (whitespace-separated words; the literal ``<unk>`` of PTB-style corpora *is*
+the unknown token), ``bpe`` and ``unigram`` (subwords, trained by ``tokenizers``).
+``vocab_size`` counts the entries learned from the corpus; the four special tokens come
+on top, so PTB's 10k-word vocabulary fits ``vocab_size=10000`` with nothing left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+from transformers import PreTrainedTokenizerFast
+
+from textvae.errors import TextVAEError
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+KINDS = ("word", "bpe", "unigram")
+META_FILE = "textvae_tokenizer.json"
+MAX_UNK_RATE = 0.05
+
+
+def _word_vocab(lines: Sequence[str], vocab_size: int, min_frequency: int, lowercase: bool) -> dict[str, int]:
+    # Counted here rather than by WordLevelTrainer, which ranks a literal "<unk>" in the
+    # corpus as an ordinary word and so moves the special token away from id 3.
+    text = "\n".join(lines)
+    counts = Counter((text.lower() if lowercase else text).split())
+    for token in SPECIAL_TOKENS:
+        counts.pop(token, None)
+    ranked = sorted((w for w, c in counts.items() if c >= min_frequency), key=lambda w: (-counts[w], w))
+    return {w: i for i, w in enumerate([*SPECIAL_TOKENS, *ranked[:vocab_size]])}
+
+
+def _build(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int, lowercase: bool) -> Tokenizer:
+    if kind == "word":
+        tok = Tokenizer(models.WordLevel(_word_vocab(lines, vocab_size, min_frequency, lowercase), unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    else:
+        # Split on whitespace first so a special token between words leaves no stray "▁".
+        tok = Tokenizer(models.BPE(unk_token=UNK) if kind == "bpe" else models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
+        tok.decoder = decoders.Metaspace()
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
+    if kind == "bpe":
+        tok.train_from_iterator(lines, trainers.BpeTrainer(
+            vocab_size=vocab_size + len(SPECIAL_TOKENS), min_frequency=min_frequency,
+            special_tokens=list(SPECIAL_TOKENS), show_progress=False))
+    elif kind == "unigram":
+        tok.train_from_iterator(lines, trainers.UnigramTrainer(
+            vocab_size=vocab_size + len(SPECIAL_TOKENS), special_tokens=list(SPECIAL_TOKENS),
+            unk_token=UNK, show_progress=False))
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, BOS_ID), (EOS, EOS_ID)])
+    return tok
+
+
+def wrap(tok: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
+    """The ``transformers`` view of a ``tokenizers`` pipeline with our special tokens."""
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS,
+                                   unk_token=UNK, model_max_length=model_max_length)
+
+
+def train_tokenizer(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int = 1,
+                    lowercase: bool = False, *, model_max_length: int = 512) -> PreTrainedTokenizerFast:
+    """Train a ``word``/``bpe``/``unigram`` tokenizer on ``lines``.
+
+    ``model_max_length`` is the longest encoding (BOS and EOS included) the model accepts;
+    the data pipeline sets it from ``data.max_length``.
+    """
+    if kind not in KINDS:
+        raise TextVAEError(f"data.tokenizer: unknown kind '{kind}' (use {', '.join(KINDS)} or a tokenizer directory)")
+    if vocab_size < 1:
+        raise TextVAEError(f"data.vocab_size must be at least 1, got {vocab_size}")
+    if min_frequency < 1:
+        raise TextVAEError(f"data.min_frequency must be at least 1, got {min_frequency}")
+    return wrap(_build(kind, lines, vocab_size, min_frequency, lowercase), model_max_length)
+
+
+def fingerprint(lines: Sequence[str]) -> str:
+    """A SHA256 of the training sentences, recorded so a tokenizer can name its data."""
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``tok`` plus ``textvae_tokenizer.json`` (``meta``) to ``directory``.
+
+    The files are written to a temporary sibling directory that is renamed into place,
+    so a crash never leaves a directory that loads as a broken tokenizer.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        tok.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def load_meta(directory: str | Path) -> dict[str, Any]:
+    """The ``textvae_tokenizer.json`` of a saved tokenizer."""
+    path = Path(directory) / META_FILE
+    if not Path(directory).is_dir():
+        raise TextVAEError(f"tokenizer directory not found: {directory}")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TextVAEError(f"{directory}: not a textvae tokenizer (no {META_FILE})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TextVAEError(f"{path}: corrupt tokenizer metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise TextVAEError(f"{path}: corrupt tokenizer metadata (not a JSON object)")
+    return meta
+
+
+def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
+    """Load a tokenizer written by :func:`save_tokenizer`; check the special-token ids."""
+    load_meta(directory)
+    try:
+        tok = PreTrainedTokenizerFast.from_pretrained(str(directory))
+    except Exception as exc:  # transformers raises many types for damaged files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TextVAEError(f"{directory}: corrupt tokenizer ({first})") from None
+    if tok.convert_tokens_to_ids(list(SPECIAL_TOKENS)) != list(range(4)):
+        raise TextVAEError(f"{directory}: special tokens are not <pad>=0 <bos>=1 <eos>=2 <unk>=3")
+    return tok
+
+
+def unk_rate(ids: Sequence[Sequence[int]], lines: Sequence[str]) -> float:
+    """Share of the tokens (BOS/EOS excluded) that the tokenizer turned into ``<unk>``.
+
+    A literal ``<unk>`` in the text is not counted: PTB marks 5% of its words that way,
+    and a tokenizer is not to blame for them.
+    """
+    total = sum(len(row) - 2 for row in ids)
+    unknown = sum(row.count(UNK_ID) for row in ids) - sum(line.count(UNK) for line in lines)
+    return max(unknown, 0) / max(total, 1)
+
+
+def check_fits_corpus(ids: Sequence[Sequence[int]], lines: Sequence[str], directory: str | Path,
+                      meta: dict[str, Any], corpus: str, split: str = "train") -> None:
+    """Reject a saved tokenizer that maps more than 5% of ``corpus`` to ``<unk>``.
+
+    That is what a tokenizer built on another corpus does; training with it would run
+    without complaint and learn mostly ``<unk>``.
+    """
+    rate = unk_rate(ids, lines)
+    if rate > MAX_UNK_RATE:
+        raise TextVAEError(
+            f"data.tokenizer {directory} was built on corpus '{meta.get('corpus', 'unknown')}' and maps "
+            f"{rate:.1%} of the {split} tokens of '{corpus}' to <unk> (limit {MAX_UNK_RATE:.0%}); "
+            f"train one with data.tokenizer=word|bpe|unigram")
