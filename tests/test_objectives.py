@@ -1,0 +1,261 @@
+"""Schedules, free bits and the loss/diagnostics of :mod:`textvae.objectives`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from textvae.errors import TextVAEError
+from textvae.objectives import (
+    ConstantSchedule,
+    CyclicalSchedule,
+    LinearWarmup,
+    Objective,
+    free_bits_kl,
+)
+from textvae.recipe import ObjectiveConfig
+
+
+def make_output(rec_ll, kl_per_dim, num_tokens, requires_grad=False):
+    """A stand-in for TextVAEOutput with the attributes the objective reads."""
+    rec = torch.tensor(rec_ll, dtype=torch.float64, requires_grad=requires_grad)
+    kpd = torch.tensor(kl_per_dim, dtype=torch.float64, requires_grad=requires_grad)
+    return SimpleNamespace(
+        rec_log_likelihood=rec,
+        kl_per_dim=kpd,
+        kl=kpd.sum(dim=1),
+        num_tokens=torch.tensor(num_tokens),
+    )
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_constant_schedule_is_the_same_at_every_step():
+    s = ConstantSchedule(0.7)
+    assert [s(t) for t in (0, 1, 10**6)] == [0.7, 0.7, 0.7]
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [(0, 0.1), (5, 0.55), (10, 1.0), (11, 1.0), (10**6, 1.0)],
+)
+def test_linear_warmup_goes_from_start_to_end_then_stays(step, expected):
+    assert LinearWarmup(0.1, 1.0, 10)(step) == pytest.approx(expected)
+
+
+def test_linear_warmup_with_zero_steps_is_end_from_the_start():
+    assert LinearWarmup(0.0, 2.0, 0)(0) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("step", "expected", "where"),
+    [
+        (0, 0.0, "start of cycle 1"),
+        (5, 0.5, "inside the ramp"),
+        (10, 1.0, "end of the ramp"),
+        (15, 1.0, "plateau"),
+        (19, 1.0, "last plateau step"),
+        (20, 0.0, "start of cycle 2"),
+        (22, 0.2, "ramp of cycle 2"),
+        (60, 0.0, "start of the last cycle"),
+        (79, 1.0, "plateau of the last cycle"),
+        (80, 1.0, "total_steps: stays at end"),
+        (1000, 1.0, "far past the end"),
+    ],
+)
+def test_cyclical_schedule_fu_et_al(step, expected, where):
+    # 80 steps, 4 cycles of 20, ramp over the first half of each cycle.
+    assert CyclicalSchedule(80, 4, 0.5, 1.0)(step) == pytest.approx(expected), where
+
+
+def test_cyclical_schedule_with_non_integer_cycle_length_restarts_at_exact_cycle_starts():
+    s = CyclicalSchedule(10, 3, 1.0, 2.0)  # cycles of 10/3 steps: 0, 3.33, 6.67
+    assert s(0) == 0.0
+    assert s(3) == pytest.approx(1.8)  # 3 / 3.33 = 0.9 of the first cycle
+    assert s(4) == pytest.approx(0.4)  # 0.67 / 3.33 = 0.2 into cycle 2
+    assert s(7) == pytest.approx(0.2)  # 0.33 / 3.33 = 0.1 into cycle 3
+
+
+def test_cyclical_schedule_scales_with_end_value():
+    assert CyclicalSchedule(80, 4, 0.5, 0.5)(5) == pytest.approx(0.25)
+
+
+def test_schedules_are_pure_functions_of_the_step():
+    s = CyclicalSchedule(80, 4, 0.5, 1.0)
+    forward = [s(t) for t in range(100)]
+    backward = [s(t) for t in reversed(range(100))][::-1]
+    assert forward == backward
+
+
+# --------------------------------------------------------------------------- free bits
+
+
+def test_free_bits_dim_mode_clamps_each_dimension_batch_mean():
+    # batch-mean KL per dim: [0.1, 2.0, 0.6]; lambda = 0.5 -> 0.5 + 2.0 + 0.6
+    kpd = torch.tensor([[0.0, 1.0, 0.2], [0.2, 3.0, 1.0]])
+    assert free_bits_kl(kpd, 0.5, "dim").item() == pytest.approx(3.1)
+
+
+def test_free_bits_total_mode_clamps_the_batch_mean_total():
+    kpd = torch.tensor([[0.0, 1.0, 0.2], [0.2, 3.0, 1.0]])  # totals 1.2, 4.2 -> mean 2.7
+    assert free_bits_kl(kpd, 2.0, "total").item() == pytest.approx(2.7)
+    assert free_bits_kl(kpd, 5.0, "total").item() == pytest.approx(5.0)
+
+
+def test_free_bits_dim_mode_gradient_is_zero_below_lambda_and_one_above():
+    kpd = torch.tensor([[0.1, 2.0, 0.6]], requires_grad=True)
+    free_bits_kl(kpd, 0.5, "dim").backward()
+    assert kpd.grad.tolist() == [[0.0, 1.0, 1.0]]
+
+
+def test_free_bits_dim_mode_gradient_per_sentence_is_one_over_batch():
+    kpd = torch.tensor([[0.0, 1.0], [0.2, 3.0]], requires_grad=True)  # means 0.1, 2.0
+    free_bits_kl(kpd, 0.5, "dim").backward()
+    assert kpd.grad.tolist() == [[0.0, 0.5], [0.0, 0.5]]
+
+
+def test_free_bits_total_mode_gradient_switches_off_below_the_target_rate():
+    kpd = torch.tensor([[0.1, 0.2]], requires_grad=True)
+    free_bits_kl(kpd, 1.0, "total").backward()
+    assert kpd.grad.tolist() == [[0.0, 0.0]]
+    kpd.grad = None
+    free_bits_kl(kpd, 0.2, "total").backward()
+    assert kpd.grad.tolist() == [[1.0, 1.0]]
+
+
+def test_free_bits_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="mode"):
+        free_bits_kl(torch.zeros(1, 2), 0.5, "group")
+
+
+# --------------------------------------------------------------------------- objective
+
+
+def objective(total_steps=100, model_lipschitz=None, **cfg):
+    return Objective.from_config(ObjectiveConfig(**cfg), total_steps, model_lipschitz)
+
+
+def test_loss_weights_kl_by_beta_but_elbo_is_reported_at_beta_one():
+    out = make_output([-10.0, -20.0], [[1.0, 0.0], [2.0, 1.0]], [4, 6])  # KL 1, 3
+    terms = objective(beta=0.5)(out, step=0)
+    assert terms.loss.item() == pytest.approx(15.0 + 0.5 * 2.0)
+    assert terms.kl_weight == 0.5
+    assert terms.rec.item() == pytest.approx(15.0)
+    assert terms.kl.item() == pytest.approx(2.0)
+    assert terms.neg_elbo.item() == pytest.approx(17.0)
+    assert terms.elbo.item() == pytest.approx(-17.0)
+
+
+def test_per_token_numbers_divide_the_negative_elbo_by_predicted_tokens():
+    out = make_output([-10.0, -20.0], [[1.0, 0.0], [2.0, 1.0]], [4, 6])
+    terms = objective()(out, step=0)
+    assert terms.num_tokens.item() == 10
+    assert terms.num_sentences == 2
+    assert terms.neg_elbo_per_token.item() == pytest.approx(3.4)
+    assert terms.elbo_ppl.item() == pytest.approx(math.exp(3.4))
+    logged = terms.to_dict()
+    assert logged["elbo_ppl"] == pytest.approx(math.exp(3.4)) and logged["kl_weight"] == 1.0
+
+
+def test_loss_follows_the_linear_warmup_by_step():
+    out = make_output([-10.0], [[4.0]], [3])
+    obj = objective(kl_schedule="linear", kl_start=0.0, beta=1.0, kl_warmup_steps=10)
+    assert obj(out, 0).loss.item() == pytest.approx(10.0)
+    assert obj(out, 5).loss.item() == pytest.approx(12.0)
+    assert obj(out, 10).loss.item() == pytest.approx(14.0)
+
+
+def test_cyclical_config_spans_total_steps_unless_cycle_steps_is_set():
+    assert objective(total_steps=40, kl_schedule="cyclical", kl_cycles=2).kl_weight(10) == 1.0
+    obj = objective(total_steps=40, kl_schedule="cyclical", kl_cycles=2, kl_cycle_steps=80)
+    assert obj.kl_weight(10) == pytest.approx(0.5)
+
+
+def test_free_bits_change_the_loss_but_not_the_reported_kl():
+    out = make_output([-10.0], [[0.1, 2.0]], [3], requires_grad=True)
+    terms = objective(free_bits=0.5, free_bits_mode="dim")(out, step=0)
+    assert terms.loss.item() == pytest.approx(10.0 + 2.5)
+    assert terms.kl_term.item() == pytest.approx(2.5)
+    assert terms.kl.item() == pytest.approx(2.1)
+    terms.loss.backward()
+    assert out.kl_per_dim.grad.tolist() == [[0.0, 1.0]]
+    assert out.rec_log_likelihood.grad.tolist() == [-1.0]
+
+
+def test_diagnostics_are_detached_and_loss_is_not():
+    out = make_output([-10.0], [[1.0]], [3], requires_grad=True)
+    terms = objective()(out, step=0)
+    assert terms.loss.requires_grad
+    assert not any(t.requires_grad for t in (terms.rec, terms.kl, terms.elbo, terms.elbo_ppl))
+
+
+def test_lipschitz_schedule_runs_from_start_to_model_value():
+    obj = objective(model_lipschitz=2.0, lipschitz_start=0.5, lipschitz_warmup_steps=10)
+    assert [obj.lipschitz(t) for t in (0, 5, 10, 50)] == pytest.approx([0.5, 1.25, 2.0, 2.0])
+
+
+def test_lipschitz_is_none_without_a_schedule():
+    assert objective(model_lipschitz=2.0).lipschitz(0) is None
+
+
+def test_word_dropout_is_exposed_from_the_config():
+    assert objective(word_dropout=0.3).word_dropout == 0.3
+
+
+def test_objective_has_no_state_that_a_checkpoint_would_need():
+    obj = objective(kl_schedule="cyclical")
+    out = make_output([-10.0], [[1.0]], [3])
+    assert obj(out, 37).loss.item() == objective(kl_schedule="cyclical")(out, 37).loss.item()
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("kl_schedule", "cosine"),
+        ("free_bits_mode", "group"),
+        ("beta", -1.0),
+        ("kl_warmup_steps", -1),
+        ("kl_cycles", 0),
+        ("kl_cycle_ratio", 0.0),
+        ("kl_cycle_ratio", 1.5),
+        ("free_bits", -0.1),
+        ("word_dropout", 1.5),
+        ("lipschitz_warmup_steps", -2),
+    ],
+)
+def test_invalid_config_raises_naming_the_key(field, value):
+    with pytest.raises(TextVAEError, match=f"objective.{field}"):
+        objective(model_lipschitz=1.0, **{field: value})
+
+
+def test_unknown_schedule_error_lists_the_known_ones():
+    with pytest.raises(TextVAEError, match="objective.kl_schedule.*constant, linear, cyclical"):
+        objective(kl_schedule="sigmoid")
+
+
+def test_lipschitz_start_without_a_model_lipschitz_is_an_error():
+    with pytest.raises(TextVAEError, match="objective.lipschitz_start"):
+        objective(model_lipschitz=None, lipschitz_start=0.5)
+
+
+def test_cyclical_schedule_with_no_steps_is_an_error():
+    with pytest.raises(TextVAEError, match="objective.kl_schedule"):
+        objective(total_steps=0, kl_schedule="cyclical")
+
+
+def test_every_config_field_is_used_or_validated():
+    # Guards against a recipe key being added without the objective learning about it.
+    known = {
+        "beta", "kl_schedule", "kl_start", "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio",
+        "kl_cycle_steps", "free_bits", "free_bits_mode", "word_dropout", "lipschitz_start",
+        "lipschitz_warmup_steps",
+    }
+    assert {f.name for f in dataclasses.fields(ObjectiveConfig)} == known

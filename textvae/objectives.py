@@ -1,0 +1,340 @@
+"""The training objective: how the model's raw terms become the loss.
+
+Following fairseq's "criterion" split, :class:`~textvae.models.TextVAEModel` only
+returns raw per-sentence terms (``rec_log_likelihood``, ``kl``, ``kl_per_dim``, ...);
+everything that is a *training choice* lives here: the KL weight schedule, free bits,
+and the schedule of the inverse-Lipschitz constant L. Keeping the choices out of the
+model means evaluation always sees the true ELBO, whatever trick training used.
+
+Every schedule is a pure function of the optimiser step (no internal counter), so a
+trainer that saves its step resumes with exactly the same weights.
+
+Normalisation: the loss is a mean over *sentences* (He et al. 2019; Bowman et al.
+2016), not over tokens, so the relative weight of the reconstruction and KL terms is
+the one the ELBO prescribes for a sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from textvae.errors import TextVAEError
+from textvae.recipe import ObjectiveConfig
+
+KL_SCHEDULES = ("constant", "linear", "cyclical")
+FREE_BITS_MODES = ("dim", "total")
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+class Schedule(Protocol):
+    """A weight as a pure function of the (0-based) optimiser step."""
+
+    def __call__(self, step: int) -> float: ...
+
+
+@dataclass(frozen=True)
+class ConstantSchedule:
+    """The same value at every step."""
+
+    value: float
+
+    def __call__(self, step: int) -> float:
+        return float(self.value)
+
+
+@dataclass(frozen=True)
+class LinearWarmup:
+    """Linear from ``start`` at step 0 to ``end`` at step ``steps``, then ``end``.
+
+    This is He et al. (2019)'s KL warm-up (``kl_start`` rising to 1 over the first
+    epochs) generalised to any end value; it also drives the inverse-Lipschitz
+    constant L from ``lipschitz_start`` to the model's L. ``steps <= 0`` means no
+    warm-up: the value is ``end`` from step 0.
+    """
+
+    start: float
+    end: float
+    steps: int
+
+    def __call__(self, step: int) -> float:
+        if self.steps <= 0 or step >= self.steps:
+            return float(self.end)
+        if step <= 0:
+            return float(self.start)
+        return float(self.start + (self.end - self.start) * step / self.steps)
+
+
+@dataclass(frozen=True)
+class CyclicalSchedule:
+    """Fu et al. (2019, NAACL) cyclical annealing ("linear" ramp variant).
+
+    ``total_steps`` are split into ``cycles`` cycles of length ``total_steps / cycles``.
+    Within a cycle the value rises linearly from 0 to ``end`` over the first ``ratio``
+    of the cycle and stays at ``end`` for the rest; each new cycle restarts at 0.
+    From ``total_steps`` on it stays at ``end``. The position in the cycle is computed
+    with integer arithmetic, so cycle starts are exact even when the cycle length is
+    not an integer.
+    """
+
+    total_steps: int
+    cycles: int
+    ratio: float
+    end: float
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
+        if self.cycles < 1:
+            raise ValueError(f"cycles must be >= 1, got {self.cycles}")
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+
+    def __call__(self, step: int) -> float:
+        if step >= self.total_steps:
+            return float(self.end)
+        step = max(step, 0)
+        # Fraction of the current cycle already done, in [0, 1).
+        tau = (step * self.cycles) % self.total_steps / self.total_steps
+        return float(self.end * min(1.0, tau / self.ratio))
+
+
+# --------------------------------------------------------------------------- free bits
+
+
+def free_bits_kl(kl_per_dim: Tensor, free_bits: float, mode: str = "dim") -> Tensor:
+    """The KL term of the loss after free bits; a scalar (nats per sentence).
+
+    Args:
+        kl_per_dim: (B, d) analytic KL(q(z_j|x_b) || N(0, 1)) per sentence and dimension.
+        free_bits: lambda in nats; 0 gives the plain batch-mean KL.
+        mode:
+            ``dim`` -- Kingma et al. (2016, "Improved variational inference with inverse
+            autoregressive flow", free bits) with one group per latent dimension:
+            ``sum_j max(lambda, mean_b KL_bj)``; lambda is per dimension. A dimension whose
+            batch-mean KL is below lambda gets no KL gradient, so the encoder may use
+            lambda nats of it for free.
+            ``total`` -- a target rate on the whole code: ``max(lambda, mean_b sum_j KL_bj)``;
+            lambda is for all of z. This is the batch-level total-KL threshold of Li et al.
+            (2019, "A surprisingly effective fix for deep latent variable modeling of
+            text"; the ``fb=3`` option of their released code, which drops the term
+            instead of clamping it -- same gradient). Note that the variant their paper
+            reports (``fb=2``) thresholds every sentence's per-dimension KL at
+            ``lambda / d``; that is neither mode here.
+
+    Returns:
+        () tensor, differentiable w.r.t. ``kl_per_dim``.
+    """
+    if mode not in FREE_BITS_MODES:
+        raise ValueError(f"free-bits mode must be one of {FREE_BITS_MODES}, got {mode!r}")
+    if mode == "dim":
+        return kl_per_dim.mean(dim=0).clamp(min=free_bits).sum()
+    return kl_per_dim.sum(dim=1).mean().clamp(min=free_bits)
+
+
+# --------------------------------------------------------------------------- objective
+
+
+class VAEOutput(Protocol):
+    """What the objective reads from :class:`~textvae.models.TextVAEOutput`."""
+
+    rec_log_likelihood: Tensor  # (B,) sum_t log p(x_t | x_<t, z), EOS predicted, BOS not
+    kl: Tensor  # (B,) KL(q(z|x) || N(0, I))
+    kl_per_dim: Tensor  # (B, d)
+    num_tokens: Tensor  # (B,) predicted tokens per sentence (words + EOS)
+
+
+@dataclass
+class ObjectiveTerms:
+    """The loss and its detached diagnostics for one batch.
+
+    All per-sentence values are means over the batch's sentences, in nats. ``rec``, ``kl``
+    and the ELBO are the *true* terms (beta = 1, no free bits) whatever the training
+    weight, so numbers logged during warm-up are comparable with evaluation.
+    """
+
+    loss: Tensor
+    """() the scalar to backpropagate: ``mean_b(-rec_b) + kl_weight * kl_term``."""
+    kl_term: Tensor
+    """() the KL term that ``kl_weight`` multiplies (after free bits)."""
+    rec: Tensor
+    """() mean reconstruction loss ``-log p(x|z)`` per sentence."""
+    kl: Tensor
+    """() mean KL(q(z|x) || p(z)) per sentence."""
+    neg_elbo: Tensor
+    """() ``rec + kl``: the negative ELBO at beta = 1, an upper bound on -log p(x)."""
+    elbo: Tensor
+    """() ``-neg_elbo``, a lower bound on log p(x) per sentence."""
+    kl_weight: float
+    num_sentences: int
+    num_tokens: Tensor
+    """() predicted tokens in the batch (words + EOS)."""
+    neg_elbo_per_token: Tensor
+    """() ``sum_b(-rec_b + kl_b) / num_tokens``."""
+    elbo_ppl: Tensor
+    """() ``exp(neg_elbo_per_token)``: the perplexity bound He et al. (2019) report."""
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain floats for loggers and progress bars (one host sync)."""
+        return {
+            "loss": float(self.loss.detach()),
+            "rec": float(self.rec),
+            "kl": float(self.kl),
+            "kl_term": float(self.kl_term),
+            "elbo": float(self.elbo),
+            "neg_elbo": float(self.neg_elbo),
+            "kl_weight": self.kl_weight,
+            "num_sentences": float(self.num_sentences),
+            "num_tokens": float(self.num_tokens),
+            "neg_elbo_per_token": float(self.neg_elbo_per_token),
+            "elbo_ppl": float(self.elbo_ppl),
+        }
+
+
+class Objective:
+    """Combines the model's raw terms into the loss for a given step.
+
+    Build it with :meth:`from_config`. Stateless: ``objective(output, step)`` depends
+    only on its arguments, so nothing needs to be checkpointed.
+    """
+
+    def __init__(
+        self,
+        kl_schedule: Schedule,
+        *,
+        free_bits: float = 0.0,
+        free_bits_mode: str = "dim",
+        word_dropout: float = 0.0,
+        lipschitz_schedule: Schedule | None = None,
+    ) -> None:
+        if free_bits_mode not in FREE_BITS_MODES:
+            raise ValueError(f"free_bits_mode must be one of {FREE_BITS_MODES}, got {free_bits_mode!r}")
+        self.kl_schedule = kl_schedule
+        self.free_bits = float(free_bits)
+        self.free_bits_mode = free_bits_mode
+        self._word_dropout = float(word_dropout)
+        self.lipschitz_schedule = lipschitz_schedule
+
+    @classmethod
+    def from_config(
+        cls, cfg: ObjectiveConfig, total_steps: int, model_lipschitz: float | None = None
+    ) -> Objective:
+        """Validate ``cfg`` and build the schedules.
+
+        Args:
+            cfg: The recipe's ``objective`` section.
+            total_steps: Optimiser steps of the whole run; the span of the cyclical
+                schedule unless ``cfg.kl_cycle_steps`` is set.
+            model_lipschitz: The model's L (``model.config.lipschitz``); required when
+                ``cfg.lipschitz_start`` is set.
+
+        Raises:
+            TextVAEError: naming the offending ``objective.*`` key.
+        """
+        _validate(cfg)
+        kl_schedule: Schedule
+        if cfg.kl_schedule == "constant":
+            kl_schedule = ConstantSchedule(cfg.beta)
+        elif cfg.kl_schedule == "linear":
+            kl_schedule = LinearWarmup(cfg.kl_start, cfg.beta, cfg.kl_warmup_steps)
+        else:
+            span = cfg.kl_cycle_steps if cfg.kl_cycle_steps is not None else total_steps
+            if span < 1:
+                key = "objective.kl_cycle_steps" if cfg.kl_cycle_steps is not None else "objective.kl_schedule"
+                raise TextVAEError(f"recipe key '{key}': the cyclical schedule needs >= 1 step, got {span}")
+            kl_schedule = CyclicalSchedule(span, cfg.kl_cycles, cfg.kl_cycle_ratio, cfg.beta)
+
+        lipschitz_schedule = None
+        if cfg.lipschitz_start is not None:
+            if model_lipschitz is None:
+                raise TextVAEError(
+                    "recipe key 'objective.lipschitz_start': set, but the model has no "
+                    "Lipschitz constant (latent_path is not 'invlip')"
+                )
+            lipschitz_schedule = LinearWarmup(cfg.lipschitz_start, model_lipschitz, cfg.lipschitz_warmup_steps)
+
+        return cls(
+            kl_schedule,
+            free_bits=cfg.free_bits,
+            free_bits_mode=cfg.free_bits_mode,
+            word_dropout=cfg.word_dropout,
+            lipschitz_schedule=lipschitz_schedule,
+        )
+
+    @property
+    def word_dropout(self) -> float:
+        """Probability the model should replace a decoder input token by ``<unk>``."""
+        return self._word_dropout
+
+    def kl_weight(self, step: int) -> float:
+        return self.kl_schedule(step)
+
+    def lipschitz(self, step: int) -> float | None:
+        """The L to set on the model at ``step``; None when L is not scheduled."""
+        return None if self.lipschitz_schedule is None else self.lipschitz_schedule(step)
+
+    def __call__(self, output: VAEOutput, step: int) -> ObjectiveTerms:
+        """Loss and diagnostics for one batch of ``B`` sentences at optimiser ``step``."""
+        rec_ll = output.rec_log_likelihood  # (B,)
+        kl = output.kl  # (B,)
+        weight = self.kl_weight(step)
+        if self.free_bits > 0:
+            kl_term = free_bits_kl(output.kl_per_dim, self.free_bits, self.free_bits_mode)
+        else:
+            kl_term = kl.mean()
+        loss = -rec_ll.mean() + weight * kl_term
+
+        with torch.no_grad():
+            rec = -rec_ll.detach().mean()
+            kl_mean = kl.detach().mean()
+            neg_elbo = rec + kl_mean
+            num_tokens = output.num_tokens.detach().sum()
+            per_token = (kl.detach() - rec_ll.detach()).sum() / num_tokens.clamp(min=1)
+        return ObjectiveTerms(
+            loss=loss,
+            kl_term=kl_term.detach(),
+            rec=rec,
+            kl=kl_mean,
+            neg_elbo=neg_elbo,
+            elbo=-neg_elbo,
+            kl_weight=weight,
+            num_sentences=int(rec_ll.shape[0]),
+            num_tokens=num_tokens,
+            neg_elbo_per_token=per_token,
+            elbo_ppl=per_token.exp(),
+        )
+
+
+def _validate(cfg: ObjectiveConfig) -> None:
+    """Check values the recipe's type check cannot (names, ranges); name the key."""
+
+    def fail(key: str, why: str) -> None:
+        raise TextVAEError(f"recipe key 'objective.{key}': {why}")
+
+    if cfg.kl_schedule not in KL_SCHEDULES:
+        fail("kl_schedule", f"unknown schedule {cfg.kl_schedule!r} (known: {', '.join(KL_SCHEDULES)})")
+    if cfg.free_bits_mode not in FREE_BITS_MODES:
+        fail("free_bits_mode", f"unknown mode {cfg.free_bits_mode!r} (known: {', '.join(FREE_BITS_MODES)})")
+    if cfg.beta < 0:
+        fail("beta", f"must be >= 0, got {cfg.beta}")
+    if cfg.kl_start < 0:
+        fail("kl_start", f"must be >= 0, got {cfg.kl_start}")
+    if cfg.kl_warmup_steps < 0:
+        fail("kl_warmup_steps", f"must be >= 0, got {cfg.kl_warmup_steps}")
+    if cfg.kl_cycles < 1:
+        fail("kl_cycles", f"must be >= 1, got {cfg.kl_cycles}")
+    if not 0.0 < cfg.kl_cycle_ratio <= 1.0:
+        fail("kl_cycle_ratio", f"must be in (0, 1], got {cfg.kl_cycle_ratio}")
+    if cfg.free_bits < 0:
+        fail("free_bits", f"must be >= 0 nats, got {cfg.free_bits}")
+    if not 0.0 <= cfg.word_dropout <= 1.0:
+        fail("word_dropout", f"must be in [0, 1], got {cfg.word_dropout}")
+    if cfg.lipschitz_start is not None and cfg.lipschitz_start < 0:
+        fail("lipschitz_start", f"must be >= 0, got {cfg.lipschitz_start}")
+    if cfg.lipschitz_warmup_steps < 0:
+        fail("lipschitz_warmup_steps", f"must be >= 0, got {cfg.lipschitz_warmup_steps}")
