@@ -214,7 +214,7 @@ def train(recipe: Recipe) -> Path:
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf)
         if not torch.isfinite(grad_norm):  # the same on every process: gradients are all-reduced
             raise TextVAEError(
-                f"non-finite loss/gradient at step {state.step + 1} (loss={float(terms.loss):.4g}); "
+                f"non-finite loss/gradient at step {state.step + 1} (loss={float(terms.loss.detach()):.4g}); "
                 f"nothing was saved from this step, the last checkpoint in {run_dir / 'checkpoints'} is intact "
                 "(try a lower optim.lr or optim.grad_clip)"
             )

@@ -1,0 +1,166 @@
+"""End-to-end behaviour of the trainer: learning, exports, resume, distributed runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.training.conftest import REPO, textvae_command
+from textvae.errors import TextVAEError
+from textvae.recipe import load_recipe
+from textvae.training import train
+
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+
+
+def run(overrides: list[str]) -> Path:
+    return train(load_recipe(QUICKSTART, overrides))
+
+
+def read_metrics(run_dir: Path, split: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def test_export_holds_weights_tokenizer_recipe_and_metrics(tiny_overrides):
+    run_dir = run([*tiny_overrides, "train.max_steps=6", "train.eval_every=3"])
+    final = run_dir / "final"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "recipe.yaml", "train_summary.json", "metrics.jsonl"):
+        assert (final / name).is_file(), name
+    summary = json.loads((final / "train_summary.json").read_text())
+    assert summary["best_step"] in (3, 6)
+    assert [r["step"] for r in read_metrics(run_dir, "valid")] == [3, 6]
+    from textvae.models.loading import load_model
+
+    model = load_model(final)
+    assert model.tokenizer is not None and len(model.tokenizer) == model.config.vocab_size
+
+
+def test_validation_elbo_falls(tiny_overrides):
+    run_dir = run([*tiny_overrides, "train.max_steps=40", "train.eval_every=10", "train.eval_batches=4"])
+    elbos = [r["elbo"] for r in read_metrics(run_dir, "valid")]
+    assert len(elbos) == 4
+    assert elbos[-1] > elbos[0] + 5.0  # nats per sentence
+
+
+def test_checkpoints_are_pruned_to_keep_last(tiny_overrides):
+    run_dir = run([*tiny_overrides, "train.max_steps=8", "train.save_every=2", "train.keep_last=2"])
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["step-00000006", "step-00000008"]
+
+
+def test_nan_loss_stops_with_the_step_named_and_keeps_last_checkpoint(tiny_overrides, monkeypatch):
+    from textvae.models import TextVAEModel
+
+    original = TextVAEModel.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 5:
+                out.rec_log_likelihood = out.rec_log_likelihood * float("nan")
+        return out
+
+    monkeypatch.setattr(TextVAEModel, "forward", poisoned)
+    with pytest.raises(TextVAEError, match="non-finite loss/gradient at step 5"):
+        run([*tiny_overrides, "train.max_steps=8", "train.save_every=2", "train.eval_every=100"])
+    run_dir = Path(tiny_overrides[1].split("=", 1)[1])
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints[-1] == "step-00000004"
+    load_file(run_dir / "checkpoints" / "step-00000004" / "model.safetensors")  # intact
+
+
+def _params(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_file(checkpoint / "model.safetensors")
+
+
+def test_sigkill_and_resume_matches_uninterrupted_run(tiny_overrides, tmp_path):
+    common = [*tiny_overrides[:1], *tiny_overrides[2:], "train.max_steps=24", "train.save_every=4",
+              "train.eval_every=6", "objective.word_dropout=0.2", "model.dropout_input=0.1"]
+    reference = tmp_path / "reference"
+    subprocess.run(textvae_command("train", str(QUICKSTART), *common, f"output_dir={reference}"),
+                   check=True, cwd=REPO, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(textvae_command("train", str(QUICKSTART), *common, f"output_dir={killed}",
+                                            "train.log_every=1"),
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step-00000012").exists():
+        assert time.time() < deadline and proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "step-00000024").exists()
+
+    subprocess.run(textvae_command("train", str(QUICKSTART), *common, f"output_dir={killed}", "--resume"),
+                   check=True, cwd=REPO, capture_output=True)
+    want = _params(reference / "checkpoints" / "step-00000024")
+    got = _params(killed / "checkpoints" / "step-00000024")
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+    assert read_metrics(killed, "valid")[-1] == read_metrics(reference, "valid")[-1]
+
+
+TWO_PROCESS_SCRIPT = r'''
+import json, sys, torch
+from accelerate import PartialState
+import textvae.training as training
+from textvae.recipe import load_recipe
+
+from textvae.data import batching
+
+seen = []
+original_iter = batching.BucketBatchSampler.__iter__
+def recording(self):
+    for batch in original_iter(self):
+        if self.shuffle:  # the training loader
+            seen.append([self.epoch, batch])
+        yield batch
+batching.BucketBatchSampler.__iter__ = recording
+
+save = training.save_checkpoint
+def saving(accelerator, run_dir, state, keep_last):
+    path = save(accelerator, run_dir, state, keep_last)
+    model = accelerator.unwrap_model(accelerator._models[0])
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
+               f"{sys.argv[2]}/params-rank{accelerator.process_index}.pt")
+    return path
+training.save_checkpoint = saving
+
+recipe = load_recipe(sys.argv[1], sys.argv[3:])
+training.train(recipe)
+rank = PartialState().process_index
+json.dump(seen, open(f"{sys.argv[2]}/seen-rank{rank}.json", "w"))
+'''
+
+
+def test_two_processes_train_in_sync_and_share_each_epoch(tiny_overrides, tmp_path):
+    script = tmp_path / "two.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO)}
+    overrides = [*tiny_overrides, "data.max_train_lines=200", "data.batch_size=16", "train.epochs=2",
+                 "train.eval_every=0"]
+    command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(QUICKSTART), str(tmp_path), *overrides]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "params-rank0.pt")
+    rank1 = torch.load(tmp_path / "params-rank1.pt")
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    seen = [json.loads((tmp_path / f"seen-rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) > 0  # same number of steps on both ranks
+    for epoch in (0, 1):
+        indices = [i for rank in seen for e, batch in rank if e == epoch for i in batch]
+        assert sorted(indices) == list(range(200)), f"epoch {epoch}"
