@@ -152,6 +152,11 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         return tuple(_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if annotation is Any or (isinstance(annotation, type) and isinstance(value, annotation)
                              and not (annotation is int and isinstance(value, bool))):
         return value
