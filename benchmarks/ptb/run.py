@@ -1,0 +1,124 @@
+"""The PTB table: baselines and the inverse-Lipschitz VAE trained and evaluated by the same code.
+
+    python benchmarks/ptb/run.py                      # literature sizes (needs a GPU)
+    python benchmarks/ptb/run.py --size cpu-small     # reduced sizes for a CPU, same protocol
+
+Trains every recipe in ``recipes/ptb/`` (``lstm-invlip`` once per ``--lipschitz`` value),
+evaluates each best-validation export on PTB test with ``textvae evaluate``, and writes
+``benchmarks/RESULTS.md`` (one row per model with its command, seed, wall time and
+hardware), ``benchmarks/ptb/kl_mi_vs_L.png`` and interpolations between one pair of test
+sentences from the plain VAE and from ``invlip``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TEXTVAE = [sys.executable, "-m", "textvae"]
+# Reduced sizes for a CPU run: same recipes and protocol, smaller networks, fewer epochs.
+SIZES = {
+    "full": [],
+    "cpu-small": ["model.embedding_size=128", "model.hidden_size=256", "model.invlip_state_size=32",
+                  "model.icnn_hidden_size=64", "data.batch_size=64", "train.epochs=3", "train.eval_batches=20",
+                  "objective.kl_warmup_steps=1300", "train.progress=false"],
+}
+BASELINES = ["lstm-lm", "lstm-vae", "lstm-anneal", "lstm-cyclical", "lstm-freebits"]
+PAIR = ("the company said it expects to report a loss for the third quarter",
+        "mr. smith was named chairman of the board")
+
+
+def hardware() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    import os
+
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def sh(command: list[str], log: Path) -> float:
+    """Run a command, tee its output to ``log``, return the wall time; fail loudly."""
+    start = time.time()
+    with open(log, "w") as handle:
+        result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise SystemExit(f"failed ({log}): {shlex.join(command)}")
+    return time.time() - start
+
+
+def runs(lipschitz: list[float]) -> list[tuple[str, str, list[str]]]:
+    """(row name, recipe, extra overrides)."""
+    rows = [(name, name, []) for name in BASELINES]
+    rows += [(f"lstm-invlip (L={value:g})", "lstm-invlip", [f"model.lipschitz={value}"]) for value in lipschitz]
+    rows.append(("transformer-invlip", "transformer-invlip", []))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--lipschitz", type=float, nargs="+", default=[1.0, 3.0, 10.0])
+    parser.add_argument("--iw-samples", type=int, default=500)
+    parser.add_argument("--max-sentences", type=int, default=None, help="evaluate on the first N test sentences")
+    parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
+    parser.add_argument("--out-dir", default="runs/ptb-bench")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    out = REPO / args.out_dir / args.size
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name, recipe, extra in runs(args.lipschitz):
+        if args.only and name not in args.only and recipe not in args.only:
+            continue
+        slug = name.replace(" ", "").replace("(", "-").replace(")", "").replace("=", "")
+        run_dir = out / slug
+        train_cmd = [*TEXTVAE, "train", f"recipes/ptb/{recipe}.yaml", f"output_dir={run_dir}", f"seed={args.seed}",
+                     *SIZES[args.size], *extra]
+        eval_cmd = [*TEXTVAE, "evaluate", str(run_dir), "--split", "test", "--iw-samples", str(args.iw_samples),
+                    "--output", str(run_dir / "test.json")]
+        if args.max_sentences:
+            eval_cmd += ["--max-sentences", str(args.max_sentences)]
+        print(f"== {name}: {shlex.join(train_cmd[2:])}", flush=True)
+        train_s = sh(train_cmd, run_dir.with_suffix(".train.log"))
+        eval_s = sh(eval_cmd, run_dir.with_suffix(".eval.log"))
+        metrics = json.loads((run_dir / "test.json").read_text())
+        results.append({"name": name, "recipe": recipe, "command": shlex.join(["textvae", *train_cmd[3:]]),
+                        "train_s": train_s, "eval_s": eval_s, "metrics": metrics, "run_dir": str(run_dir)})
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    interpolations = {}
+    for name in ("lstm-vae", f"lstm-invlip (L={args.lipschitz[len(args.lipschitz) // 2]:g})"):
+        row = next((r for r in results if r["name"] == name), None)
+        if row:
+            done = subprocess.run([*TEXTVAE, "interpolate", row["run_dir"], *PAIR, "--steps", "6"],
+                                  cwd=REPO, capture_output=True, text=True)
+            interpolations[name] = (done.stdout + done.stderr).strip()
+    write_report(results, interpolations, args)
+
+
+def write_report(results: list[dict], interpolations: dict[str, str], args: argparse.Namespace) -> None:
+    from report import render  # the script's own folder is on sys.path
+
+    text = render(results, interpolations, size=args.size, iw_samples=args.iw_samples, hardware=hardware(),
+                  date=datetime.date.today().isoformat(), seed=args.seed, max_sentences=args.max_sentences)
+    (REPO / "benchmarks" / "RESULTS.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
