@@ -172,7 +172,7 @@ def resolve_corpus(name_or_path: str | Path, data_dir: str | Path | None = None,
     if name in CORPORA:
         tried = search_dirs(data_dir)
         for d in tried:
-            if (d / name / f"{splits[0]}.txt").is_file():
+            if (d / name).is_dir():
                 return split_files(d / name, splits)
         raise TextVAEError(f"corpus '{name}' not found in {', '.join(map(str, tried))}; "
                            f"run `textvae data download {name}` or set data.data_dir")

@@ -115,7 +115,7 @@ def read_hf_splits(path: str | Path, text_column: str,
         columns = dataset[name].column_names
         if text_column not in columns:
             raise TextVAEError(f"data.text_column: no column '{text_column}' in {path} (columns: {', '.join(columns)})")
-        values = dataset[name][text_column]
+        values = list(dataset[name][text_column])
         if not all(v is None or isinstance(v, str) for v in values):
             raise TextVAEError(f"data.text_column: column '{text_column}' of {path} does not hold text")
         out[split] = clean_lines(values, f"{path}[{name}]")

@@ -1,0 +1,184 @@
+import dataclasses
+
+import pytest
+
+from tests.data.conftest import assert_one_line_error
+from textvae.data.pipeline import prepare_data
+from textvae.data.synthetic import render, write_corpus
+from textvae.data.tokenization import BOS_ID, EOS_ID, load_meta
+from textvae.errors import TextVAEError
+from textvae.recipe import DataConfig
+
+LONG = "one two three four five six seven"
+
+
+@pytest.fixture(scope="module")
+def small_synthetic(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("syn"), n_train=400, n_valid=50, n_test=50)
+
+
+@pytest.fixture
+def long_corpus(make_corpus):
+    return make_corpus(train=f"a b\n{LONG}\n\nc d e\n", valid=f"{LONG}\na\n", test="b c\n")
+
+
+def test_synthetic_splits_are_encoded_with_bos_eos_and_factors(small_synthetic):
+    data = prepare_data(DataConfig(corpus=str(small_synthetic)))
+    train = data.splits["train"]
+    assert len(train.ids) == len(train.lines) == len(train.factors) == 400
+    assert all(row[0] == BOS_ID and row[-1] == EOS_ID for row in train.ids)
+    assert [render(f) for f in train.factors] == train.lines
+    assert data.tokenizer.decode(train.ids[0], skip_special_tokens=True) == train.lines[0]
+    assert data.corpus_name == small_synthetic.name
+
+
+def test_default_config_uses_the_embedded_corpus():
+    data = prepare_data(DataConfig(max_train_lines=200), splits=("train",))
+    assert data.corpus_name == "synthetic"
+    assert len(data.splits["train"].ids) == 200 and len(data.splits["train"].factors) == 200
+    assert "first 200 of 20,000 used (data.max_train_lines)" in data.splits["train"].report.summary()
+
+
+def test_truncate_keeps_the_first_tokens_then_eos(long_corpus):
+    data = prepare_data(DataConfig(corpus=str(long_corpus), max_length=3, length_policy="truncate"))
+    train = data.splits["train"]
+    tok = data.tokenizer
+    assert train.report.truncated == 1 and train.report.blank_skipped == 1
+    assert tok.convert_ids_to_tokens(train.ids[1]) == ["<bos>", "one", "two", "three", "<eos>"]
+    assert all(len(row) <= 5 for row in train.ids)
+    assert train.lines[1] == LONG  # the text is kept whole
+    assert train.report.summary() == (f"train: 3 sentences from {long_corpus / 'train.txt'} "
+                                      "(1 blank lines skipped; 1 truncated to 3 tokens)")
+
+
+def test_drop_removes_long_sentences_and_counts_them(long_corpus):
+    data = prepare_data(DataConfig(corpus=str(long_corpus), max_length=3, length_policy="drop"))
+    valid = data.splits["valid"]
+    assert valid.lines == ["a"] and len(valid.ids) == 1 and valid.report.dropped == 1
+    assert "1 dropped as longer than 3 tokens" in valid.report.summary()
+    assert data.splits["train"].lines == ["a b", "c d e"]
+
+
+def test_drop_keeps_factors_aligned(small_synthetic):
+    data = prepare_data(DataConfig(corpus=str(small_synthetic), max_length=9, length_policy="drop"))
+    train = data.splits["train"]
+    assert 0 < train.report.dropped < 400
+    assert [render(f) for f in train.factors] == train.lines
+
+
+def test_max_length_counts_tokens_not_bos_eos(long_corpus):
+    data = prepare_data(DataConfig(corpus=str(long_corpus), max_length=7, length_policy="drop"))
+    assert data.splits["train"].report.dropped == 0
+    assert data.tokenizer.model_max_length == 9
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("length_policy", "cut", "data.length_policy: unknown policy 'cut'"),
+    ("max_length", 0, "data.max_length must be at least 1"),
+    ("max_train_lines", 0, "data.max_train_lines must be at least 1"),
+    ("tokenizer", "no/such/dir", "data.tokenizer: 'no/such/dir' is neither a kind"),
+])
+def test_bad_options_are_named(long_corpus, option, value, message):
+    with pytest.raises(TextVAEError, match=message):
+        prepare_data(dataclasses.replace(DataConfig(corpus=str(long_corpus)), **{option: value}))
+
+
+def test_tokenizer_is_trained_on_limited_train_and_saved(small_synthetic, tmp_path):
+    cfg = DataConfig(corpus=str(small_synthetic), max_train_lines=100)
+    data = prepare_data(cfg, tokenizer_dir=tmp_path / "tok")
+    meta = load_meta(tmp_path / "tok")
+    assert meta["kind"] == "word" and meta["corpus"] == small_synthetic.name and meta["train_lines"] == 100
+    reloaded = prepare_data(dataclasses.replace(cfg, tokenizer=str(tmp_path / "tok")))
+    assert reloaded.splits["test"].ids == data.splits["test"].ids
+
+
+def test_tokenizer_from_another_corpus_is_rejected(small_synthetic, make_corpus, tmp_path):
+    prepare_data(DataConfig(corpus=str(small_synthetic)), tokenizer_dir=tmp_path / "tok", splits=("train",))
+    other = make_corpus(train="colorless green ideas sleep furiously\nthe dog sleeps\n")
+    with pytest.raises(TextVAEError, match=f"data.tokenizer {tmp_path / 'tok'} was built on corpus "
+                                           f"'{small_synthetic.name}' and maps 62.5% of the train tokens"):
+        prepare_data(DataConfig(corpus=str(other), tokenizer=str(tmp_path / "tok")))
+
+
+def test_factor_file_that_does_not_match_is_an_error(make_corpus):
+    d = make_corpus()
+    (d / "train.factors.jsonl").write_text('{"a": 1}\n')
+    with pytest.raises(TextVAEError, match="train.factors.jsonl: 1 rows do not match the 2 lines"):
+        prepare_data(DataConfig(corpus=str(d)))
+
+
+# -- Hugging Face datasets -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def saved_dataset(tmp_path_factory):
+    import datasets
+
+    datasets.disable_progress_bars()
+    rows = {"train": ["the dog ran", "", "a cat sat"], "validation": ["the cat ran"], "test": ["a dog sat"]}
+    path = tmp_path_factory.mktemp("hf") / "tiny"
+    datasets.DatasetDict({s: datasets.Dataset.from_dict({"sentence": r, "label": [0] * len(r)})
+                          for s, r in rows.items()}).save_to_disk(str(path))
+    return path
+
+
+def test_hf_saved_dataset_supplies_the_sentences(saved_dataset):
+    data = prepare_data(DataConfig(hf_dataset=str(saved_dataset), text_column="sentence"))
+    assert data.splits["train"].lines == ["the dog ran", "a cat sat"]
+    assert data.splits["train"].report.blank_skipped == 1
+    assert data.splits["valid"].lines == ["the cat ran"]
+    assert data.corpus_name == "tiny" and data.splits["test"].factors is None
+
+
+def test_hf_missing_column_names_the_option_and_columns(saved_dataset):
+    with pytest.raises(TextVAEError, match=r"data.text_column: no column 'text' in .*tiny \(columns: sentence, label\)"):
+        prepare_data(DataConfig(hf_dataset=str(saved_dataset)))
+
+
+def test_hf_data_files_folder_with_missing_split(tmp_path):
+    folder = tmp_path / "csvs"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text\nthe dog\na cat\n")
+    (folder / "test.csv").write_text("text\nthe cat\n")
+    with pytest.raises(TextVAEError, match="data.hf_dataset: .*csvs has no validation/valid/dev split"):
+        prepare_data(DataConfig(hf_dataset=str(folder)))
+    (folder / "validation.csv").write_text("text\na dog\n")
+    data = prepare_data(DataConfig(hf_dataset=str(folder)))
+    assert data.splits["valid"].lines == ["a dog"]
+
+
+def test_cli_prepare_reports_truncation(cli, long_corpus, tmp_path):
+    rc, out, err = cli("data", "prepare", f"data.corpus={long_corpus}", "data.max_length=3",
+                       "--tokenizer-dir", tmp_path / "tok")
+    assert rc == 0, err
+    assert "train: 3 sentences" in out and "1 truncated to 3 tokens" in out
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()
+
+
+def test_cli_prepare_reports_drops_from_a_recipe(cli, long_corpus, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data:\n  corpus: {long_corpus}\n  max_length: 3\n  length_policy: drop\n")
+    rc, out, _ = cli("data", "prepare", recipe)
+    assert rc == 0 and "valid: 1 sentences" in out and "1 dropped as longer than 3 tokens" in out
+
+
+def test_cli_prepare_unknown_policy(cli, long_corpus):
+    rc, _, err = cli("data", "prepare", f"data.corpus={long_corpus}", "data.length_policy=cut")
+    assert_one_line_error(rc, err, "data.length_policy", "'cut'")
+
+
+def test_cli_prepare_rejects_a_tokenizer_from_another_corpus(cli, small_synthetic, make_corpus, tmp_path):
+    prepare_data(DataConfig(corpus=str(small_synthetic)), tokenizer_dir=tmp_path / "tok", splits=("train",))
+    other = make_corpus(train="colorless green ideas sleep furiously\nthe dog sleeps\n")
+    rc, _, err = cli("data", "prepare", f"data.corpus={other}", f"data.tokenizer={tmp_path / 'tok'}")
+    assert_one_line_error(rc, err, str(tmp_path / "tok"), f"corpus '{small_synthetic.name}'", "62.5%")
+
+
+def test_cli_prepare_missing_split(cli, make_corpus):
+    d = make_corpus(valid=None)
+    rc, _, err = cli("data", "prepare", f"data.corpus={d}")
+    assert_one_line_error(rc, err, str(d), "missing the valid split")
+
+
+def test_cli_prepare_hf_missing_column(cli, saved_dataset):
+    rc, _, err = cli("data", "prepare", f"data.hf_dataset={saved_dataset}", "data.text_column=body")
+    assert_one_line_error(rc, err, "data.text_column", "'body'", "sentence, label")
