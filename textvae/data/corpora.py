@@ -121,11 +121,7 @@ def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
     if os.environ.get("TEXTVAE_DATA"):
         dirs.append(Path(os.environ["TEXTVAE_DATA"]))
     dirs += [Path.cwd().parent / "shared" / "data", REPO_ROOT.parent / "shared" / "data", cache_dir()]
-    unique: list[Path] = []
-    for d in dirs:
-        if d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
+    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 def default_download_dir(data_dir: str | Path | None = None) -> Path:

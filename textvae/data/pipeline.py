@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
-from textvae.data.corpora import resolve_corpus
+from textvae.data.corpora import SPLITS, resolve_corpus
 from textvae.data.reading import ReadReport, read_hf_splits, read_lines
 from textvae.data.synthetic import factors_path, load_factors
 from textvae.data.tokenization import (
@@ -30,7 +30,6 @@ from textvae.data.tokenization import (
 from textvae.errors import TextVAEError
 from textvae.recipe import DataConfig
 
-SPLITS = ("train", "valid", "test")
 POLICIES = ("truncate", "drop")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from textvae.data.corpora import SPLITS
 from textvae.errors import TextVAEError
 
 
@@ -96,7 +97,7 @@ def _load_hf(path: Path) -> Any:
 
 
 def read_hf_splits(path: str | Path, text_column: str,
-                   splits: Sequence[str] = ("train", "valid", "test")) -> dict[str, tuple[list[str], ReadReport]]:
+                   splits: Sequence[str] = SPLITS) -> dict[str, tuple[list[str], ReadReport]]:
     """Sentences of ``text_column`` for each split of a local Hugging Face dataset.
 
     ``valid`` is taken from a split called ``validation``, ``valid`` or ``dev``. Nothing

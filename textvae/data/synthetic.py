@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from textvae.errors import TextVAEError
-
-SPLITS = ("train", "valid", "test")
 
 # noun -> plural
 ANIMATE = {
@@ -147,8 +146,9 @@ def generate(n: int, seed: int, split: str) -> Iterator[dict[str, Any]]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 

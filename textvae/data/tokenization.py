@@ -81,12 +81,6 @@ def _build(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int,
     return tok
 
 
-def wrap(tok: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
-    """The ``transformers`` view of a ``tokenizers`` pipeline with our special tokens."""
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS,
-                                   unk_token=UNK, model_max_length=model_max_length)
-
-
 def train_tokenizer(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int = 1,
                     lowercase: bool = False, *, model_max_length: int = 512) -> PreTrainedTokenizerFast:
     """Train a ``word``/``bpe``/``unigram`` tokenizer on ``lines``.
@@ -100,7 +94,9 @@ def train_tokenizer(kind: str, lines: Sequence[str], vocab_size: int, min_freque
         raise TextVAEError(f"data.vocab_size must be at least 1, got {vocab_size}")
     if min_frequency < 1:
         raise TextVAEError(f"data.min_frequency must be at least 1, got {min_frequency}")
-    return wrap(_build(kind, lines, vocab_size, min_frequency, lowercase), model_max_length)
+    return PreTrainedTokenizerFast(tokenizer_object=_build(kind, lines, vocab_size, min_frequency, lowercase),
+                                   pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK,
+                                   model_max_length=model_max_length)
 
 
 def fingerprint(lines: Sequence[str]) -> str:
