@@ -10,6 +10,7 @@ policy is applied after tokenisation (see :mod:`textvae.data.pipeline`).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,10 @@ def _load_hf(path: Path) -> Any:
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             loaded = datasets.load_from_disk(str(path))
         else:
-            loaded = datasets.load_dataset(str(path))
+            # Converted in memory through a throw-away cache: only one column is kept
+            # anyway, and nothing accumulates in ~/.cache/huggingface.
+            with tempfile.TemporaryDirectory() as cache:
+                loaded = datasets.load_dataset(str(path), cache_dir=cache, keep_in_memory=True)
     except Exception as exc:  # datasets raises many types; the user needs the first line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TextVAEError(f"data.hf_dataset: cannot load {path} ({first})") from None
