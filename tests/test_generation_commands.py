@@ -1,0 +1,117 @@
+"""``textvae interpolate | sample | reconstruct`` on tiny exports, with the collapse warning."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers_models import (  # noqa: F401
+    collapse,
+    offline_and_quiet,
+    one_torch_thread,
+    run_cli,
+    save_export,
+    tiny_model,
+    use_latent,
+    word_tokenizer,
+)
+from textvae.models.loading import load_model
+
+A = "the old dog saw a small cat ."
+B = "she will not find the red boxes ."
+CALIBRATION = [A, B, "he likes an apple .", "the farmers did not carry the heavy books .", "they met a king ."]
+WARNING = "warning: the latent code is unused (KL ≈ 0, no active units): all interpolation points decode alike"
+SHORT = ["--max-length", "12"]  # untrained models ramble: keep the decodes short
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generation")
+    tok = word_tokenizer()
+    return {
+        "used": save_export(use_latent(tiny_model(tok), CALIBRATION), root / "used", active_units=4),
+        "collapsed": save_export(collapse(tiny_model(tok)), root / "collapsed"),
+        "none": save_export(tiny_model(tok, latent_path="none"), root / "none"),
+        # The weights use z, but the trainer's own report says no unit is active.
+        "reported": save_export(use_latent(tiny_model(tok), CALIBRATION), root / "reported", active_units=0),
+    }
+
+
+def test_interpolate_prints_steps_lines_from_reconstruction_a_to_reconstruction_b(exports, capsys):
+    code, out, err = run_cli(capsys, "interpolate", exports["used"], A, B, "--steps", 5, *SHORT)
+    assert code == 0 and err == []
+    lines = out.splitlines()
+    assert len(lines) == 5
+    model = load_model(exports["used"])
+    assert lines[0] == model.reconstruct([A], max_length=12)[0]
+    assert lines[-1] == model.reconstruct([B], max_length=12)[0]
+    assert lines[0] != lines[-1]  # the codes differ, and so do their decodes
+
+
+@pytest.mark.parametrize("kind", ["collapsed", "none", "reported"])
+def test_an_unused_latent_warns_once_on_stderr(exports, capsys, kind):
+    code, out, err = run_cli(capsys, "interpolate", exports[kind], A, B, "--steps", 3, *SHORT)
+    assert code == 0
+    assert err == [WARNING]
+    assert len(out.splitlines()) == 3
+
+
+def test_slerp_and_beam_keep_the_endpoints_and_the_line_count(exports, capsys):
+    code, out, err = run_cli(capsys, "interpolate", exports["used"], A, B, "--steps", 4, "--path", "slerp",
+                             "--decode", "beam", "--beam-size", 2, *SHORT)
+    assert code == 0 and err == []
+    assert len(out.splitlines()) == 4
+
+
+def test_interpolate_from_a_file_prints_one_block_per_pair(exports, capsys, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(f"{A}\t{B}\n\n{B}\t{A}\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "interpolate", exports["used"], "--from-file", pairs, "--steps", 3, *SHORT)
+    assert code == 0
+    first, second = out.rstrip("\n").split("\n\n")
+    assert len(first.splitlines()) == len(second.splitlines()) == 3
+    assert first.splitlines()[0] == second.splitlines()[-1]  # A's reconstruction ends the reversed pair
+
+
+def test_sample_is_reproducible_with_a_seed(exports, capsys):
+    args = ("sample", exports["used"], "-n", 4, "--decode", "sample", "--temperature", 0.8, "--top-p", 0.9, *SHORT)
+    code, first, err = run_cli(capsys, *args, "--seed", 1)
+    assert code == 0 and err == [] and len(first.splitlines()) == 4
+    assert run_cli(capsys, *args, "--seed", 1)[1] == first
+    assert run_cli(capsys, *args, "--seed", 2)[1] != first
+
+
+def test_sample_warns_for_a_model_without_a_latent(exports, capsys):
+    code, out, err = run_cli(capsys, "sample", exports["none"], "-n", 2, *SHORT)
+    assert code == 0 and len(out.splitlines()) == 2
+    assert len(err) == 1 and err[0].startswith("warning: the latent code is unused")
+
+
+def test_reconstruct_prints_input_and_reconstruction_per_line(exports, capsys, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text(f"{A}\n\n{B}\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "reconstruct", exports["used"], source, "--batch-size", 1, *SHORT)
+    assert code == 0 and err == []
+    model = load_model(exports["used"])
+    expected = [f"{s}\t{r}" for s, r in zip([A, B], model.reconstruct([A, B], max_length=12), strict=True)]
+    assert out.splitlines() == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["interpolate", "{used}", A, B, "--steps", "1"], "--steps must be at least 2, got 1"),
+        (["interpolate", "{used}", A, B, "--decode", "nucleus"], "unknown --decode 'nucleus' (use greedy, beam, sample)"),
+        (["interpolate", "{used}", A, B, "--path", "arc"], "unknown --path 'arc' (use lerp, slerp)"),
+        (["interpolate", "{used}", A], "interpolate needs two sentences (or --from-file PAIRS.tsv)"),
+        (["interpolate", "{missing}", A, B], "checkpoint not found"),
+        (["sample", "{used}", "--temperature", "0.5"], "--temperature only apply to --decode sample"),
+        (["sample", "{used}", "-n", "0"], "-n must be at least 1, got 0"),
+        (["sample", "{used}", "--decode", "sample", "--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+        (["reconstruct", "{used}", "{missing}"], "no such file"),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(exports, capsys, tmp_path, argv, message):
+    names = {"used": exports["used"], "missing": tmp_path / "missing"}
+    code, out, err = run_cli(capsys, *[a.format(**names) for a in argv])
+    assert code == 2 and out == ""
+    assert len(err) == 1 and err[0].startswith("textvae: error: ") and message in err[0], err

@@ -1,0 +1,391 @@
+"""Corpus evaluation of a sentence VAE in the protocol of He et al. (2019).
+
+One pass over a split gives every number papers report, each labelled with how it was
+estimated (the protocol dict travels with the numbers into ``evaluation.json``):
+
+* **ELBO, rec, KL** per sentence: rec is the mean of ``log p(x|z_k)`` over the same K
+  posterior samples the IW bound uses (an unbiased, low-variance estimate of
+  ``E_q log p(x|z)``), KL is analytic.
+* **IW-NLL**: ``-log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)`` (Burda et al. 2016), fed to
+  :class:`textvae.estimators.IWAccumulator` in chunks of samples so memory is bounded.
+* **PPL** from both bounds, over *predicted* tokens (words + EOS, never BOS).
+* **MI** of the whole split's aggregate posterior, and He et al.'s mini-batch variant.
+* **AU** (Var_x E_q[z_j] >= delta) and the KL of each latent dimension.
+* **Reconstruction**: teacher-forced argmax token accuracy at z = mu, and corpus BLEU and
+  exact-match rate of greedy reconstructions from mu.
+* **Factor probes** (:mod:`textvae.probing`) when the split has known factors.
+
+A ``latent_path="none"`` model is a language model: log p(x) is exact, so one "sample"
+is used whatever K says, and KL/MI/AU are 0 by definition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from textvae.errors import TextVAEError
+from textvae.estimators import (
+    IWAccumulator,
+    active_units,
+    corpus_bleu,
+    count_predicted_tokens,
+    gaussian_kl_per_dim,
+    kl_per_dimension,
+    mutual_information,
+    perplexity,
+)
+
+MI_VARIANTS = ("split", "batch")
+# Slack (in ids) past the longest input that greedy reconstructions may run to.
+_DECODE_SLACK = 10
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def check_ids(ids: Sequence[Sequence[int]], bos_id: int, eos_id: int) -> None:
+    """Every row must be model-ready ``<bos> w_1 ... w_n <eos>`` (what the tokenizer emits)."""
+    if len(ids) == 0:
+        raise TextVAEError("evaluate: no sentences to evaluate")
+    for i, row in enumerate(ids):
+        if len(row) < 2 or row[0] != bos_id or row[-1] != eos_id:
+            raise TextVAEError(
+                f"evaluate: sentence {i} is not '<bos> ... <eos>' token ids "
+                "(tokenise with the model's tokenizer, which adds them)"
+            )
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (less padding, same results)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists -> ``input_ids`` and ``attention_mask``, each (B, T) long."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+@torch.no_grad()
+def importance_sampled_log_likelihood(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    num_samples: int,
+    sample_chunk: int = 50,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IW estimate of log p(x) and the mean of log p(x|z_k), for a batch of sentences.
+
+    The noise for all K samples is drawn at once, (K, B, d) -- small next to the logits --
+    so the result does not depend on ``sample_chunk``; each chunk of k samples is then one
+    batched ``model.log_likelihood`` call over (B, k) latents, which bounds memory.
+
+    Args:
+        input_ids, attention_mask: (B, T) model-ready batch.
+        mu, logvar: (B, d) posterior parameters.
+        num_samples: K.
+        sample_chunk: Samples per decoder call.
+        generator: Source of the noise (reproducibility).
+
+    Returns:
+        ``(iw, rec)``, both (B,) float64: the IW estimate of log p(x) and the Monte-Carlo
+        mean over the same samples of log p(x|z) (the ELBO's reconstruction term).
+    """
+    accumulator = IWAccumulator()
+    rec_sum = torch.zeros(mu.shape[0], dtype=torch.float64, device=mu.device)
+    eps = torch.randn((num_samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+    std = (0.5 * logvar).exp().unsqueeze(1)  # (B, 1, d)
+    for chunk in eps.split(sample_chunk):  # (k, B, d)
+        z = mu.unsqueeze(1) + std * chunk.transpose(0, 1)  # (B, k, d)
+        log_px_z = model.log_likelihood(input_ids, attention_mask, z)  # (B, k)
+        accumulator.update(log_px_z, z, mu, logvar)
+        rec_sum += log_px_z.double().sum(dim=1)
+    return accumulator.compute(), rec_sum / num_samples
+
+
+@torch.no_grad()
+def teacher_forced_predictions(model, input_ids: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Argmax next token at every position given the true prefix and z: (B, T) -> (B, T-1)."""
+    logits = model.head(model.decoder(input_ids[:, :-1], z), z)  # (B, T-1, V)
+    return logits.argmax(dim=-1)
+
+
+@torch.no_grad()
+def posterior_parameters(model, ids: Sequence[Sequence[int]], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar), each (N, d) on the CPU in the order of ``ids`` (for plots and probes)."""
+    mus, logvars = [None] * len(ids), [None] * len(ids)
+    for batch in length_sorted_batches([len(r) for r in ids], batch_size):
+        input_ids, mask = pad_batch([ids[i] for i in batch], model.config.pad_token_id, model.device)
+        mu, logvar = model.encode_ids(input_ids, mask)
+        for row, i in enumerate(batch):
+            mus[i], logvars[i] = mu[row].cpu(), logvar[row].cpu()
+    return torch.stack(mus), torch.stack(logvars)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_identity(model) -> dict[str, Any]:
+    """Which weights the numbers belong to: source, a hash or Hub commit, and the config."""
+    config = model.config
+    source = str(getattr(model, "name_or_path", "") or "")
+    identity: dict[str, Any] = {"source": source or None}
+    weights = Path(source) / "model.safetensors" if source else None
+    if weights is not None and weights.is_file():
+        identity["source"] = str(Path(source).resolve())
+        identity["model_safetensors_sha256"] = _sha256(weights)
+    else:  # in memory, or from the Hub cache: hash the weights themselves
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        identity["state_dict_sha256"] = digest.hexdigest()
+    if getattr(config, "_commit_hash", None):
+        identity["commit"] = config._commit_hash
+    identity["config"] = {
+        "latent_path": config.latent_path,
+        "lipschitz": config.lipschitz,
+        "latent_size": config.latent_size,
+        "encoder": f"{config.encoder_type} x{config.encoder_layers}",
+        "decoder": f"{config.decoder_type} x{config.decoder_layers}",
+        "embedding_size": config.embedding_size,
+        "hidden_size": config.hidden_size,
+        "vocab_size": config.vocab_size,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return identity
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    model,
+    ids: Sequence[Sequence[int]],
+    *,
+    iw_samples: int = 500,
+    delta: float = 0.01,
+    batch_size: int = 64,
+    mi: str = "split",
+    bleu: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    factors: Sequence[dict[str, Any]] | None = None,
+    sample_chunk: int = 50,
+) -> dict[str, Any]:
+    """Every evaluation number of ``model`` on sentences ``ids``, with its protocol.
+
+    Args:
+        model: A :class:`~textvae.models.TextVAEModel` (put in eval mode here).
+        ids: N model-ready id lists ``<bos> w_1 ... w_n <eos>``.
+        iw_samples: K importance samples per sentence (He et al.: 500).
+        delta: Active-unit threshold on Var_x E_q[z_j].
+        batch_size: Sentences per forward pass; also the block size of the mini-batch MI.
+        mi: Which MI the headline ``mi`` key repeats: ``split`` (aggregate posterior of the
+            whole split) or ``batch`` (He et al.'s per-mini-batch estimate). Both are reported.
+        bleu: Greedy-decode reconstructions from mu and score them (the slowest part after IW).
+        seed: Seeds the posterior samples and the MI estimate.
+        progress: Show a tqdm bar on stderr.
+        factors: One dict of known generative factors per sentence (embedded corpus): adds
+            linear probes of the posterior means (:func:`textvae.probing.probe_factors`).
+        sample_chunk: Importance samples per decoder call.
+
+    Returns:
+        A JSON-serialisable dict: the numbers, ``protocol`` and ``checkpoint``.
+    """
+    if mi not in MI_VARIANTS:
+        raise TextVAEError(f"evaluate: mi must be one of {MI_VARIANTS}, got {mi!r}")
+    if iw_samples < 1 or batch_size < 1 or sample_chunk < 1:
+        raise TextVAEError("evaluate: --iw-samples, --batch-size and the sample chunk must be at least 1")
+    if factors is not None and len(factors) != len(ids):
+        raise TextVAEError(f"evaluate: {len(factors)} factor rows for {len(ids)} sentences")
+    config = model.config
+    check_ids(ids, config.bos_token_id, config.eos_token_id)
+    model.eval()
+    has_latent = model.has_latent
+    num_samples = iw_samples if has_latent else 1  # log p(x) is exact without a latent
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    n = len(ids)
+    iw, rec = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    mus, logvars = torch.zeros(n, config.latent_size), torch.zeros(n, config.latent_size)
+    tokens = correct = exact = 0
+    hypotheses, references = [None] * n, [None] * n
+    bar = tqdm(total=n, desc="evaluate", unit="sent", disable=not progress, file=sys.stderr, leave=False)
+    with torch.no_grad():
+        for batch in length_sorted_batches([len(r) for r in ids], batch_size):
+            input_ids, mask = pad_batch([ids[i] for i in batch], config.pad_token_id, model.device)
+            mu, logvar = model.encode_ids(input_ids, mask)
+            batch_iw, batch_rec = importance_sampled_log_likelihood(
+                model, input_ids, mask, mu, logvar, num_samples, sample_chunk, generator
+            )
+            index = torch.tensor(batch)
+            iw[index], rec[index] = batch_iw.cpu(), batch_rec.cpu()
+            mus[index], logvars[index] = mu.cpu(), logvar.cpu()
+            targets_mask = mask[:, 1:].bool()
+            predicted = teacher_forced_predictions(model, input_ids, mu)
+            correct += int(((predicted == input_ids[:, 1:]) & targets_mask).sum())
+            tokens += int(count_predicted_tokens(mask).sum())
+            if bleu:
+                decoded = model.decode_ids(mu, "greedy", max_length=input_ids.shape[1] + _DECODE_SLACK)
+                for row, i in enumerate(batch):
+                    hypotheses[i], references[i] = decoded[row], list(ids[i][1:-1])
+                    exact += decoded[row] == references[i]
+            bar.update(len(batch))
+    bar.close()
+
+    kl = gaussian_kl_per_dim(mus.double(), logvars.double()).sum(-1) if has_latent else torch.zeros(n, dtype=torch.float64)
+    elbo = rec - kl
+    results: dict[str, Any] = {
+        "elbo": float(elbo.mean()),
+        "rec": float(-rec.mean()),
+        "kl": float(kl.mean()),
+        "nll_elbo": float(-elbo.mean()),
+        "nll_iw": float(-iw.mean()),
+        "ppl_elbo": perplexity(float(-elbo.sum()), tokens),
+        "ppl_iw": perplexity(float(-iw.sum()), tokens),
+    }
+    results.update(_latent_statistics(mus, logvars, has_latent, delta, batch_size, mi, seed))
+    results["token_accuracy_teacher_forced"] = correct / tokens
+    if bleu:
+        as_text = [" ".join(map(str, h)) for h in hypotheses], [" ".join(map(str, r)) for r in references]
+        results["bleu_greedy"] = corpus_bleu(*as_text)
+        results["exact_match_greedy"] = exact / n
+    if factors is not None:
+        from textvae.probing import probe_factors
+
+        with_length = [{**f, "length": len(r) - 2} for f, r in zip(factors, ids, strict=True)]
+        results["probes"] = probe_factors(mus, with_length, seed=seed)
+    results["protocol"] = _protocol(n, tokens, iw_samples, num_samples, delta, batch_size, mi, bleu, seed)
+    results["checkpoint"] = checkpoint_identity(model)
+    return results
+
+
+def _latent_statistics(
+    mus: torch.Tensor, logvars: torch.Tensor, has_latent: bool, delta: float, batch_size: int, mi: str, seed: int
+) -> dict[str, Any]:
+    """MI (both variants), AU and KL per dimension from the (N, d) posteriors of the split."""
+    if not has_latent:
+        return {"mi": 0.0, "mi_split": 0.0, "mi_batch": 0.0, "active_units": 0, "kl_per_dim": [], "au_variances": []}
+    mi_split = mutual_information(mus, logvars, generator=torch.Generator().manual_seed(seed))
+    mi_batch = mutual_information(
+        mus, logvars, generator=torch.Generator().manual_seed(seed), batch_mi=True, batch_size=batch_size
+    )
+    count, variances = active_units(mus, delta)
+    return {
+        "mi": mi_split if mi == "split" else mi_batch,
+        "mi_split": mi_split,
+        "mi_batch": mi_batch,
+        "active_units": count,
+        "kl_per_dim": kl_per_dimension(mus, logvars).tolist(),
+        "au_variances": variances.tolist(),
+    }
+
+
+def _protocol(
+    n: int, tokens: int, iw_samples: int, used: int, delta: float, batch_size: int, mi: str, bleu: bool, seed: int
+) -> dict[str, Any]:
+    """How every number was estimated, so results from different runs can be compared."""
+    return {
+        "num_sentences": n,
+        "num_predicted_tokens": tokens,
+        "token_counting": "words + EOS per sentence (BOS is never predicted)",
+        "iw_samples": iw_samples,
+        "iw_samples_used": used,
+        "nll_iw": "log-mean-exp of log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x)"
+        if used > 1 or iw_samples == 1
+        else "exact log p(x) (no latent variable)",
+        "elbo": "mean over the K samples of log p(x|z_k) minus analytic KL",
+        "ppl": "exp(corpus NLL / predicted tokens)",
+        "mi_split": "aggregate posterior over all N posteriors of the split, 1 sample per x",
+        "mi_batch": f"He et al. (2019) calc_mi: aggregate posterior per block of {batch_size} sentences",
+        "mi_headline": mi,
+        "active_units_delta": delta,
+        "active_units": "Var_x E_q[z_j] >= delta (unbiased variance)",
+        "token_accuracy_teacher_forced": "argmax of p(x_t | x_<t, z=mu) vs x_t over predicted tokens",
+        "bleu_greedy": "sacrebleu corpus BLEU (tokenize=none) of greedy decodes from mu vs the input tokens"
+        if bleu
+        else "not computed",
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+_ROWS = (
+    ("elbo", "ELBO (nats / sentence)"),
+    ("rec", "Reconstruction -E_q log p(x\\|z)"),
+    ("kl", "KL(q(z\\|x) \\|\\| p(z))"),
+    ("nll_iw", "NLL, importance-weighted"),
+    ("nll_elbo", "NLL bound from the ELBO"),
+    ("ppl_iw", "PPL from IW-NLL"),
+    ("ppl_elbo", "PPL from the ELBO"),
+    ("mi_split", "MI, whole-split aggregate posterior"),
+    ("mi_batch", "MI, mini-batch (He et al.)"),
+    ("active_units", "Active units"),
+    ("token_accuracy_teacher_forced", "Token accuracy (teacher-forced, z = mu)"),
+    ("bleu_greedy", "BLEU of greedy reconstructions"),
+    ("exact_match_greedy", "Exact-match greedy reconstructions"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.4g}" if abs(value) < 1e4 else f"{value:.1f}"
+    return str(value)
+
+
+def format_markdown(results: dict[str, Any]) -> str:
+    """One Markdown table of the numbers of :func:`evaluate`, protocol in the notes column.
+
+    Pipes inside cells are escaped (``\\|``) so ``p(x|z)`` does not open a new column.
+    """
+    protocol = results.get("protocol", {})
+    config = results.get("checkpoint", {}).get("config", {})
+    notes = {
+        "nll_iw": f"K = {protocol.get('iw_samples_used', '?')}",
+        "active_units": f"delta = {protocol.get('active_units_delta', '?')}, d = {config.get('latent_size', '?')}",
+        "ppl_iw": f"{protocol.get('num_predicted_tokens', '?')} predicted tokens (words + EOS)",
+        "elbo": f"{protocol.get('num_sentences', '?')} sentences",
+    }
+    lines = ["| Metric | Value | Notes |", "| --- | --- | --- |"]
+    source = results.get("checkpoint", {}).get("source")
+    if source:
+        lines.append(f"| Checkpoint | {source} | latent_path = {config.get('latent_path')}, L = {config.get('lipschitz')} |")
+    for key, label in _ROWS:
+        if key in results:
+            lines.append(f"| {label} | {_fmt(results[key])} | {notes.get(key, '')} |")
+    for factor, probe in results.get("probes", {}).items():
+        lines.append(
+            f"| Probe: {factor} | {_fmt(probe['accuracy'])} | chance {_fmt(probe['chance'])}, "
+            f"gain {_fmt(probe['ce_gain_nats'])} nats |"
+        )
+    return "\n".join(lines)

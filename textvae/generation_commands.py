@@ -1,0 +1,250 @@
+"""``textvae interpolate | sample | reconstruct``: look at what a model's latent space does.
+
+Each command loads an export with :func:`~textvae.models.loading.load_model`, works in
+batches (all interpolation points of all pairs are decoded in one call) and prints one
+sentence per line. When the latent code is unused -- a ``latent_path: none`` model, a
+posterior with KL ~ 0 on the sentences at hand, or an export whose own reports count 0
+active units -- a one-line warning goes to stderr, because the identical lines that
+follow are the model's fault, not the command's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from textvae.errors import TextVAEError
+
+STRATEGIES = ("greedy", "beam", "sample")
+PATHS = ("lerp", "slerp")
+# Posterior KL (nats) under which a sentence's code is treated as carrying nothing.
+KL_UNUSED = 0.05
+REPORT_FILES = ("evaluation.json", "train_summary.json")
+WARNING = "warning: the latent code is unused (KL ≈ 0, no active units): "
+
+
+# --------------------------------------------------------------------------- options
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, default: str = "greedy") -> None:
+    parser.add_argument("--decode", default=default, metavar="greedy|beam|sample",
+                        help=f"decoding strategy (default: {default})")
+    parser.add_argument("--beam-size", type=int, default=5, help="beams for --decode beam (default: 5)")
+    parser.add_argument("--temperature", type=float, default=None, help="softmax temperature for --decode sample")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus mass for --decode sample")
+    parser.add_argument("--max-length", type=int, default=64, help="longest decoded sentence in tokens (default: 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of prior draws and sampling (default: 0)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: where the model loads)")
+
+
+def decoding_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """Check the decoding flags; return the strategy and its keyword options (no generator yet)."""
+    if args.decode not in STRATEGIES:
+        raise TextVAEError(f"unknown --decode {args.decode!r} (use {', '.join(STRATEGIES)})")
+    if args.max_length < 1:
+        raise TextVAEError(f"--max-length must be at least 1, got {args.max_length}")
+    sampling = {"temperature": args.temperature, "top_p": args.top_p}
+    if args.decode != "sample":
+        given = [f"--{k.replace('_', '-')}" for k, v in sampling.items() if v is not None]
+        if given:
+            raise TextVAEError(f"{' and '.join(given)} only apply to --decode sample")
+        if args.decode == "beam":
+            if args.beam_size < 1:
+                raise TextVAEError(f"--beam-size must be at least 1, got {args.beam_size}")
+            return "beam", {"beam_size": args.beam_size}
+        return "greedy", {}
+    if args.temperature is not None and args.temperature <= 0:
+        raise TextVAEError(f"--temperature must be positive, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise TextVAEError(f"--top-p must be in (0, 1], got {args.top_p}")
+    return "sample", {k: v for k, v in sampling.items() if v is not None}
+
+
+def load(args: argparse.Namespace):
+    """The model of ``args.checkpoint`` (with its tokenizer) and its local export dir, if any."""
+    from textvae.evaluation_commands import export_directory, resolve_device
+    from textvae.models.loading import load_model
+
+    model = load_model(args.checkpoint, device=resolve_device(args.device))
+    if model.tokenizer is None:
+        raise TextVAEError(f"{args.checkpoint}: the export has no tokenizer files")
+    return model, export_directory(args.checkpoint)
+
+
+def decode(model, z: torch.Tensor, strategy: str, options: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """Decode (N, d) latents; sampling draws from a generator seeded by ``--seed``."""
+    if strategy == "sample":
+        options = {**options, "generator": torch.Generator(device=model.device).manual_seed(args.seed)}
+    return model.decode(z, strategy, max_length=args.max_length, **options)
+
+
+# --------------------------------------------------------------------------- collapse
+
+
+def reported_active_units(export: Path | None) -> int | None:
+    """The smallest ``active_units`` in the export's evaluation/training reports, if any."""
+    if export is None:
+        return None
+    found: list[int] = []
+    for name in REPORT_FILES:
+        try:
+            _collect(json.loads((export / name).read_text(encoding="utf-8")), "active_units", found)
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
+def _collect(node: Any, key: str, found: list[int]) -> None:
+    """Every integer value of ``key`` at any depth of a JSON document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key and isinstance(v, int) and not isinstance(v, bool):
+                found.append(v)
+            else:
+                _collect(v, key, found)
+    elif isinstance(node, list):
+        for v in node:
+            _collect(v, key, found)
+
+
+def latent_unused(model, export: Path | None, kl: torch.Tensor | None = None) -> bool:
+    """Whether the decoder's output cannot depend on the sentence's code.
+
+    ``kl``: (N,) posterior KL of the sentences the command encodes; all below
+    :data:`KL_UNUSED` means their codes are indistinguishable from prior draws.
+    """
+    if not model.has_latent:
+        return True
+    if kl is not None and bool((kl < KL_UNUSED).all()):
+        return True
+    return reported_active_units(export) == 0
+
+
+def posterior_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per row: (N, d) -> (N,)."""
+    from textvae.estimators import gaussian_kl_per_dim
+
+    return gaussian_kl_per_dim(mu, logvar).sum(-1)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def read_pairs(path: str) -> list[tuple[str, str]]:
+    """``sentence A<TAB>sentence B`` per line (blank lines skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TextVAEError(f"--from-file {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    pairs = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("\t")]
+        if len(parts) != 2 or not all(parts):
+            raise TextVAEError(f"{path}:{line_no}: expected two sentences separated by a tab")
+        pairs.append((parts[0], parts[1]))
+    if not pairs:
+        raise TextVAEError(f"{path}: no sentence pairs")
+    return pairs
+
+
+def run_interpolate(args: argparse.Namespace) -> int:
+    from textvae.models.generation import interpolation_path
+
+    if args.steps < 2:
+        raise TextVAEError(f"--steps must be at least 2, got {args.steps}")
+    if args.path not in PATHS:
+        raise TextVAEError(f"unknown --path {args.path!r} (use {', '.join(PATHS)})")
+    if args.from_file is not None:
+        if args.sentence_a is not None:
+            raise TextVAEError("give either two sentences or --from-file PAIRS.tsv, not both")
+        pairs = read_pairs(args.from_file)
+    elif args.sentence_a is None or args.sentence_b is None:
+        raise TextVAEError("interpolate needs two sentences (or --from-file PAIRS.tsv)")
+    else:
+        pairs = [(args.sentence_a, args.sentence_b)]
+    strategy, options = decoding_options(args)
+    model, export = load(args)
+    mu, logvar = model.encode([s for pair in pairs for s in pair])  # (2P, d)
+    ends = mu.view(len(pairs), 2, -1)
+    z = torch.cat([interpolation_path(a, b, args.steps, args.path) for a, b in ends])  # (P * steps, d)
+    lines = decode(model, z, strategy, options, args)
+    if latent_unused(model, export, posterior_kl(mu, logvar)):
+        print(WARNING + "all interpolation points decode alike", file=sys.stderr)
+    for p in range(len(pairs)):
+        if p:
+            print()
+        print("\n".join(lines[p * args.steps : (p + 1) * args.steps]))
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise TextVAEError(f"-n must be at least 1, got {args.n}")
+    strategy, options = decoding_options(args)
+    model, export = load(args)
+    z = torch.randn(args.n, model.config.latent_size, generator=torch.Generator().manual_seed(args.seed))
+    lines = decode(model, z.to(model.device), strategy, options, args)
+    if latent_unused(model, export):
+        print(WARNING + "samples from the prior differ only through the decoder's own sampling", file=sys.stderr)
+    print("\n".join(lines))
+    return 0
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    from textvae.data.reading import clean_lines, read_lines
+
+    if args.batch_size < 1:
+        raise TextVAEError(f"--batch-size must be at least 1, got {args.batch_size}")
+    strategy, options = decoding_options(args)
+    if args.file == "-":
+        sentences, _ = clean_lines(sys.stdin.read().splitlines(), "<stdin>")
+    else:
+        sentences, _ = read_lines(args.file)
+    model, export = load(args)
+    kls = []
+    for start in range(0, len(sentences), args.batch_size):
+        batch = sentences[start : start + args.batch_size]
+        mu, logvar = model.encode(batch)
+        kls.append(posterior_kl(mu, logvar))
+        for source, output in zip(batch, decode(model, mu, strategy, options, args), strict=True):
+            print(f"{source}\t{output}")
+    if latent_unused(model, export, torch.cat(kls)):
+        print(WARNING + "every reconstruction is decoded from the same code", file=sys.stderr)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "interpolate",
+        help="decode points on the path between two sentences' posterior means",
+        description="Prints one decoded sentence per point, from sentence A's reconstruction to "
+        "sentence B's. With --from-file, one block per pair, separated by blank lines.",
+    )
+    p.add_argument("checkpoint", help="an export directory, a run directory or a Hub repo id")
+    p.add_argument("sentence_a", nargs="?", default=None, metavar="SENTENCE_A")
+    p.add_argument("sentence_b", nargs="?", default=None, metavar="SENTENCE_B")
+    p.add_argument("--steps", type=int, default=8, help="points on the path, ends included (default: 8)")
+    p.add_argument("--path", default="lerp", metavar="lerp|slerp", help="straight line or great circle (default: lerp)")
+    p.add_argument("--from-file", default=None, metavar="PAIRS.tsv", help="sentence pairs, tab-separated, one per line")
+    add_decoding_arguments(p)
+    p.set_defaults(handler=run_interpolate)
+
+    p = subparsers.add_parser("sample", help="decode codes drawn from the prior N(0, I)")
+    p.add_argument("checkpoint", help="an export directory, a run directory or a Hub repo id")
+    p.add_argument("-n", type=int, default=10, help="how many sentences (default: 10)")
+    add_decoding_arguments(p)
+    p.set_defaults(handler=run_sample)
+
+    p = subparsers.add_parser("reconstruct", help="encode sentences and decode their posterior means")
+    p.add_argument("checkpoint", help="an export directory, a run directory or a Hub repo id")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="one sentence per line (default: stdin)")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default: 64)")
+    add_decoding_arguments(p)
+    p.set_defaults(handler=run_reconstruct)
