@@ -23,7 +23,10 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
 
     Accepts an export directory, a run directory (its ``final/`` export) or a Hub repo
     id. Missing, incomplete or corrupt checkpoints raise :class:`TextVAEError` naming
-    the path instead of a traceback from deep inside transformers or safetensors.
+    the path instead of a traceback from deep inside transformers or safetensors. For a
+    repo id the message says which Hub failure it was (offline, unreachable, no such
+    repo, rejected token), since transformers' own text names huggingface.co whatever
+    the endpoint and often blames the repo for a network problem.
     """
     source = resolve_export(name_or_path)
     path = Path(source)
@@ -40,8 +43,23 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     except TextVAEError:
         raise
     except Exception as exc:  # noqa: BLE001 -- every loader failure becomes one line
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TextVAEError(f"{source}: could not load the checkpoint ({type(exc).__name__}: {first_line})") from None
-    if device is not None:
-        model.to(device)
-    return model.eval()
+        message = None if looks_local else _hub_failure(exc, source, hub_kwargs.get("token"))
+        if message is None:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = f"{source}: could not load the checkpoint ({type(exc).__name__}: {first_line})"
+    else:
+        if device is not None:
+            model.to(device)
+        return model.eval()
+    # Raised outside the handler, so the client's exception (whose request holds the token) is not chained.
+    raise TextVAEError(message)
+
+
+def _hub_failure(exc: BaseException, repo_id: str, token: str | None) -> str | None:
+    """One line for a failed Hub download, without the token; None when the Hub is not the cause."""
+    from huggingface_hub import constants, get_token
+
+    from textvae.hub import explain_hub_error, redact
+
+    message = explain_hub_error(exc, repo_id, constants.ENDPOINT, writing=False)
+    return None if message is None else redact(message, token if isinstance(token, str) else get_token())

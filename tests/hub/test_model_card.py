@@ -1,0 +1,120 @@
+"""The model card: metadata the Hub indexes, the metrics with their protocol, real examples."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from tests.hub.conftest import EVALUATION, build_model
+from textvae.model_card import TAGS, build_model_card, generate_examples
+
+RECIPE = {"data": {"corpus": "ptb", "tokenizer": "word"}}
+SUMMARY = {"steps": 3000, "best_step": 2500}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model()
+
+
+@pytest.fixture(scope="module")
+def examples(model):
+    return generate_examples(model, seed=0)
+
+
+def card_for(model, examples, tmp_path, **kwargs) -> ModelCard:
+    """Build, save and load back: what the Hub and its readers will see."""
+    path = tmp_path / "README.md"
+    build_model_card(model, "someone/ptb-vae", examples, **kwargs).save(path)
+    return ModelCard.load(path)
+
+
+def test_metadata_names_the_library_tags_and_license(model, examples, tmp_path):
+    card = card_for(model, examples, tmp_path, license="mit")
+
+    assert card.data.library_name == "textvae"
+    assert set(TAGS) <= set(card.data.tags)
+    assert card.data.license == "mit"
+    assert card.data.pipeline_tag == "text-generation"
+
+
+def test_describes_corpus_architecture_and_latent_path(model, examples, tmp_path):
+    text = card_for(model, examples, tmp_path, recipe=RECIPE, train_summary=SUMMARY).text
+
+    assert "on **ptb**" in text
+    assert "| Encoder | LSTM, 1 layer(s), hidden 32 |" in text
+    assert "| Latent | d = 4, path `invlip`, L = 2 " in text
+    assert "Kinoshita et al., ICML 2023" in text and "@inproceedings{kinoshita2023controlling" in text
+    assert "| Training | 3000 optimiser steps (exported at step 2500) |" in text
+
+
+def test_metrics_table_states_k_delta_and_the_perplexity_convention(model, examples, tmp_path):
+    text = card_for(model, examples, tmp_path, evaluation=EVALUATION).text
+
+    assert "| NLL, importance-weighted | 39.5 | nats per sentence, K = 500 |" in text
+    assert "| Active units | 4 | Var_x E_q[z_j] >= delta = 0.01, out of d = 4 |" in text
+    assert "| PPL from the IW NLL | 18.4 |" in text
+    assert "| Reconstruction BLEU | 55 |" in text
+    assert "numbers on the test split" in text
+    assert "exp(corpus NLL / predicted tokens)" in text and "BOS is never predicted" in text
+
+
+def test_table_rows_keep_their_columns_despite_pipes_in_the_labels(model, examples, tmp_path):
+    text = card_for(model, examples, tmp_path, recipe=RECIPE, evaluation=EVALUATION).text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+
+    assert "| KL(q(z\\|x) \\|\\| p(z)) | 3.25 | nats per sentence |" in rows
+    for row in rows:  # unescaped pipes: 3 for the model table, 4 for the metrics table
+        assert re.sub(r"\\\|", "", row).count("|") in (3, 4), row
+
+
+def test_reads_the_protocol_fields_textvae_evaluate_writes(model, examples, tmp_path):
+    evaluation = {"nll_iw": 90.0, "active_units": 12, "bleu_greedy": 0.5,
+                  "protocol": {"iw_samples": 500, "iw_samples_used": 250, "active_units_delta": 0.02,
+                               "num_sentences": 3761, "num_predicted_tokens": 86191}}
+
+    text = card_for(model, examples, tmp_path, evaluation=evaluation).text
+
+    assert "K = 250" in text and "delta = 0.02" in text
+    assert "(3761 sentences, 86191 predicted tokens)" in text
+
+
+def test_without_evaluation_the_card_says_how_to_get_numbers(model, examples, tmp_path):
+    text = card_for(model, examples, tmp_path).text
+
+    assert "Not evaluated yet" in text and "textvae evaluate" in text
+    assert "| Metric |" not in text
+
+
+def test_examples_are_the_models_own_output_at_a_fixed_seed(model, examples, tmp_path):
+    text = card_for(model, examples, tmp_path).text
+
+    expected_samples = model.sample(5, generator=torch.Generator().manual_seed(0), max_length=32)
+    assert examples.prior_samples == expected_samples
+    assert examples.interpolation == model.interpolate(*expected_samples[:2], steps=5, max_length=32)
+    for i, sentence in enumerate(examples.interpolation):
+        assert f"{i / 4:.2f}  {sentence or '(empty)'}" in text
+    assert generate_examples(model, seed=0) == examples  # same export, same card
+
+
+def test_usage_snippet_loads_the_repo_and_interpolates(model, examples, tmp_path):
+    text = card_for(model, examples, tmp_path).text
+
+    assert 'model = TextVAEModel.from_pretrained("someone/ptb-vae")' in text
+    assert "import textvae" in text and "model.interpolate(" in text
+    assert "textvae interpolate someone/ptb-vae " in text
+    assert 'AutoModel.from_pretrained("someone/ptb-vae")' in text
+
+
+@pytest.mark.parametrize("path", ["concat", "none"])
+def test_other_latent_paths_are_described_as_such(path, tmp_path):
+    model = build_model(latent_path=path)
+
+    text = card_for(model, generate_examples(model), tmp_path).text
+
+    assert f"path `{path}`" in text
+    assert "L = " not in text and "Kinoshita" not in text  # the invlip paper is cited for invlip only
+    assert ("Interpolation between" in text) == (path != "none")

@@ -1,0 +1,253 @@
+"""``textvae push``: share a trained sentence VAE on the Hugging Face Hub.
+
+One push is one Hub commit holding everything a stranger needs: the config and
+safetensors weights, the tokenizer (``TextVAEModel.from_pretrained`` re-attaches it), the
+recipe, the training summary, the evaluation numbers, and a model card generated from
+them (:mod:`textvae.model_card`). The commit is built from explicit
+``CommitOperationAdd`` entries pointing at the export's files plus the card in memory,
+so the local export is only read, never written.
+
+Only files a textvae export is known to contain are uploaded (:data:`EXPORT_PATTERNS`):
+an export directory may also hold notes, data samples or plots its owner never meant to
+publish.
+
+Failures a user can act on (no token, a rejected token, no network, a refused upload)
+become one-line :class:`~textvae.errors.TextVAEError` messages that say which one it was.
+They never contain the token, and they are raised without the client's exception
+attached, whose HTTP request still carries the ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from textvae.errors import TextVAEError
+from textvae.model_card import build_model_card, generate_examples
+from textvae.models.loading import load_model, resolve_export
+
+EXPORT_PATTERNS = (
+    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
+    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
+    "*.model", "chat_template.jinja", "textvae_tokenizer.json",
+    "recipe.yaml", "train_summary.json", "evaluation.json", "metrics.jsonl",
+)
+METADATA_FILES = {"recipe": "recipe.yaml", "train_summary": "train_summary.json", "evaluation": "evaluation.json"}
+NO_TOKEN = "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass --token"
+
+
+@dataclass
+class PushResult:
+    """Where the model went: the repo, the commit and the files it holds."""
+
+    repo_id: str
+    commit_url: str
+    commit_oid: str
+    files: list[str]
+
+
+# ------------------------------------------------------------------------ pushing
+def push_export(
+    source: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    license: str = "apache-2.0",
+    endpoint: str | None = None,
+) -> PushResult:
+    """Upload an export (or a run directory's ``final/``) with a generated model card.
+
+    Creates ``repo_id`` if needed; ``revision`` names a branch, created from ``main``
+    when missing. ``token`` defaults to ``HF_TOKEN`` or the ``hf auth login`` token.
+    """
+    export = Path(resolve_export(source))
+    model = load_model(export)
+    return _push(model, export, repo_id, private=private, revision=revision, commit_message=commit_message,
+                 token=token, license=license, endpoint=endpoint)
+
+
+def push_model(model, repo_id: str, **options: Any) -> PushResult:
+    """Upload an in-memory model the way :func:`push_export` uploads an export.
+
+    The model is saved (weights and tokenizer) to a temporary directory first; takes the
+    keyword options of :func:`push_export`. ``TextVAEModel.push_to_hub`` can delegate here.
+    """
+    with tempfile.TemporaryDirectory(prefix="textvae-push-") as tmp:
+        model.save_pretrained(tmp)
+        return _push(model, Path(tmp), repo_id, **options)
+
+
+def _push(model, directory: Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+          commit_message: str | None = None, token: str | None = None, license: str = "apache-2.0",
+          endpoint: str | None = None) -> PushResult:
+    """Check everything local first (token, files, card inputs), then create, branch, commit."""
+    if model.tokenizer is None:
+        raise TextVAEError(f"{directory}: no tokenizer beside the weights; a pushed model could not read or write text")
+    token = token or get_token()
+    if not token:
+        raise TextVAEError(NO_TOKEN)
+    files = export_files(directory)
+    metadata = read_export_metadata(directory)
+    examples = generate_examples(model)
+    api = HfApi(endpoint=endpoint, token=token, library_name="textvae")
+    try:
+        repo_id = api.create_repo(repo_id, private=private or None, exist_ok=True).repo_id
+        card = build_model_card(model, repo_id, examples, license=license, **metadata)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files]
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
+        message = commit_message or f"Upload textvae model ({model.config.latent_path})"
+        info = api.create_commit(repo_id, operations, commit_message=message, revision=revision)
+    except Exception as exc:  # noqa: BLE001 -- anything but a Hub failure is re-raised as it is
+        failure = explain_hub_error(exc, repo_id, api.endpoint, writing=True)
+        if failure is None:
+            raise
+    else:
+        return PushResult(repo_id, info.commit_url, info.oid, [path.name for path in files] + ["README.md"])
+    # Raised outside the handler, so no client exception (whose request holds the token) is chained.
+    raise TextVAEError(redact(failure, token))
+
+
+def export_files(directory: Path) -> list[Path]:
+    """The files of an export that are uploaded, sorted; at least config and weights."""
+    files = sorted(p for p in Path(directory).iterdir()
+                   if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in EXPORT_PATTERNS))
+    names = {p.name for p in files}
+    if "config.json" not in names or not any(name.endswith(".safetensors") for name in names):
+        raise TextVAEError(f"{directory}: not a textvae export (needs config.json and model.safetensors)")
+    return files
+
+
+def read_export_metadata(directory: Path) -> dict[str, Any]:
+    """``recipe``, ``train_summary`` and ``evaluation`` from the export's files, None when absent."""
+    out: dict[str, Any] = {}
+    for key, name in METADATA_FILES.items():
+        path = Path(directory) / name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            out[key] = None
+            continue
+        try:
+            out[key] = yaml.safe_load(text) if name.endswith(".yaml") else json.loads(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise TextVAEError(f"{path}: corrupt {name} ({type(exc).__name__}); fix or remove it before pushing") from None
+    return out
+
+
+# ------------------------------------------------------------------------ errors
+def explain_hub_error(exc: BaseException, repo_id: str, endpoint: str, writing: bool) -> str | None:
+    """One line saying which Hub failure ``exc`` is, or None when it is not one.
+
+    Looks through the exception's causes, since transformers wraps the client's errors
+    in an ``OSError`` whose text names huggingface.co whatever the endpoint.
+    """
+    for err in _causes(exc):
+        if isinstance(err, OfflineModeIsEnabled) or (constants.HF_HUB_OFFLINE and isinstance(err, LocalEntryNotFoundError)):
+            if writing:
+                return "HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it to push"
+            return f"{repo_id}: not in the local cache, and HF_HUB_OFFLINE is set so it cannot be downloaded"
+        if isinstance(err, HfHubHTTPError) and err.response is not None:
+            return _explain_status(err, repo_id, endpoint, writing)
+        if _is_connection_error(err):
+            reason = _first_line(err) or type(err).__name__
+            missing = "" if writing else " and the model is not in the local cache"
+            return f"cannot reach the Hugging Face Hub at {endpoint} (connection error: {reason}){missing}"
+    return None
+
+
+def _explain_status(err: HfHubHTTPError, repo_id: str, endpoint: str, writing: bool) -> str:
+    status = err.response.status_code
+    if isinstance(err, RevisionNotFoundError):
+        return f"{repo_id}: revision not found on the Hub ({status})"
+    if isinstance(err, RepositoryNotFoundError):
+        return (f"{repo_id}: no such model repository at {endpoint} ({status}); if it is private, "
+                "log in with `hf auth login` or set HF_TOKEN")
+    if status == 401:
+        return ("the Hub rejected the token (401 Unauthorized): it is invalid or expired; "
+                "log in again with `hf auth login`, or fix HF_TOKEN / --token")
+    if status == 403:
+        if writing:
+            return f"the Hub refused the upload to {repo_id} (403 Forbidden): the token cannot write to this repository"
+        return f"{repo_id}: access refused (403 Forbidden): the repository is gated or the token cannot read it"
+    detail = _first_line(err.server_message) if err.server_message else ""
+    detail = f": {detail}" if detail else ""
+    action = f"the Hub refused the upload to {repo_id}" if writing else f"downloading {repo_id} failed"
+    return f"{action} (HTTP {status}{detail})"
+
+
+def _causes(exc: BaseException | None):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A transport failure of whichever HTTP client huggingface_hub uses, or of the OS.
+
+    httpx/httpx2 raise subclasses of ``TransportError``, requests (older huggingface_hub)
+    its own ``ConnectionError``/``Timeout``; matching by class name avoids importing them.
+    """
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return any(cls.__name__ in ("TransportError", "ConnectionError", "Timeout") for cls in type(exc).__mro__)
+
+
+def _first_line(value: object) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0].strip() if text else ""
+
+
+def redact(text: str, token: str | None) -> str:
+    """``text`` without ``token``: for messages built from server or client text."""
+    return text.replace(token, "***") if token else text
+
+
+# ------------------------------------------------------------------------ command line
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "push",
+        help="upload a trained model, its tokenizer and a model card to the Hugging Face Hub",
+        description=(
+            "Upload an export (or a run directory's final/ export) to a Hub model repository in one "
+            "commit: config, weights, tokenizer, recipe.yaml, train_summary.json, evaluation.json and "
+            "a generated README.md model card. The token comes from --token, HF_TOKEN or `hf auth login`."
+        ),
+    )
+    parser.add_argument("export", metavar="RUN_DIR_OR_EXPORT", help="a run directory or an export directory")
+    parser.add_argument("repo_id", metavar="REPO_ID", help="user/name, org/name, or name (in your namespace)")
+    parser.add_argument("--private", action="store_true", help="create the repository private (if it is new)")
+    parser.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main if missing)")
+    parser.add_argument("--commit-message", metavar="MSG", help="message of the Hub commit")
+    parser.add_argument("--token", metavar="TOKEN",
+                        help="Hub token; prefer HF_TOKEN or `hf auth login`, which keep it out of shell history")
+    parser.add_argument("--license", default="apache-2.0", help="license tag of the model card (default: apache-2.0)")
+    parser.set_defaults(handler=run_push)
+
+
+def run_push(args: argparse.Namespace) -> int:
+    result = push_export(args.export, args.repo_id, private=args.private, revision=args.revision,
+                         commit_message=args.commit_message, token=args.token, license=args.license)
+    print(f"pushed {len(result.files)} files to {result.repo_id}: {result.commit_url}")
+    return 0
