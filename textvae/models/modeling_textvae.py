@@ -98,11 +98,24 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Load weights and, when the directory or Hub repo has one, the tokenizer beside them."""
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        # Tensors read from safetensors can start at addresses that are not 64-byte aligned;
+        # CPU kernels then vectorise differently and outputs differ from the saved model's in
+        # the last bits. Copies in torch's own (aligned) memory make the round trip bit-exact.
+        with torch.no_grad():
+            for tensor in (*model.parameters(), *model.buffers()):
+                if tensor.data_ptr() % 64:
+                    tensor.data = tensor.data.clone()
         hub_keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
         model.tokenizer = load_companion_tokenizer(
             pretrained_model_name_or_path, model.config, **{k: kwargs[k] for k in hub_keys if k in kwargs}
         )
         return model
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Weights, tokenizer and the textvae model card in one commit (see :func:`textvae.hub.push_model`)."""
+        from textvae.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
 
     # ----------------------------------------------------------------- init
     @torch.no_grad()
