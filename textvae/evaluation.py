@@ -233,59 +233,79 @@ def evaluate(
     has_latent = model.has_latent
     num_samples = iw_samples if has_latent else 1  # log p(x) is exact without a latent
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    n = len(ids)
-    iw, rec = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-    mus, logvars = torch.zeros(n, config.latent_size), torch.zeros(n, config.latent_size)
-    tokens = correct = exact = 0
-    hypotheses, references = [None] * n, [None] * n
-    bar = tqdm(total=n, desc="evaluate", unit="sent", disable=not progress, file=sys.stderr, leave=False)
+    split = _SplitPass(len(ids), config.latent_size)
+    bar = tqdm(total=len(ids), desc="evaluate", unit="sent", disable=not progress, file=sys.stderr, leave=False)
     with torch.no_grad():
         for batch in length_sorted_batches([len(r) for r in ids], batch_size):
-            input_ids, mask = pad_batch([ids[i] for i in batch], config.pad_token_id, model.device)
-            mu, logvar = model.encode_ids(input_ids, mask)
-            batch_iw, batch_rec = importance_sampled_log_likelihood(
-                model, input_ids, mask, mu, logvar, num_samples, sample_chunk, generator
-            )
-            index = torch.tensor(batch)
-            iw[index], rec[index] = batch_iw.cpu(), batch_rec.cpu()
-            mus[index], logvars[index] = mu.cpu(), logvar.cpu()
-            targets_mask = mask[:, 1:].bool()
-            predicted = teacher_forced_predictions(model, input_ids, mu)
-            correct += int(((predicted == input_ids[:, 1:]) & targets_mask).sum())
-            tokens += int(count_predicted_tokens(mask).sum())
-            if bleu:
-                decoded = model.decode_ids(mu, "greedy", max_length=input_ids.shape[1] + _DECODE_SLACK)
-                for row, i in enumerate(batch):
-                    hypotheses[i], references[i] = decoded[row], list(ids[i][1:-1])
-                    exact += decoded[row] == references[i]
+            split.add(model, ids, batch, num_samples, sample_chunk, generator, bleu)
             bar.update(len(batch))
     bar.close()
 
-    kl = gaussian_kl_per_dim(mus.double(), logvars.double()).sum(-1) if has_latent else torch.zeros(n, dtype=torch.float64)
-    elbo = rec - kl
+    kl = gaussian_kl_per_dim(split.mu.double(), split.logvar.double()).sum(-1) * float(has_latent)  # (N,)
+    elbo = split.rec - kl
     results: dict[str, Any] = {
         "elbo": float(elbo.mean()),
-        "rec": float(-rec.mean()),
+        "rec": float(-split.rec.mean()),
         "kl": float(kl.mean()),
         "nll_elbo": float(-elbo.mean()),
-        "nll_iw": float(-iw.mean()),
-        "ppl_elbo": perplexity(float(-elbo.sum()), tokens),
-        "ppl_iw": perplexity(float(-iw.sum()), tokens),
+        "nll_iw": float(-split.iw.mean()),
+        "ppl_elbo": perplexity(float(-elbo.sum()), split.tokens),
+        "ppl_iw": perplexity(float(-split.iw.sum()), split.tokens),
     }
-    results.update(_latent_statistics(mus, logvars, has_latent, delta, batch_size, mi, seed))
-    results["token_accuracy_teacher_forced"] = correct / tokens
+    results.update(_latent_statistics(split.mu, split.logvar, has_latent, delta, batch_size, mi, seed))
+    results["token_accuracy_teacher_forced"] = split.correct / split.tokens
     if bleu:
-        as_text = [" ".join(map(str, h)) for h in hypotheses], [" ".join(map(str, r)) for r in references]
-        results["bleu_greedy"] = corpus_bleu(*as_text)
-        results["exact_match_greedy"] = exact / n
+        results["bleu_greedy"] = corpus_bleu(*split.bleu_texts())
+        results["exact_match_greedy"] = split.exact / len(ids)
     if factors is not None:
         from textvae.probing import probe_factors
 
         with_length = [{**f, "length": len(r) - 2} for f, r in zip(factors, ids, strict=True)]
-        results["probes"] = probe_factors(mus, with_length, seed=seed)
-    results["protocol"] = _protocol(n, tokens, iw_samples, num_samples, delta, batch_size, mi, bleu, seed)
+        results["probes"] = probe_factors(split.mu, with_length, seed=seed)
+    results["protocol"] = _protocol(len(ids), split.tokens, iw_samples, has_latent, delta, batch_size, mi, bleu, seed)
     results["checkpoint"] = checkpoint_identity(model)
     return results
+
+
+class _SplitPass:
+    """Per-sentence results of one pass over a split, stored in the split's order.
+
+    ``iw``/``rec`` (N,) float64, ``mu``/``logvar`` (N, d) on the CPU, token counters, and
+    the greedy reconstructions (id lists) with their references.
+    """
+
+    def __init__(self, n: int, latent_size: int):
+        self.iw = torch.zeros(n, dtype=torch.float64)
+        self.rec = torch.zeros(n, dtype=torch.float64)
+        self.mu, self.logvar = torch.zeros(n, latent_size), torch.zeros(n, latent_size)
+        self.tokens = self.correct = self.exact = 0
+        self.hypotheses: list[list[int]] = [[] for _ in range(n)]
+        self.references: list[list[int]] = [[] for _ in range(n)]
+
+    def add(self, model, ids: Sequence[Sequence[int]], batch: list[int], num_samples: int, sample_chunk: int,
+            generator: torch.Generator, bleu: bool) -> None:
+        """Evaluate sentences ``batch`` (indices into ``ids``) in one padded batch."""
+        input_ids, mask = pad_batch([ids[i] for i in batch], model.config.pad_token_id, model.device)
+        mu, logvar = model.encode_ids(input_ids, mask)  # (B, d)
+        iw, rec = importance_sampled_log_likelihood(model, input_ids, mask, mu, logvar, num_samples, sample_chunk,
+                                                    generator)
+        index = torch.tensor(batch)
+        self.iw[index], self.rec[index] = iw.cpu(), rec.cpu()
+        self.mu[index], self.logvar[index] = mu.cpu(), logvar.cpu()
+        predicted = teacher_forced_predictions(model, input_ids, mu)  # (B, T-1)
+        self.correct += int(((predicted == input_ids[:, 1:]) & mask[:, 1:].bool()).sum())
+        self.tokens += int(count_predicted_tokens(mask).sum())
+        if bleu:
+            decoded = model.decode_ids(mu, "greedy", max_length=input_ids.shape[1] + _DECODE_SLACK)
+            for row, i in enumerate(batch):
+                self.hypotheses[i], self.references[i] = decoded[row], list(ids[i][1:-1])
+                self.exact += decoded[row] == self.references[i]
+
+    def bleu_texts(self) -> tuple[list[str], list[str]]:
+        """Hypotheses and references as space-joined token ids: BLEU over model tokens,
+        independent of detokenisation (and of special tokens such as PTB's literal <unk>)."""
+        hypotheses = [" ".join(map(str, row)) for row in self.hypotheses]
+        return hypotheses, [" ".join(map(str, row)) for row in self.references]
 
 
 def _latent_statistics(
@@ -310,7 +330,8 @@ def _latent_statistics(
 
 
 def _protocol(
-    n: int, tokens: int, iw_samples: int, used: int, delta: float, batch_size: int, mi: str, bleu: bool, seed: int
+    n: int, tokens: int, iw_samples: int, has_latent: bool, delta: float, batch_size: int, mi: str, bleu: bool,
+    seed: int,
 ) -> dict[str, Any]:
     """How every number was estimated, so results from different runs can be compared."""
     return {
@@ -318,14 +339,14 @@ def _protocol(
         "num_predicted_tokens": tokens,
         "token_counting": "words + EOS per sentence (BOS is never predicted)",
         "iw_samples": iw_samples,
-        "iw_samples_used": used,
+        "iw_samples_used": iw_samples if has_latent else 1,
         "nll_iw": "log-mean-exp of log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x)"
-        if used > 1 or iw_samples == 1
+        if has_latent
         else "exact log p(x) (no latent variable)",
         "elbo": "mean over the K samples of log p(x|z_k) minus analytic KL",
         "ppl": "exp(corpus NLL / predicted tokens)",
         "mi_split": "aggregate posterior over all N posteriors of the split, 1 sample per x",
-        "mi_batch": f"He et al. (2019) calc_mi: aggregate posterior per block of {batch_size} sentences",
+        "mi_batch": f"He et al. (2019) calc_mi: aggregate posterior per block of {batch_size} sentences (split order)",
         "mi_headline": mi,
         "active_units_delta": delta,
         "active_units": "Var_x E_q[z_j] >= delta (unbiased variance)",
