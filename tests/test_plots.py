@@ -75,6 +75,12 @@ def test_training_curves_from_metrics_jsonl(tmp_path):
     assert_png(plots.plot_training_curves(metrics, tmp_path / "curves.png"), min_width=600)
 
 
+def test_curves_of_a_resumed_run_keep_the_last_value_per_step_in_step_order():
+    rows = [{"step": 10, "elbo": -9.0}, {"step": 20, "elbo": -8.0}, {"step": 10, "elbo": -7.0},
+            {"step": 5, "elbo": -6.0}, {"step": 30, "split": "valid", "elbo": -1.0}]
+    assert plots.curve_series(rows, "elbo", "train") == ([5.0, 10.0, 20.0], [-6.0, -7.0, -8.0])
+
+
 def test_bad_metrics_files_are_one_line_errors(tmp_path):
     bad = tmp_path / "metrics.jsonl"
     bad.write_text('{"step": 1, "split": "train", "elbo": -3}\n{"step": 2,\n', encoding="utf-8")

@@ -82,13 +82,18 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def curve_series(rows: Sequence[dict[str, Any]], key: str, split: str) -> tuple[list[float], list[float]]:
-    """(steps, values) of ``key`` for rows of ``split`` that have both, in file order."""
-    points = [
-        (float(r["step"]), float(r[key]))
-        for r in rows
-        if r.get("split", "train") == split and isinstance(r.get(key), (int, float)) and "step" in r
-    ]
-    return [s for s, _ in points], [v for _, v in points]
+    """(steps, values) of ``key`` for rows of ``split``, sorted by step.
+
+    A resumed (or re-run) training appends to the same metrics.jsonl, so a step can
+    appear more than once: the last line written for it wins, and the curve never runs
+    backwards.
+    """
+    latest: dict[float, float] = {}
+    for r in rows:
+        if r.get("split", "train") == split and isinstance(r.get(key), (int, float)) and "step" in r:
+            latest[float(r["step"])] = float(r[key])
+    steps = sorted(latest)
+    return steps, [latest[s] for s in steps]
 
 
 def plot_training_curves(metrics_path: str | Path, path: str | Path) -> Path:
