@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Commands draw their own progress bars; transformers' load/save bars are noise here.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     try:
         return int(args.handler(args) or 0)
     except TextVAEError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from textvae.data.batching import Collator
 from textvae.errors import TextVAEError
 from textvae.models.decoding import decode_latents
 
@@ -42,8 +43,11 @@ class TextGenerationMixin:
         return self.tokenizer
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        batch = self._require_tokenizer()(list(texts), padding=True, return_tensors="pt")
-        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+        # Padded here, not by the tokenizer: padding=True would switch padding on in the
+        # backend tokenizer for good (and save_pretrained would then write it to disk).
+        ids = self._require_tokenizer()(list(texts))["input_ids"]
+        batch = Collator(self.config.pad_token_id)(ids)
+        return {name: tensor.to(self.device) for name, tensor in batch.items()}
 
     @torch.no_grad()
     def encode(self, texts_or_ids, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

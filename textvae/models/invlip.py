@@ -132,7 +132,15 @@ class InverseLipschitzMap(nn.Module):
         self.psi = ICNN(in_features, hidden_size, num_layers)
         self.lift_raw = nn.Parameter(torch.empty(out_features, in_features))
         self.scale_raw = nn.Parameter(torch.zeros(()))
-        nn.init.normal_(self.lift_raw)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.psi.reset_parameters()
+        # Q is scale-invariant in lift_raw, so the init scale only sets how fast the
+        # optimiser can rotate Q: entries of the size of Q's own (1/sqrt(out)) let an
+        # Adam step turn it as fast as an ordinary linear layer's weights.
+        nn.init.normal_(self.lift_raw, std=self.out_features**-0.5)
+        nn.init.zeros_(self.scale_raw)
 
     def set_lipschitz(self, lipschitz: float) -> None:
         if lipschitz < 0:

@@ -121,11 +121,8 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Uniform init of recurrent weights and embeddings as in He et al. (2019)."""
-        if isinstance(module, ICNN):
+        if isinstance(module, (ICNN, InverseLipschitzMap)):
             module.reset_parameters()
-        elif isinstance(module, InverseLipschitzMap):
-            nn.init.normal_(module.lift_raw)
-            nn.init.zeros_(module.scale_raw)
         elif isinstance(module, nn.LSTM):
             for param in module.parameters():
                 nn.init.uniform_(param, -0.1, 0.1)
@@ -140,9 +137,15 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
         return self.posterior is not None
 
     def set_lipschitz(self, lipschitz: float) -> None:
-        """Change L of the ``invlip`` path (used by the L schedule)."""
+        """Change L of the ``invlip`` path (used by the L schedule).
+
+        The config follows, so that ``save_pretrained`` records the L in effect: an export
+        written during the L warm-up reloads with the L its weights were trained and
+        validated with, not the schedule's final value.
+        """
         if self.head.invlip is not None:
             self.head.invlip.set_lipschitz(lipschitz)
+            self.config.lipschitz = float(lipschitz)
 
     def lipschitz_bound(self) -> float:
         """The constant the ``invlip`` path guarantees for centred logits (0 for other paths)."""
