@@ -72,7 +72,7 @@ def runs(lipschitz: list[float]) -> list[tuple[str, str, list[str]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--lipschitz", type=float, nargs="+", default=[1.0, 3.0, 10.0])
+    parser.add_argument("--lipschitz", type=float, nargs="+", default=[3.0, 10.0, 30.0])
     parser.add_argument("--iw-samples", type=int, default=500)
     parser.add_argument("--max-sentences", type=int, default=None, help="evaluate on the first N test sentences")
     parser.add_argument("--only", nargs="*", help="row names to run (default: all)")

@@ -40,6 +40,9 @@ class TextVAEConfig(PretrainedConfig):
         icnn_layers: Depth of psi.
         invlip_condition_input: Also feed z into the decoder inputs (as ``concat`` does).
             The guarantee then holds for a fixed decoder state rather than a fixed prefix.
+        invlip_learn_lift: Train the orthonormal lift into logit space. Off by default: a
+            trained lift learns to aim z's influence at tokens that are already impossible,
+            which keeps the logit guarantee but makes the distributions alike again.
     """
 
     model_type = "textvae"
@@ -71,6 +74,7 @@ class TextVAEConfig(PretrainedConfig):
         icnn_hidden_size: int = 128,
         icnn_layers: int = 2,
         invlip_condition_input: bool = False,
+        invlip_learn_lift: bool = False,
         **kwargs,
     ):
         for name, value, allowed in (
@@ -103,6 +107,7 @@ class TextVAEConfig(PretrainedConfig):
         self.icnn_hidden_size = icnn_hidden_size
         self.icnn_layers = icnn_layers
         self.invlip_condition_input = invlip_condition_input
+        self.invlip_learn_lift = invlip_learn_lift
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,

@@ -148,6 +148,7 @@ class OutputHead(nn.Module):
                 hidden_size=config.icnn_hidden_size,
                 num_layers=config.icnn_layers,
                 center=True,
+                learn_lift=config.invlip_learn_lift,
             )
 
     def base_logits(self, h: torch.Tensor) -> torch.Tensor:

@@ -108,6 +108,10 @@ class InverseLipschitzMap(nn.Module):
         center: Make Q's columns orthogonal to the all-ones vector. Used when f(u) are
             logits: softmax ignores a constant shift, so the guarantee must hold after
             centring, and then ``||center(f(u) - f(v))|| = ||f(u) - f(v)||``.
+        learn_lift: Train Q. A frozen random Q (the default) spreads every change of g
+            over all outputs; a trained one can turn towards outputs that never matter
+            (logits of tokens the decoder has made impossible), where distinct codes
+            give distinct but practically identical distributions.
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class InverseLipschitzMap(nn.Module):
         hidden_size: int = 128,
         num_layers: int = 2,
         center: bool = False,
+        learn_lift: bool = False,
     ):
         super().__init__()
         if out_features < in_features + int(center):
@@ -130,7 +135,10 @@ class InverseLipschitzMap(nn.Module):
         self.center = center
         self.set_lipschitz(lipschitz)
         self.psi = ICNN(in_features, hidden_size, num_layers)
-        self.lift_raw = nn.Parameter(torch.empty(out_features, in_features))
+        if learn_lift:
+            self.lift_raw = nn.Parameter(torch.empty(out_features, in_features))
+        else:
+            self.register_buffer("lift_raw", torch.empty(out_features, in_features))
         self.scale_raw = nn.Parameter(torch.zeros(()))
         self.reset_parameters()
 
