@@ -135,9 +135,10 @@ class InverseLipschitzMap(nn.Module):
         self.center = center
         self.set_lipschitz(lipschitz)
         self.psi = ICNN(in_features, hidden_size, num_layers)
+        self.learn_lift = learn_lift
         if learn_lift:
             self.lift_raw = nn.Parameter(torch.empty(out_features, in_features))
-        else:
+        else:  # the frozen lift is stored already orthonormalised: no QR per forward
             self.register_buffer("lift_raw", torch.empty(out_features, in_features))
         self.scale_raw = nn.Parameter(torch.zeros(()))
         self.reset_parameters()
@@ -149,6 +150,9 @@ class InverseLipschitzMap(nn.Module):
         # Adam step turn it as fast as an ordinary linear layer's weights.
         nn.init.normal_(self.lift_raw, std=self.out_features**-0.5)
         nn.init.zeros_(self.scale_raw)
+        if not self.learn_lift:
+            with torch.no_grad():
+                self.lift_raw.copy_(self._orthonormalise(self.lift_raw))
 
     def set_lipschitz(self, lipschitz: float) -> None:
         if lipschitz < 0:
@@ -159,9 +163,8 @@ class InverseLipschitzMap(nn.Module):
     def scale(self) -> torch.Tensor:
         return 1.0 + F.softplus(self.scale_raw)
 
-    def lift_weight(self) -> torch.Tensor:
-        """B = s Q, shape (out_features, in_features); singular values all equal s >= 1."""
-        raw = self.lift_raw
+    def _orthonormalise(self, raw: torch.Tensor) -> torch.Tensor:
+        """Q of the reduced QR of ``raw`` (centred first when ``center``)."""
         if raw.dtype in (torch.float16, torch.bfloat16):
             raw = raw.float()
         if self.center:
@@ -169,6 +172,11 @@ class InverseLipschitzMap(nn.Module):
         # QR in float32 even under autocast: orthonormality is the guarantee.
         with torch.autocast(device_type=raw.device.type, enabled=False):
             q, _ = torch.linalg.qr(raw, mode="reduced")
+        return q
+
+    def lift_weight(self) -> torch.Tensor:
+        """B = s Q, shape (out_features, in_features); singular values all equal s >= 1."""
+        q = self._orthonormalise(self.lift_raw) if self.learn_lift else self.lift_raw
         return self.scale * q
 
     def lower_bound(self) -> float:
