@@ -24,7 +24,7 @@ demo: $(STAMP)
 		"the old dog saw a small cat ." "she will not find the red boxes ." --steps 6
 
 test: $(STAMP)
-	HF_HUB_DISABLE_PROGRESS_BARS=1 $(BIN)/python -m pytest -q -n 2 tests
+	OMP_NUM_THREADS=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(BIN)/python -m pytest -q -n 2 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check textvae tests benchmarks
