@@ -9,11 +9,15 @@ from __future__ import annotations
 import torch
 
 
-def _trim(rows: torch.Tensor, eos_id: int) -> list[list[int]]:
-    """(B, T) generated ids -> lists cut before the first EOS."""
+def _trim(rows: torch.Tensor, eos_id: int, max_length: int) -> list[list[int]]:
+    """(B, T) generated ids -> lists cut before the first EOS, at most ``max_length`` tokens.
+
+    Decoding runs ``max_length + 1`` steps so that a ``max_length``-word sentence can end
+    with EOS; a row that never emitted EOS has one token too many, cut here.
+    """
     out = []
     for row in rows.tolist():
-        out.append(row[: row.index(eos_id)] if eos_id in row else row)
+        out.append(row[: row.index(eos_id)] if eos_id in row else row[:max_length])
     return out
 
 
@@ -48,7 +52,7 @@ def greedy_or_sample(
         finished |= tokens == config.eos_token_id
         if bool(finished.all()):
             break
-    return _trim(torch.stack(generated, dim=1), config.eos_token_id)
+    return _trim(torch.stack(generated, dim=1), config.eos_token_id, max_length)
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -94,7 +98,7 @@ def beam_search(model, z: torch.Tensor, max_length: int, beam_size: int = 5, len
             break
     normalised = scores / lengths.clamp_min(1.0).pow(length_penalty)
     best = normalised.argmax(dim=-1)
-    return _trim(history[torch.arange(batch, device=z.device), best], config.eos_token_id)
+    return _trim(history[torch.arange(batch, device=z.device), best], config.eos_token_id, max_length)
 
 
 def decode_latents(model, z: torch.Tensor, strategy: str = "greedy", max_length: int = 64, **options) -> list[list[int]]:

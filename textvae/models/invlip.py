@@ -165,6 +165,10 @@ class InverseLipschitzMap(nn.Module):
 
     def _orthonormalise(self, raw: torch.Tensor) -> torch.Tensor:
         """Q of the reduced QR of ``raw`` (centred first when ``center``)."""
+        if raw.device.type == "meta":
+            # from_pretrained builds the model on the meta device before loading the weights
+            # (the stored Q included); torch.autocast refuses device_type="meta".
+            return raw
         if raw.dtype in (torch.float16, torch.bfloat16):
             raw = raw.float()
         if self.center:
