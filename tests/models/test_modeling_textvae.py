@@ -1,0 +1,320 @@
+"""textvae.models.modeling_textvae: the latent paths, padding, the ELBO terms, log_likelihood.
+
+The central measurement: for a fixed prefix, how far apart do the (centred) next-token
+logits of two latent codes lie, relative to the distance of the codes?  The ``invlip``
+path must keep this ratio >= ``model.lipschitz_bound()`` at every position; a collapsed
+decoder shows 0; a ``concat`` decoder shows something positive but unbounded below.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import textvae.models.modeling_textvae as modeling
+from tests.models import (  # noqa: F401 (one_torch_thread: autouse fixture)
+    UNK,
+    centred_ratios,
+    one_torch_thread,
+    pad_batch,
+    perturb_parameters,
+    random_sentences,
+    step_logits,
+    tiny_config,
+    tiny_model,
+)
+from textvae.models import TextVAEModel
+
+DECODERS = ["lstm", "transformer"]
+
+
+def latent_pairs(n: int, d: int, seed: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """n pairs of codes whose norms and distances span 0.01 .. 100."""
+    generator = torch.Generator().manual_seed(seed)
+    scale = torch.logspace(-2, 2, n, dtype=torch.float64).unsqueeze(1)
+    z1 = scale * torch.randn(n, d, generator=generator, dtype=torch.float64)
+    z2 = z1 + scale.flip(0) * torch.randn(n, d, generator=generator, dtype=torch.float64)
+    return z1.to(dtype), z2.to(dtype)
+
+
+def fixed_prefix(model: TextVAEModel, n: int, length: int = 8, seed: int = 0) -> torch.Tensor:
+    """One ``<bos> w..`` prefix repeated for n rows."""
+    words = random_sentences(model.config.vocab_size, [length - 1], seed)[0]
+    return torch.tensor([[model.config.bos_token_id, *words]]).expand(n, -1)
+
+
+def measure(model: TextVAEModel, n: int = 96, seed: int = 0, with_slack: bool = False):
+    """Ratios (n, T) for n code pairs at every position of one prefix (and their rounding slack)."""
+    dtype = next(model.parameters()).dtype
+    z1, z2 = latent_pairs(n, model.config.latent_size, seed, dtype)
+    with torch.no_grad():
+        return centred_ratios(model, fixed_prefix(model, n, seed=seed), z1, z2, with_slack)
+
+
+def assert_bounded_below(model: TextVAEModel, bound: float, seed: int = 0) -> torch.Tensor:
+    ratios, slack = measure(model, seed=seed, with_slack=True)
+    bad = ratios < bound - slack
+    assert not bool(bad.any()), f"{int(bad.sum())} ratios below {bound}: min {float(ratios.min())}"
+    return ratios
+
+
+# ------------------------------------------------------------ the inverse-Lipschitz path
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("lipschitz", [0.5, 1.0, 2.0, 5.0])
+@pytest.mark.parametrize("perturbed", [False, True])
+@pytest.mark.parametrize("learn_lift", [False, True])
+def test_invlip_decoder_logits_move_at_least_bound_times_z(decoder, lipschitz, perturbed, learn_lift):
+    model = tiny_model(1, decoder_type=decoder, lipschitz=lipschitz, invlip_learn_lift=learn_lift)
+    if perturbed:  # any weights, not only the init: the bound is structural
+        perturb_parameters(model, 0.5, seed=2)
+    bound = model.lipschitz_bound()
+    assert bound >= lipschitz
+    ratios = assert_bounded_below(model, bound)
+    assert ratios.shape == (96, 8)  # every pair at every position
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_invlip_bound_holds_in_float64(decoder):
+    model = tiny_model(3, dtype=torch.float64, decoder_type=decoder, lipschitz=2.0)
+    perturb_parameters(model, 1.0, seed=3)
+    _, slack = measure(model, seed=5, with_slack=True)
+    assert float(slack.max()) < 1e-7  # the allowance is negligible here ...
+    assert_bounded_below(model, model.lipschitz_bound(), seed=5)  # ... and the bound holds
+
+
+def test_set_lipschitz_moves_the_guaranteed_bound():
+    model = tiny_model(0, lipschitz=1.0)
+    scale = model.lipschitz_bound()
+    model.set_lipschitz(4.0)
+    assert model.lipschitz_bound() == pytest.approx(4.0 * scale)
+    assert_bounded_below(model, model.lipschitz_bound())
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_invlip_with_condition_input_is_bounded_for_a_fixed_state(decoder):
+    """z also enters the recurrence; the guarantee is for a fixed decoder state h_t."""
+    model = tiny_model(4, decoder_type=decoder, invlip_condition_input=True, lipschitz=2.0)
+    assert model.decoder.uses_latent
+    with torch.no_grad():
+        h = model.decoder(fixed_prefix(model, 96), torch.randn(96, 4))  # one state per row
+        model.decoder = _FixedStates(h)  # the head sees the same h_t whatever z it is given
+        assert_bounded_below(model, model.lipschitz_bound())
+
+
+class _FixedStates(torch.nn.Module):
+    """A stand-in decoder that returns the same states whatever prefix and z it gets."""
+
+    def __init__(self, states: torch.Tensor):
+        super().__init__()
+        self.states = states
+
+    def forward(self, input_ids, z):
+        return self.states
+
+
+# ----------------------------------------------------------- collapse and its absence
+
+
+def zero_concat_latent_weights(model: TextVAEModel) -> None:
+    """Cut every way z enters a ``concat`` decoder."""
+    decoder = model.decoder
+    with torch.no_grad():
+        if model.config.decoder_type == "lstm":
+            decoder.lstm.weight_ih_l0[:, model.config.embedding_size :] = 0  # z columns of the input
+            decoder.init_state.weight.zero_()  # c_0 = W z + b
+        else:
+            decoder.latent_proj.weight.zero_()
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_measurement_shows_zero_for_a_collapsed_concat_decoder(decoder):
+    model = tiny_model(5, decoder_type=decoder, latent_path="concat")
+    assert float(measure(model).min()) > 0  # z matters before zeroing ...
+    zero_concat_latent_weights(model)
+    assert float(measure(model).max()) == 0.0  # ... and not at all after
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_language_model_path_ignores_z(decoder):
+    assert float(measure(tiny_model(0, decoder_type=decoder, latent_path="none")).max()) == 0.0
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_concat_decoder_has_no_lower_bound(decoder):
+    model = tiny_model(5, decoder_type=decoder, latent_path="concat")
+    ratios = measure(model)
+    assert model.lipschitz_bound() == 0.0
+    assert float(ratios.min()) > 0.0
+    assert float(ratios.min()) < 0.1  # z pairs whose logits hardly move: nothing forbids it
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("lipschitz", [0.5, 2.0])
+def test_invlip_path_cannot_be_zeroed(decoder, lipschitz):
+    """Zero (or softplus to ~0) every weight of psi, the state projection and W: ratio stays >= L."""
+    model = tiny_model(6, decoder_type=decoder, lipschitz=lipschitz)
+    head = model.head
+    with torch.no_grad():
+        for weight in [*head.invlip.psi.input_weights, *head.invlip.psi.input_biases]:
+            weight.zero_()
+        for raw in [*head.invlip.psi.hidden_raw, head.invlip.psi.output_raw]:
+            raw.fill_(-40.0)  # softplus(-40) ~ 4e-18: psi is (numerically) zero
+        head.invlip.scale_raw.fill_(-40.0)  # s = 1 + softplus(-40) ~ 1
+        head.state_proj.weight.zero_()
+        head.output.weight.zero_()
+    ratios = assert_bounded_below(model, lipschitz)
+    # and with psi gone, L u alone carries it: the bound is attained (up to float32 rounding)
+    assert float(ratios.median()) == pytest.approx(lipschitz, rel=1e-5)
+
+
+# -------------------------------------------------------------------------- padding
+
+
+ENCODERS = [
+    dict(encoder_type="lstm"),
+    dict(encoder_type="lstm", encoder_bidirectional=True, encoder_layers=2),
+    dict(encoder_type="transformer", encoder_layers=2),
+]
+
+
+@pytest.mark.parametrize("encoder", ENCODERS, ids=["lstm", "bilstm", "transformer"])
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("latent_path", ["invlip", "concat"])
+def test_padding_changes_nothing(encoder, decoder, latent_path):
+    model = tiny_model(7, decoder_type=decoder, latent_path=latent_path, decoder_layers=2, **encoder)
+    sentences = random_sentences(24, [2, 9, 5, 1], seed=8)
+    ids, mask = pad_batch(sentences)
+    # garbage (non-pad) ids under the mask must not matter either
+    garbage = torch.where(mask.bool(), ids, torch.randint(4, 24, ids.shape))
+    wide_ids, wide_mask = (torch.cat([t, torch.zeros_like(t[:, :3])], dim=1) for t in (ids, mask))
+    with torch.no_grad():
+        batched = [model(i, m, sample_posterior=False) for i, m in ((ids, mask), (garbage, mask), (wide_ids, wide_mask))]
+        for row, words in enumerate(sentences):
+            alone_ids, alone_mask = pad_batch([words])
+            alone = model(alone_ids, alone_mask, sample_posterior=False)
+            for out in batched:
+                for field in ("rec_log_likelihood", "mu", "logvar", "kl", "num_tokens"):
+                    torch.testing.assert_close(getattr(out, field)[row], getattr(alone, field)[0], atol=1e-5, rtol=1e-5)
+    assert batched[0].num_tokens.tolist() == [len(w) + 1 for w in sentences]
+
+
+@pytest.mark.parametrize("encoder", ENCODERS, ids=["lstm", "bilstm", "transformer"])
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("latent_path", ["invlip", "concat", "none"])
+def test_forward_backward_with_padding_in_train_mode(encoder, decoder, latent_path):
+    model = tiny_model(8, decoder_type=decoder, latent_path=latent_path, dropout_input=0.1, dropout_output=0.1, **encoder)
+    model.train()
+    ids, mask = pad_batch(random_sentences(24, [3, 8, 1], seed=9))
+    out = model(ids, mask, word_dropout=0.3)
+    assert out.rec_log_likelihood.shape == (3,) and out.z.shape == (3, 4)
+    assert bool((out.rec_log_likelihood < 0).all())
+    (-out.rec_log_likelihood + out.kl).mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert bool(torch.isfinite(param.grad).all()), name
+    if latent_path != "none":  # gradient reaches the encoder through z
+        assert float(model.posterior.to_params.weight.grad.abs().sum()) > 0
+
+
+def test_kl_is_the_analytic_gaussian_kl():
+    model = tiny_model(0)
+    ids, mask = pad_batch(random_sentences(24, [4, 6], seed=1))
+    perturb_parameters(model.posterior, 0.3)
+    out = model(ids, mask)
+    q = torch.distributions.Normal(out.mu, (0.5 * out.logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(out.mu), torch.ones_like(out.mu))
+    expected = torch.distributions.kl_divergence(q, p)
+    torch.testing.assert_close(out.kl_per_dim, expected)
+    torch.testing.assert_close(out.kl, expected.sum(-1))
+    assert float(out.kl.detach().min()) > 0
+
+
+def test_forward_decodes_from_a_posterior_sample_or_its_mean():
+    model = tiny_model(0)
+    perturb_parameters(model.posterior, 0.3)
+    ids, mask = pad_batch(random_sentences(24, [4, 6], seed=1))
+    torch.manual_seed(0)
+    sampled = model(ids, mask)
+    assert not torch.equal(sampled.z, sampled.mu)
+    mean = model(ids, mask, sample_posterior=False)
+    assert torch.equal(mean.z, mean.mu)
+
+
+def test_word_dropout_replaces_decoder_inputs_but_not_bos_or_targets():
+    model = tiny_model(0, latent_path="none").train()  # dropout probabilities are 0
+    ids, mask = pad_batch(random_sentences(24, [4, 6], seed=1))
+    out = model(ids, mask, word_dropout=1.0)
+    inputs = ids[:, :-1].clone()
+    inputs[:, 1:] = UNK
+    logits = step_logits(model, inputs, out.z)
+    expected = TextVAEModel._sequence_log_likelihood(logits, ids[:, 1:], mask[:, 1:])
+    torch.testing.assert_close(out.rec_log_likelihood, expected)
+    model.eval()  # no word dropout at evaluation
+    assert not torch.allclose(model(ids, mask, word_dropout=1.0).rec_log_likelihood, expected)
+
+
+def test_reparameterize_shapes():
+    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
+    assert TextVAEModel.reparameterize(mu, logvar).shape == (3, 4)
+    assert TextVAEModel.reparameterize(mu, logvar, num_samples=5).shape == (3, 5, 4)
+
+
+# ----------------------------------------------------------------- log_likelihood
+
+
+PATHS = [
+    dict(latent_path="invlip"),  # shared decoder, per-sample head
+    dict(latent_path="none"),  # shared decoder and head
+    dict(latent_path="concat"),  # decoder repeated per sample
+    dict(latent_path="invlip", invlip_condition_input=True),  # repeated, with the map
+]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=["invlip", "none", "concat", "invlip-cond"])
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("block", [None, 1, 3])
+def test_log_likelihood_over_k_samples_equals_a_loop(path, decoder, block, monkeypatch):
+    model = tiny_model(10, decoder_type=decoder, **path)
+    ids, mask = pad_batch(random_sentences(24, [3, 7, 1], seed=11))
+    z = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(12))
+    if block is not None:  # force several sample blocks of `block` samples
+        monkeypatch.setattr(modeling, "_LOGITS_BLOCK", block * 3 * (ids.shape[1] - 1) * 24)
+    batched = model.log_likelihood(ids, mask, z)
+    assert batched.shape == (3, 5)
+    loop = torch.stack([model.log_likelihood(ids, mask, z[:, k]) for k in range(5)], dim=1)
+    torch.testing.assert_close(batched, loop, atol=1e-5, rtol=1e-6)
+    # each sample's value is the decoder's own log-likelihood of that sentence
+    single = torch.stack([model.log_likelihood(ids[i : i + 1], mask[i : i + 1], z[i, 2:3])[0] for i in range(3)])
+    torch.testing.assert_close(batched[:, 2], single, atol=1e-5, rtol=1e-6)
+    if path["latent_path"] != "none":
+        assert float((batched[:, 0] - batched[:, 1]).abs().max()) > 0  # z matters
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("latent_path", ["invlip", "concat", "none"])
+def test_log_likelihood_at_the_mean_equals_forward_reconstruction(decoder, latent_path):
+    model = tiny_model(13, decoder_type=decoder, latent_path=latent_path)
+    ids, mask = pad_batch(random_sentences(24, [5, 2], seed=14))
+    out = model(ids, mask, sample_posterior=False)
+    torch.testing.assert_close(model.log_likelihood(ids, mask, out.mu), out.rec_log_likelihood.detach())
+
+
+def test_log_likelihood_is_a_normalised_distribution_over_one_token():
+    """Summing p(x|z) over every one-word sentence and the empty one gives <= 1 (the rest: longer)."""
+    model = tiny_model(15, vocab_size=8, invlip_state_size=2)
+    words = list(range(4, 8))
+    ids, mask = pad_batch([[]] + [[w] for w in words])
+    z = torch.randn(1, 4).expand(len(words) + 1, -1)
+    total = model.log_likelihood(ids, mask, z).exp().sum()
+    assert 0 < float(total) <= 1.0
+
+
+def test_config_rejects_unknown_choices():
+    with pytest.raises(ValueError, match="latent_path"):
+        tiny_config(latent_path="skip")
+    with pytest.raises(ValueError, match="decoder_type"):
+        tiny_config(decoder_type="gru")
+    with pytest.raises(ValueError, match="lipschitz"):
+        tiny_config(lipschitz=-1.0)
