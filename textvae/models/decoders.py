@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from textvae.models.configuration_textvae import TextVAEConfig
+from textvae.models.encoders import transformer_stack
 from textvae.models.invlip import InverseLipschitzMap
 
 
@@ -84,16 +85,7 @@ class TransformerDecoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout_input)
         self.uses_latent = latent_feeds_inputs(config)
         self.latent_proj = nn.Linear(config.latent_size, config.hidden_size) if self.uses_latent else None
-        layer = nn.TransformerEncoderLayer(
-            config.hidden_size,
-            config.num_attention_heads,
-            config.intermediate_size,
-            dropout=config.dropout_input,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.layers = nn.TransformerEncoder(layer, config.decoder_layers, enable_nested_tensor=False)
+        self.layers = transformer_stack(config, config.decoder_layers)
         self.norm = nn.LayerNorm(config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:

@@ -9,11 +9,29 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from textvae.models.configuration_textvae import TextVAEConfig
 
 
+def transformer_stack(config: TextVAEConfig, num_layers: int) -> nn.TransformerEncoder:
+    """Pre-norm GELU Transformer layers (torch SDPA inside), shared by encoder and decoder."""
+    layer = nn.TransformerEncoderLayer(
+        config.hidden_size,
+        config.num_attention_heads,
+        config.intermediate_size,
+        dropout=config.dropout_input,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
+    return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+
 class LSTMEncoder(nn.Module):
     """(Bi)LSTM over the sentence; the final states of the last layer are pooled.
 
-    Sequences are packed so that padding never reaches the recurrence (a backward LSTM
-    would otherwise start on pad tokens).
+    A bidirectional encoder packs the sequences so that padding never reaches the
+    recurrence (its backward LSTM would otherwise start on pad tokens). A unidirectional
+    one runs on the padded batch and takes the top layer's output at each sentence's last
+    real token: the same state, since right padding comes after it, but through the fused
+    whole-sequence LSTM kernel (on CPU the packed path runs step by step; it made a
+    PTB-sized training step ~7% slower, benchmarks/README.md).
     """
 
     def __init__(self, config: TextVAEConfig):
@@ -30,6 +48,10 @@ class LSTMEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) ids and mask -> (B, output_size) pooled state."""
+        if not self.lstm.bidirectional:
+            out, _ = self.lstm(self.embedding(input_ids))  # (B, T, H), top layer
+            last = attention_mask.sum(dim=1) - 1
+            return out[torch.arange(out.shape[0], device=out.device), last]
         lengths = attention_mask.sum(dim=1).cpu()
         packed = pack_padded_sequence(self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.lstm(packed)  # h_n: (layers * directions, B, H)
@@ -44,16 +66,7 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        layer = nn.TransformerEncoderLayer(
-            config.hidden_size,
-            config.num_attention_heads,
-            config.intermediate_size,
-            dropout=config.dropout_input,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.layers = nn.TransformerEncoder(layer, config.encoder_layers, enable_nested_tensor=False)
+        self.layers = transformer_stack(config, config.encoder_layers)
         self.norm = nn.LayerNorm(config.hidden_size)
         self.output_size = config.hidden_size
 
