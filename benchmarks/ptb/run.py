@@ -27,9 +27,10 @@ TEXTVAE = [sys.executable, "-m", "textvae"]
 # Reduced sizes for a CPU run: same recipes and protocol, smaller networks, fewer epochs.
 SIZES = {
     "full": [],
-    "cpu-small": ["model.embedding_size=128", "model.hidden_size=256", "model.invlip_state_size=32",
-                  "model.icnn_hidden_size=64", "data.batch_size=64", "train.epochs=3", "train.eval_batches=20",
-                  "objective.kl_warmup_steps=1300", "train.progress=false"],
+    "cpu-small": ["model.embedding_size=64", "model.hidden_size=128", "model.invlip_state_size=32",
+                  "model.icnn_hidden_size=64", "data.batch_size=64", "train.max_steps=300", "train.eval_every=100",
+                  "train.eval_batches=20", "objective.kl_warmup_steps=200", "objective.kl_cycle_steps=300",
+                  "train.progress=false"],
 }
 BASELINES = ["lstm-lm", "lstm-vae", "lstm-anneal", "lstm-cyclical", "lstm-freebits"]
 PAIR = ("the company said it expects to report a loss for the third quarter",
