@@ -79,10 +79,18 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
     parser.add_argument("--out-dir", default="runs/ptb-bench")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild RESULTS.md from results.json and each run's test.json (after re-evaluating)")
     args = parser.parse_args()
 
     out = REPO / args.out_dir / args.size
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        results = json.loads((out / "results.json").read_text())
+        for row in results:
+            row["metrics"] = json.loads((Path(row["run_dir"]) / "test.json").read_text())
+        write_report(results, interpolate_pair(results, args), args)
+        return
     results = []
     for name, recipe, extra in runs(args.lipschitz):
         if args.only and name not in args.only and recipe not in args.only:
@@ -102,6 +110,11 @@ def main() -> None:
         results.append({"name": name, "recipe": recipe, "command": shlex.join(["textvae", *train_cmd[3:]]),
                         "train_s": train_s, "eval_s": eval_s, "metrics": metrics, "run_dir": str(run_dir)})
         (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_report(results, interpolate_pair(results, args), args)
+
+
+def interpolate_pair(results: list[dict], args: argparse.Namespace) -> dict[str, str]:
+    """The same two test sentences interpolated by the plain VAE and by invlip."""
     interpolations = {}
     for name in ("lstm-vae", f"lstm-invlip (L={args.lipschitz[len(args.lipschitz) // 2]:g})"):
         row = next((r for r in results if r["name"] == name), None)
@@ -109,7 +122,7 @@ def main() -> None:
             done = subprocess.run([*TEXTVAE, "interpolate", row["run_dir"], *PAIR, "--steps", "6"],
                                   cwd=REPO, capture_output=True, text=True)
             interpolations[name] = (done.stdout + done.stderr).strip()
-    write_report(results, interpolations, args)
+    return interpolations
 
 
 def write_report(results: list[dict], interpolations: dict[str, str], args: argparse.Namespace) -> None:
