@@ -33,7 +33,7 @@ bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 
 bench-ptb: $(STAMP)
-	bash benchmarks/ptb/run.sh
+	$(BIN)/python benchmarks/ptb/run.py $(PTB_ARGS)
 
 clean:
 	rm -rf $(VENV) runs
