@@ -149,7 +149,7 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise TextVAEError(f"recipe key '{key}': expected a list of {len(args)} numbers, got {value!r}")
-        return tuple(_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if annotation is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string

@@ -19,7 +19,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm

@@ -58,7 +58,7 @@ class ICNN(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for weight, bias in zip(self.input_weights, self.input_biases):
+        for weight, bias in zip(self.input_weights, self.input_biases, strict=True):
             nn.init.normal_(weight, std=1.0 / math.sqrt(weight.shape[1]))
             nn.init.zeros_(bias)
         hidden = self.output_raw.numel()
@@ -69,7 +69,7 @@ class ICNN(nn.Module):
 
     def _pre_activations(self, u: torch.Tensor) -> list[torch.Tensor]:
         pre = [F.linear(u, self.input_weights[0], self.input_biases[0])]
-        for weight, bias, raw in zip(self.input_weights[1:], self.input_biases[1:], self.hidden_raw):
+        for weight, bias, raw in zip(self.input_weights[1:], self.input_biases[1:], self.hidden_raw, strict=True):
             pre.append(F.linear(u, weight, bias) + F.linear(F.softplus(pre[-1]), F.softplus(raw)))
         return pre
 
