@@ -172,8 +172,6 @@ def train(recipe: Recipe) -> Path:
     valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=False, **loader_args)
     steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    eval_every = cfg.eval_every or steps_per_epoch
-    save_every = cfg.save_every or eval_every
     invlip = model.config.latent_path == "invlip"
     objective = Objective.from_config(recipe.objective, total_steps, model.config.lipschitz if invlip else None)
     optimizer = build_optimizer(recipe.optim, model)
@@ -210,7 +208,8 @@ def train(recipe: Recipe) -> Path:
                 terms = objective(model(**batch, word_dropout=objective.word_dropout), state.step)
             accelerator.backward(terms.loss / cfg.grad_accum)
             step_tokens += int(terms.num_tokens)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf)
+        clip = recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
         if not torch.isfinite(grad_norm):  # the same on every process: gradients are all-reduced
             raise TextVAEError(
                 f"non-finite loss/gradient at step {state.step + 1} (loss={float(terms.loss.detach()):.4g}); "
@@ -238,7 +237,9 @@ def train(recipe: Recipe) -> Path:
             tokens_at_log, time_at_log = 0, now
 
         stop = state.step >= total_steps
-        if state.step % eval_every == 0 or (cfg.eval_every == 0 and epoch_ended) or stop:
+        validate_now = stop or (epoch_ended if cfg.eval_every == 0 else state.step % cfg.eval_every == 0)
+        save_now = stop or (validate_now if cfg.save_every == 0 else state.step % cfg.save_every == 0)
+        if validate_now:
             metrics = validate(raw_model, valid_loader, accelerator, cfg.eval_batches, recipe.seed)
             log.write({"step": state.step, "epoch": state.epoch, "split": "valid", **metrics})
             schedule.validation(-metrics["elbo"])
@@ -252,7 +253,7 @@ def train(recipe: Recipe) -> Path:
                 state.bad_validations += 1
                 stop |= cfg.early_stopping > 0 and state.bad_validations >= cfg.early_stopping
             accelerator.wait_for_everyone()
-        if state.step % save_every == 0 or stop:
+        if save_now:
             save_checkpoint(accelerator, run_dir, state, cfg.keep_last)
     progress.close()
     accelerator.end_training()
