@@ -164,3 +164,12 @@ def test_two_processes_train_in_sync_and_share_each_epoch(tiny_overrides, tmp_pa
     for epoch in (0, 1):
         indices = [i for rank in seen for e, batch in rank if e == epoch for i in batch]
         assert sorted(indices) == list(range(200)), f"epoch {epoch}"
+
+
+def test_tensorboard_logging_and_early_stopping(tiny_overrides):
+    # lr = 0 keeps the model fixed, so validation never improves after the first one.
+    run_dir = run([*tiny_overrides, "optim.lr=0.0", "train.max_steps=40", "train.eval_every=2",
+                   "train.early_stopping=2", "train.tensorboard=true"])
+    valid = read_metrics(run_dir, "valid")
+    assert [r["step"] for r in valid] == [2, 4, 6]  # best at 2, two worse ones, stop
+    assert list(run_dir.rglob("events.out.tfevents.*")), "no TensorBoard event file"
