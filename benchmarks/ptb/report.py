@@ -12,7 +12,7 @@ COLUMNS = [  # (header, key in evaluation JSON, format)
     ("KL", "kl", "{:.2f}"),
     ("MI", "mi", "{:.2f}"),
     ("AU", "active_units", "{:d}"),
-    ("BLEU", "bleu", "{:.1f}"),
+    ("BLEU", "bleu_greedy", "{:.1f}"),
 ]
 ANCHORS = """Published anchors on PTB (ELBO-based, other code and protocols; for orientation only):
 an LSTM VAE at NLL 102.5 / PPL 107.6 (texar), a GRU sentence VAE at test NLL 104.0 with KL 7.3
@@ -82,7 +82,7 @@ def render(results: list[dict], interpolations: dict[str, str], *, size: str, iw
     scope = "full PTB test set" if not max_sentences else f"first {max_sentences} PTB test sentences"
     reduced = "" if size == "full" else (
         f"\n**Reduced size (`--size {size}`)**: no GPU was lent to this run, so the same recipes ran with "
-        "smaller networks and fewer epochs on a CPU (overrides in each command). The literature-size run "
+        "smaller networks and much shorter training on a CPU (overrides in each command; the models are far from converged). The literature-size run "
         "is `python benchmarks/ptb/run.py` on a GPU.\n")
     plot = Path(__file__).with_name("kl_mi_vs_L.png")
     plotted = plot_kl_mi(results, plot)
