@@ -257,4 +257,5 @@ def train(recipe: Recipe) -> Path:
             save_checkpoint(accelerator, run_dir, state, cfg.keep_last)
     progress.close()
     accelerator.end_training()
+    accelerator.print(f"model exported to {run_dir / 'final'}")
     return run_dir

@@ -26,8 +26,7 @@ def run_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(resolve_recipe_path(args.recipe), overrides)
     from textvae.training import train  # torch/accelerate import only when training
 
-    run_dir = train(recipe)
-    print(f"model exported to {run_dir / 'final'}")
+    train(recipe)
     return 0
 
 
