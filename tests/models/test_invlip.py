@@ -242,6 +242,16 @@ def test_map_runs_under_no_grad_and_bf16_autocast_on_cpu():
     torch.testing.assert_close(out.float(), reference, rtol=5e-2, atol=5e-2 * float(reference.abs().max()))
 
 
+def test_map_compiles_as_one_graph_without_autograd_grad():
+    # fullgraph=True fails on any graph break, e.g. a torch.autograd.grad call inside.
+    torch.manual_seed(0)
+    fmap = InverseLipschitzMap(12, 60, lipschitz=2.0, hidden_size=16, num_layers=3, center=True)
+    u = torch.randn(5, 12)
+    compiled = torch.compile(fmap, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(u), fmap(u))
+
+
 def test_map_trains_under_bf16_autocast_on_cpu():
     fmap = InverseLipschitzMap(6, 20, center=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
