@@ -113,7 +113,8 @@ def _push(model, directory: Path, repo_id: str, *, private: bool = False, revisi
         card = build_model_card(model, repo_id, examples, license=license, **metadata)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files]
+        operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=upload_content(path, repo_id))
+                      for path in files]
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
         message = commit_message or f"Upload textvae model ({model.config.latent_path})"
         info = api.create_commit(repo_id, operations, commit_message=message, revision=revision)
@@ -125,6 +126,20 @@ def _push(model, directory: Path, repo_id: str, *, private: bool = False, revisi
         return PushResult(repo_id, info.commit_url, info.oid, [path.name for path in files] + ["README.md"])
     # Raised outside the handler, so no client exception (whose request holds the token) is chained.
     raise TextVAEError(redact(failure, token))
+
+
+def upload_content(path: Path, repo_id: str) -> str | bytes:
+    """What to upload for an export file: the file itself, except evaluation.json, whose
+    local absolute paths (they name the user's directories) are replaced by the repo id and
+    the corpus name."""
+    if path.name != "evaluation.json":
+        return str(path)
+    results = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(results.get("checkpoint"), dict) and "source" in results["checkpoint"]:
+        results["checkpoint"]["source"] = repo_id
+    if isinstance(results.get("data"), dict) and "source" in results["data"]:
+        results["data"]["source"] = results["data"].get("corpus")
+    return (json.dumps(results, indent=2) + "\n").encode()
 
 
 def export_files(directory: Path) -> list[Path]:

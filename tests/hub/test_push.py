@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -31,6 +32,10 @@ EXPORT_FILES = {"config.json", "generation_config.json", "model.safetensors", "t
 
 
 def test_push_uploads_the_export_and_a_card_in_one_commit_without_touching_it(fake_hub, tiny_export):
+    evaluation = json.loads((tiny_export / "evaluation.json").read_text())
+    evaluation["checkpoint"] = {**evaluation.get("checkpoint", {}), "source": str(tiny_export)}
+    evaluation["data"] = {"corpus": "synthetic", "source": str(tiny_export.parent / "test.txt")}
+    (tiny_export / "evaluation.json").write_text(json.dumps(evaluation))
     before = tree_digest(tiny_export.parent)
 
     result = push_export(tiny_export, REPO)
@@ -39,8 +44,14 @@ def test_push_uploads_the_export_and_a_card_in_one_commit_without_touching_it(fa
     assert fake_hub.commit_count(REPO) == 2  # the repo's initial commit + ours
     remote = fake_hub.files(REPO)
     assert set(remote) == EXPORT_FILES | {"README.md", ".gitattributes"}
-    for name in EXPORT_FILES:
+    for name in EXPORT_FILES - {"evaluation.json"}:
         assert remote[name] == (tiny_export / name).read_bytes(), name
+    # evaluation.json goes up with the numbers intact but no local paths in it.
+    local, published = json.loads((tiny_export / "evaluation.json").read_text()), json.loads(remote["evaluation.json"])
+    assert str(tiny_export.parent) not in remote["evaluation.json"].decode()
+    assert published["checkpoint"]["source"] == REPO and published["data"]["source"] == "synthetic"
+    assert {k: v for k, v in published.items() if k not in ("checkpoint", "data")} == \
+        {k: v for k, v in local.items() if k not in ("checkpoint", "data")}
     assert sorted(result.files) == sorted(EXPORT_FILES | {"README.md"})
     assert result.commit_oid in result.commit_url
 
