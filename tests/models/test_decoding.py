@@ -90,7 +90,7 @@ class _ScriptedModel:
 
     def __init__(self, vocab_size: int = 10):
         self.config = SimpleNamespace(bos_token_id=BOS, eos_token_id=EOS, vocab_size=vocab_size)
-        self.head = SimpleNamespace(invlip=None)
+        self.head = SimpleNamespace(lift=lambda: None)  # no invlip map
         self.decoder = SimpleNamespace(reorder_state=lambda state, index: state.index_select(0, index))
         self.calls = 0
 

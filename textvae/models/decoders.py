@@ -143,6 +143,10 @@ class OutputHead(nn.Module):
                 learn_lift=config.invlip_learn_lift,
             )
 
+    def lift(self) -> torch.Tensor | None:
+        """The ``invlip`` lift B, computed once for callers that evaluate the head many times."""
+        return self.invlip.lift_weight() if self.invlip is not None else None
+
     def base_logits(self, h: torch.Tensor) -> torch.Tensor:
         """The part of the logits that does not see z directly: (..., H) -> (..., V)."""
         h = self.dropout(h)

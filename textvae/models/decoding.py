@@ -34,7 +34,7 @@ def greedy_or_sample(
     """Greedy decoding (``sample=False``) or ancestral sampling with temperature/top-p."""
     config = model.config
     batch = z.shape[0]
-    lift = model.head.invlip.lift_weight() if model.head.invlip is not None else None
+    lift = model.head.lift()
     tokens = torch.full((batch,), config.bos_token_id, dtype=torch.long, device=z.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=z.device)
     state, generated = None, []
@@ -68,7 +68,7 @@ def beam_search(model, z: torch.Tensor, max_length: int, beam_size: int = 5, len
     """Batched beam search; hypotheses are ranked by log-probability / length**length_penalty."""
     config = model.config
     batch, vocab = z.shape[0], config.vocab_size
-    lift = model.head.invlip.lift_weight() if model.head.invlip is not None else None
+    lift = model.head.lift()
     zb = z.repeat_interleave(beam_size, dim=0)  # (B*W, d)
     tokens = torch.full((batch * beam_size,), config.bos_token_id, dtype=torch.long, device=z.device)
     scores = torch.full((batch, beam_size), float("-inf"), device=z.device)

@@ -227,7 +227,7 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
         batch, num_samples, _ = z.shape
         inputs, targets, mask = input_ids[:, :-1], input_ids[:, 1:], attention_mask[:, 1:]
         block = max(1, _LOGITS_BLOCK // (batch * inputs.shape[1] * self.config.vocab_size))
-        lift = self.head.invlip.lift_weight() if self.head.invlip is not None else None
+        lift = self.head.lift()
         shared = None if self.decoder.uses_latent else self.decoder(inputs, None).unsqueeze(1)  # (B, 1, T, H)
         base = None if shared is None else self.head.base_logits(shared)  # (B, 1, T, V)
         out = []
