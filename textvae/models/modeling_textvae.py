@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from textvae.errors import TextVAEError
+from textvae.estimators import gaussian_kl_per_dim
 from textvae.models.configuration_textvae import TextVAEConfig
 from textvae.models.decoders import DECODER_CLASSES, OutputHead
 from textvae.models.encoders import GaussianPosterior
@@ -65,11 +66,6 @@ def load_companion_tokenizer(name_or_path, config: TextVAEConfig, **hub_kwargs):
             f"vocab_size={config.vocab_size}; the tokenizer does not belong to this model"
         )
     return tokenizer
-
-
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag exp(logvar)) || N(0, I)) per dimension, same shape as mu."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
 class TextVAEModel(TextGenerationMixin, PreTrainedModel):
@@ -196,7 +192,7 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
             decoder_inputs = decoder_inputs.masked_fill(drop, self.config.unk_token_id)
         logits = self.head(self.decoder(decoder_inputs, z), z)
         rec = self._sequence_log_likelihood(logits, input_ids[:, 1:], attention_mask[:, 1:])
-        kl_per_dim = gaussian_kl(mu, logvar)
+        kl_per_dim = gaussian_kl_per_dim(mu, logvar)
         return TextVAEOutput(
             rec_log_likelihood=rec,
             kl=kl_per_dim.sum(-1),
