@@ -17,6 +17,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from textvae.atomic import staged_directory
 from textvae.errors import TextVAEError
 
 PREFIX = "step-"
@@ -105,15 +106,8 @@ def _fsync_tree(path: Path) -> None:
 
 def write_atomic_export(model, directory: Path, extra_files: dict[str, str]) -> None:
     """``save_pretrained`` into a temporary sibling, add ``extra_files``, then swap it in."""
-    tmp = directory.with_name(f".tmp-{directory.name}")
-    old = directory.with_name(f".old-{directory.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    for name, text in extra_files.items():
-        (tmp / name).write_text(text, encoding="utf-8")
-    _fsync_tree(tmp)
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    with staged_directory(directory) as tmp:
+        model.save_pretrained(tmp)
+        for name, text in extra_files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        _fsync_tree(tmp)

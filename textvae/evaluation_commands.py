@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from textvae.atomic import write_text
 from textvae.errors import TextVAEError
 from textvae.recipe import DataConfig, load_recipe
 
@@ -158,18 +157,9 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        return write_text(path, json.dumps(data, indent=2) + "\n")
     except OSError as exc:
         raise TextVAEError(f"{path}: cannot write there ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_plots(model, split: EvaluationSplit, results: dict[str, Any], export: Path | None,

@@ -16,13 +16,12 @@ Factors (keys of each dict): ``subject`` (a noun lemma or a pronoun), ``subject_
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from textvae.atomic import write_text
 from textvae.errors import TextVAEError
 
 # noun -> plural
@@ -145,13 +144,6 @@ def generate(n: int, seed: int, split: str) -> Iterator[dict[str, Any]]:
         yield sample_factors(rng)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_corpus(out_dir: str | Path, n_train: int = 20000, n_valid: int = 1000, n_test: int = 1000,
                  seed: int = 0) -> Path:
     """Write ``{split}.txt`` and the aligned ``{split}.factors.jsonl`` for all three splits.
@@ -167,8 +159,8 @@ def write_corpus(out_dir: str | Path, n_train: int = 20000, n_valid: int = 1000,
     out.mkdir(parents=True, exist_ok=True)
     for split, n in sizes.items():
         factors = list(generate(n, seed, split))
-        _write_atomic(out / f"{split}.txt", "".join(render(f) + "\n" for f in factors))
-        _write_atomic(out / f"{split}.factors.jsonl",
+        write_text(out / f"{split}.txt", "".join(render(f) + "\n" for f in factors))
+        write_text(out / f"{split}.factors.jsonl",
                       "".join(json.dumps(f, separators=(",", ":")) + "\n" for f in factors))
     return out
 

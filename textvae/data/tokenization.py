@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +32,7 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast
 
+from textvae.atomic import staged_directory
 from textvae.errors import TextVAEError
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -113,19 +111,10 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | Path, meta: di
     The files are written to a temporary sibling directory that is renamed into place,
     so a crash never leaves a directory that loads as a broken tokenizer.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    old = tmp.with_name(tmp.name + ".old")
-    try:
+    with staged_directory(directory) as tmp:
         tok.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    directory = Path(directory)
     return directory
 
 
