@@ -1,4 +1,4 @@
-"""Suite-wide settings: one torch thread per test process.
+"""Suite-wide settings: one torch thread per test process, a fresh Accelerate state per test.
 
 ``make test`` runs two pytest workers on two cores; with torch's default of one thread
 per core each, four spinning threads share two cores and small models run 10-40x
@@ -11,6 +11,22 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Forget Accelerate's process-wide singletons after each test.
+
+    ``Accelerator()`` fills a shared state that outlives it; a later
+    ``debug_launcher`` in the same worker forks children that inherit it and each
+    believes it is the only process.
+    """
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -113,6 +113,17 @@ def test_make_dataloader_yields_padded_batches_covering_the_data():
     assert len(loader) == 10
 
 
+def test_opening_a_loader_leaves_the_global_rng_untouched():
+    # A resumed run opens one iterator more than an uninterrupted one; if that drew from
+    # the global RNG, every later dropout mask would differ.
+    loader = make_dataloader([[1, 5, 2]] * 8, 4, pad_id=0, shuffle=True, seed=0)
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    next(iter(loader))
+    assert torch.equal(torch.rand(3), want)
+
+
 def _two_process_worker(out_dir: str) -> None:
     from accelerate import Accelerator
     from accelerate.utils import gather_object

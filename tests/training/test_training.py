@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,9 +84,31 @@ def _params(checkpoint: Path) -> dict[str, torch.Tensor]:
     return load_file(checkpoint / "model.safetensors")
 
 
+RESUME = ["train.max_steps=24", "train.eval_every=6", "objective.word_dropout=0.2", "model.dropout_input=0.1"]
+
+
+@pytest.mark.parametrize("resume_step", [12, 15], ids=["epoch-boundary", "mid-epoch"])
+def test_resume_from_a_checkpoint_matches_uninterrupted_run(tiny_overrides, tmp_path, resume_step):
+    # 384 sentences in batches of 32: 12 batches an epoch, so step 12 ends epoch 0 and
+    # step 15 stops inside epoch 1 (dropout and word dropout draw from the RNG).
+    common = [*tiny_overrides[:1], *tiny_overrides[2:], *RESUME, "train.save_every=3", "train.keep_last=10"]
+    reference = run([*common, f"output_dir={tmp_path / 'reference'}"])
+    resumed = tmp_path / "resumed"
+    shutil.copytree(reference, resumed)
+    for checkpoint in (resumed / "checkpoints").iterdir():
+        if checkpoint.name != f"step-{resume_step:08d}":
+            shutil.rmtree(checkpoint)
+    run([*common, f"output_dir={resumed}", "train.resume=auto"])
+    want = _params(reference / "checkpoints" / "step-00000024")
+    got = _params(resumed / "checkpoints" / "step-00000024")
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+
+
 def test_sigkill_and_resume_matches_uninterrupted_run(tiny_overrides, tmp_path):
-    common = [*tiny_overrides[:1], *tiny_overrides[2:], "train.max_steps=24", "train.save_every=4",
-              "train.eval_every=6", "objective.word_dropout=0.2", "model.dropout_input=0.1"]
+    # save_every=5 never lands on an epoch end (12 batches), so the resume is mid-epoch
+    # whichever checkpoint the kill leaves newest.
+    common = [*tiny_overrides[:1], *tiny_overrides[2:], *RESUME, "train.save_every=5"]
     reference = tmp_path / "reference"
     subprocess.run(textvae_command("train", str(QUICKSTART), *common, f"output_dir={reference}"),
                    check=True, cwd=REPO, capture_output=True)
@@ -95,7 +118,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tiny_overrides, tmp_path):
                                             "train.log_every=1"),
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step-00000012").exists():
+    while not (killed / "checkpoints" / "step-00000010").exists():
         assert time.time() < deadline and proc.poll() is None, "training ended before it could be killed"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)

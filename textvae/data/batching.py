@@ -146,8 +146,13 @@ def make_dataloader(ids: list[list[int]], batch_size: int, pad_id: int, *, shuff
 
     Call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch (and pass
     ``start_batch`` to resume mid-epoch).
+
+    The loader gets a generator of its own: every new DataLoader iterator draws a worker
+    base seed, and from the global RNG that draw would shift the dropout masks of a run
+    resumed mid-epoch (it opens one iterator more than the uninterrupted run).
     """
     dataset = TokenizedDataset(ids)
     sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed,
                                  bucket_batches=bucket_batches, num_replicas=num_replicas, rank=rank)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(pad_id))
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(pad_id),
+                      generator=torch.Generator().manual_seed(seed))
