@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/textvae train recipes/quickstart.yaml
+	$(BIN)/textvae train recipes/quickstart.yaml train.overwrite=true
 	$(BIN)/textvae evaluate runs/quickstart/final --iw-samples 50 --plots runs/quickstart/plots
 	$(BIN)/textvae interpolate runs/quickstart/final \
 		"the old dog saw a small cat ." "she will not find the red boxes ." --steps 6

@@ -9,6 +9,9 @@ from textvae.builders import LRSchedule, build_optimizer
 from textvae.errors import TextVAEError
 from textvae.recipe import OptimConfig
 
+# The schedules are stepped here without training steps in between.
+pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+
 
 def schedule(**kwargs) -> tuple[LRSchedule, torch.optim.Optimizer]:
     cfg = OptimConfig(**kwargs)

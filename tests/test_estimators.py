@@ -10,6 +10,7 @@ import torch
 from textvae.estimators import (
     IWAccumulator,
     active_units,
+    active_units_from_sums,
     corpus_bleu,
     count_predicted_tokens,
     gaussian_log_density,
@@ -233,6 +234,15 @@ def test_active_units_variance_is_the_unbiased_sample_variance_by_default():
     _, population = active_units(mu, unbiased=False)
     assert torch.allclose(population, torch.tensor([0.02, 0.001], dtype=torch.float64))
     assert torch.allclose(unbiased, population * 10 / 9)
+
+
+def test_active_units_from_running_sums_match_the_whole_split_estimate():
+    mu = posterior_means_with_variances([0.0105, 0.0085, 0.3], n=10) + 5.0  # large mean: cancellation
+    want_count, want = active_units(mu)
+    halves = mu.split(4)  # batches accumulated as the trainer's validation does
+    count, got = active_units_from_sums(sum(h.sum(0) for h in halves), sum(h.pow(2).sum(0) for h in halves), 10)
+    assert count == want_count == 2
+    assert torch.allclose(got, want)
 
 
 def test_active_units_threshold_is_configurable():

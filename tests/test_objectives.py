@@ -237,7 +237,7 @@ def test_invalid_config_raises_naming_the_key(field, value):
 
 
 def test_unknown_schedule_error_lists_the_known_ones():
-    with pytest.raises(TextVAEError, match="objective.kl_schedule.*constant, linear, cyclical"):
+    with pytest.raises(TextVAEError, match="objective.kl_schedule': expected one of 'constant', 'linear', 'cyclical', got 'sigmoid'"):
         objective(kl_schedule="sigmoid")
 
 

@@ -47,6 +47,40 @@ def test_wrong_type_is_named():
         load_recipe(None, ["train.max_steps=true"])
 
 
+@pytest.mark.parametrize("override", [
+    "objective.kl_schedule=bogus", "objective.free_bits_mode=foo", "optim.name=rmsprop", "optim.scheduler=step",
+    "train.mixed_precision=fp8", "data.length_policy=cut", "model.latent_path=foo", "model.encoder_type=gru",
+])
+def test_a_choice_outside_its_options_is_named_with_the_options(override):
+    key, value = override.split("=")
+    with pytest.raises(TextVAEError, match=rf"'{key}': expected one of '.*', got '{value}'"):
+        load_recipe(None, [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=0", r"'data\.batch_size': must be at least 1"),
+    ("objective.kl_cycle_ratio=1.5", r"'objective\.kl_cycle_ratio': must be in \(0, 1\]"),
+    ("optim.lr=-1", r"'optim\.lr': must be >= 0"),
+    ("train.grad_accum=0", r"'train\.grad_accum': must be at least 1"),
+    ("model.latent_size=0", r"'model': latent_size must be at least 1"),
+    ("model.dropout_input=1.0", r"'model': dropout_input must be in \[0, 1\)"),
+])
+def test_a_value_out_of_range_is_named(override, message):
+    with pytest.raises(TextVAEError, match=message):
+        load_recipe(None, [override])
+
+
+def test_a_section_built_in_python_is_held_to_the_same_rules():
+    from textvae.recipe import TrainConfig
+
+    with pytest.raises(TextVAEError, match=r"'train\.mixed_precision': expected one of"):
+        TrainConfig(mixed_precision="fp8").check()
+    recipe = load_recipe(None)
+    recipe.train.epochs = 0
+    with pytest.raises(TextVAEError, match=r"'train\.epochs'"):
+        recipe.check()
+
+
 def test_overrides_merge_into_yaml_and_ints_widen_to_floats(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("data:\n  batch_size: 8\nmodel:\n  lipschitz: 2.0\n")

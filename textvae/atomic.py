@@ -1,4 +1,8 @@
-"""Write files and directories so that a crash leaves the old version or the new one, never half."""
+"""Write files and directories so that a crash leaves the old version or the new one, never half.
+
+``tempfile`` creates private files (0600) and directories (0700); what we rename into
+place gets the permissions an ordinary ``open``/``mkdir`` would have given it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to a temporary sibling, then rename it over ``path``."""
     path = Path(path)
@@ -17,6 +27,7 @@ def write_text(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -33,6 +44,7 @@ def staged_directory(directory: str | Path) -> Iterator[Path]:
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     old = tmp.with_name(tmp.name + ".old")
     try:
         yield tmp

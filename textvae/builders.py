@@ -11,9 +11,6 @@ from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig, TextVAEModel
 from textvae.recipe import OptimConfig, Recipe
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("constant", "plateau", "cosine")
-
 
 def build_model(recipe: Recipe, tokenizer) -> TextVAEModel:
     """A fresh model whose vocabulary and special ids come from ``tokenizer``."""
@@ -42,14 +39,13 @@ def build_model(recipe: Recipe, tokenizer) -> TextVAEModel:
 
 
 def build_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    cfg.check()
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise TextVAEError(f"recipe key 'optim.name': unknown optimiser {cfg.name!r} (known: {', '.join(OPTIMIZERS)})")
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 class LRSchedule:
@@ -61,10 +57,7 @@ class LRSchedule:
     """
 
     def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-        if cfg.scheduler not in SCHEDULERS:
-            raise TextVAEError(
-                f"recipe key 'optim.scheduler': unknown scheduler {cfg.scheduler!r} (known: {', '.join(SCHEDULERS)})"
-            )
+        cfg.check()
         self.cfg = cfg
         self.total_steps = total_steps
         self.scale = 1.0

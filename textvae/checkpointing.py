@@ -55,17 +55,44 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
 
-def resolve_resume(run_dir: Path, resume: str) -> Path | None:
-    """``no`` -> None, ``auto`` -> newest checkpoint or None, else a checkpoint path that must exist."""
-    if resume == "no":
-        return None
+# What a run leaves in its directory; a fresh run must not mix with an earlier one.
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "final", "tokenizer", "recipe.yaml")
+
+
+def resolve_resume(run_dir: Path, resume: str, overwrite: bool = False) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run.
+
+    ``resume``: ``no`` -> fresh, ``auto`` -> the newest checkpoint (fresh if there is
+    none: nothing is resumable), else a checkpoint path that must exist. With ``no``, a
+    directory that already holds a run is refused unless ``overwrite``: the new run's
+    checkpoints would be pruned by step number against the old run's, and its tokenizer
+    and metrics mixed with them. The caller clears the directory for a fresh run.
+    """
     if resume == "auto":
         found = list_checkpoints(run_dir)
         return found[-1] if found else None
-    path = Path(resume)
-    if not (path / "textvae_state.json").is_file():
-        raise TextVAEError(f"--resume {resume}: not a complete textvae checkpoint")
-    return path
+    if resume != "no":
+        path = Path(resume)
+        if not (path / "textvae_state.json").is_file():
+            raise TextVAEError(f"--resume {resume}: not a complete textvae checkpoint")
+        return path
+    existing = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if existing and not overwrite:
+        raise TextVAEError(
+            f"output_dir {run_dir} already holds a run ({', '.join(existing)}): continue it with --resume, "
+            "start afresh with train.overwrite=true (deletes it), or choose another output_dir"
+        )
+    return None
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete what an earlier run left in ``run_dir`` (``train.overwrite``)."""
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, keep_last: int) -> Path:

@@ -263,6 +263,16 @@ def active_units(mu: Tensor, delta: float = 0.01, *, unbiased: bool = True) -> t
     return int((variances >= delta).sum()), variances
 
 
+def active_units_from_sums(mu_sum: Tensor, mu_sq_sum: Tensor, count: int, delta: float = 0.01) -> tuple[int, Tensor]:
+    """:func:`active_units` (unbiased) from ``sum_x mu`` and ``sum_x mu^2``, both (d,).
+
+    For callers that accumulate over batches and processes (the trainer's validation)
+    instead of holding every posterior mean.
+    """
+    variances = (mu_sq_sum.double() - mu_sum.double().pow(2) / count) / max(count - 1, 1)
+    return int((variances >= delta).sum()), variances
+
+
 # --------------------------------------------------------------------------- text
 
 

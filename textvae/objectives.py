@@ -17,16 +17,15 @@ the one the ELBO prescribes for a sentence.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, get_args
 
 import torch
 from torch import Tensor
 
 from textvae.errors import TextVAEError
-from textvae.recipe import ObjectiveConfig
+from textvae.recipe import FreeBitsMode, ObjectiveConfig
 
-KL_SCHEDULES = ("constant", "linear", "cyclical")
-FREE_BITS_MODES = ("dim", "total")
+FREE_BITS_MODES = get_args(FreeBitsMode)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -236,7 +235,7 @@ class Objective:
         Raises:
             TextVAEError: naming the offending ``objective.*`` key.
         """
-        _validate(cfg)
+        cfg.check()
         kl_schedule: Schedule
         if cfg.kl_schedule == "constant":
             kl_schedule = ConstantSchedule(cfg.beta)
@@ -308,33 +307,3 @@ class Objective:
             neg_elbo_per_token=per_token,
             elbo_ppl=per_token.exp(),
         )
-
-
-def _validate(cfg: ObjectiveConfig) -> None:
-    """Check values the recipe's type check cannot (names, ranges); name the key."""
-
-    def fail(key: str, why: str) -> None:
-        raise TextVAEError(f"recipe key 'objective.{key}': {why}")
-
-    if cfg.kl_schedule not in KL_SCHEDULES:
-        fail("kl_schedule", f"unknown schedule {cfg.kl_schedule!r} (known: {', '.join(KL_SCHEDULES)})")
-    if cfg.free_bits_mode not in FREE_BITS_MODES:
-        fail("free_bits_mode", f"unknown mode {cfg.free_bits_mode!r} (known: {', '.join(FREE_BITS_MODES)})")
-    if cfg.beta < 0:
-        fail("beta", f"must be >= 0, got {cfg.beta}")
-    if cfg.kl_start < 0:
-        fail("kl_start", f"must be >= 0, got {cfg.kl_start}")
-    if cfg.kl_warmup_steps < 0:
-        fail("kl_warmup_steps", f"must be >= 0, got {cfg.kl_warmup_steps}")
-    if cfg.kl_cycles < 1:
-        fail("kl_cycles", f"must be >= 1, got {cfg.kl_cycles}")
-    if not 0.0 < cfg.kl_cycle_ratio <= 1.0:
-        fail("kl_cycle_ratio", f"must be in (0, 1], got {cfg.kl_cycle_ratio}")
-    if cfg.free_bits < 0:
-        fail("free_bits", f"must be >= 0 nats, got {cfg.free_bits}")
-    if not 0.0 <= cfg.word_dropout <= 1.0:
-        fail("word_dropout", f"must be in [0, 1], got {cfg.word_dropout}")
-    if cfg.lipschitz_start is not None and cfg.lipschitz_start < 0:
-        fail("lipschitz_start", f"must be >= 0, got {cfg.lipschitz_start}")
-    if cfg.lipschitz_warmup_steps < 0:
-        fail("lipschitz_warmup_steps", f"must be >= 0, got {cfg.lipschitz_warmup_steps}")

@@ -1,10 +1,12 @@
 """Recipes: the one place where YAML becomes typed objects.
 
 A recipe is a YAML file with the sections below. Every key is checked against these
-dataclasses (unknown keys and wrong types are rejected with the key named), and
-``key.path=value`` overrides from the command line merge into the YAML before that
-check. The ``model`` section is checked against :class:`~textvae.models.TextVAEConfig`'s
-own keyword arguments, so the model's config stays the single source of its options.
+dataclasses (unknown keys, wrong types and choices outside a ``Literal`` are rejected with
+the key named), then against each section's value rules (:meth:`Section.rules`), so a bad
+recipe fails before anything is read or written. ``key.path=value`` overrides from the
+command line merge into the YAML before that check. The ``model`` section is checked
+against :class:`~textvae.models.TextVAEConfig`'s own keyword arguments, so the model's
+config stays the single source of its options.
 """
 
 from __future__ import annotations
@@ -13,18 +15,47 @@ import dataclasses
 import inspect
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from textvae.errors import TextVAEError
 
+KLSchedule = Literal["constant", "linear", "cyclical"]
+FreeBitsMode = Literal["dim", "total"]
+
+
+class Section:
+    """A recipe section: typed fields (checked by :meth:`check`) plus value rules."""
+
+    NAME: ClassVar[str]
+
+    def rules(self) -> Iterator[tuple[str, bool, str]]:
+        """``(key, holds, why)`` for every value rule the types cannot express."""
+        return iter(())
+
+    def check(self) -> None:
+        """Raise :class:`TextVAEError` naming the first key whose type or value is wrong.
+
+        Also run by the code that consumes a section, so a section built in Python
+        (not from YAML) is held to the same rules.
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_type(getattr(self, f.name), hints[f.name], f"{self.NAME}.{f.name}")
+        for key, holds, why in self.rules():
+            if not holds:
+                raise TextVAEError(f"recipe key '{self.NAME}.{key}': {why}")
+
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where the sentences come from and how they become batches."""
+
+    NAME: ClassVar[str] = "data"
 
     corpus: str = "synthetic"
     """A registered corpus (``synthetic``, ``ptb``, ``yahoo``, ``yelp``, ``snli``) or a
@@ -41,7 +72,7 @@ class DataConfig:
     lowercase: bool = False
     max_length: int = 64
     """Longest sentence in tokens, BOS/EOS not counted."""
-    length_policy: str = "truncate"
+    length_policy: Literal["truncate", "drop"] = "truncate"
     """What happens to longer sentences: ``truncate`` or ``drop`` (both counted and reported)."""
     batch_size: int = 32
     max_train_lines: int | None = None
@@ -49,13 +80,23 @@ class DataConfig:
     bucket_batches: int = 50
     """Length bucketing sorts within chunks of this many batches, then shuffles the batches."""
 
+    def rules(self) -> Iterator[tuple[str, bool, str]]:
+        yield "vocab_size", self.vocab_size >= 5, f"must be at least 5 (4 special tokens), got {self.vocab_size}"
+        yield "min_frequency", self.min_frequency >= 1, f"must be at least 1, got {self.min_frequency}"
+        yield "max_length", self.max_length >= 1, f"must be at least 1, got {self.max_length}"
+        yield "batch_size", self.batch_size >= 1, f"must be at least 1, got {self.batch_size}"
+        yield ("max_train_lines", self.max_train_lines is None or self.max_train_lines >= 1,
+               f"must be at least 1, got {self.max_train_lines}")
+        yield "bucket_batches", self.bucket_batches >= 1, f"must be at least 1, got {self.bucket_batches}"
+
 
 @dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(Section):
     """How the model's raw terms (log-likelihood, KL per dimension) become the loss."""
 
+    NAME: ClassVar[str] = "objective"
     beta: float = 1.0
-    kl_schedule: str = "constant"
+    kl_schedule: KLSchedule = "constant"
     """``constant`` (weight ``beta``), ``linear`` (He et al. 2019 warm-up from ``kl_start``) or
     ``cyclical`` (Fu et al. 2019)."""
     kl_start: float = 0.0
@@ -66,7 +107,7 @@ class ObjectiveConfig:
     """Total steps the cycles span; defaults to the run's total steps."""
     free_bits: float = 0.0
     """Nats; 0 disables free bits."""
-    free_bits_mode: str = "dim"
+    free_bits_mode: FreeBitsMode = "dim"
     """``dim`` (Kingma et al. 2016, per dimension) or ``total`` (Li et al. 2019 target rate)."""
     word_dropout: float = 0.0
     """Probability of replacing a decoder input token by ``<unk>`` (Bowman et al. 2016)."""
@@ -74,33 +115,58 @@ class ObjectiveConfig:
     """If set, the inverse-Lipschitz constant L goes linearly from this to ``model.lipschitz``."""
     lipschitz_warmup_steps: int = 0
 
+    def rules(self) -> Iterator[tuple[str, bool, str]]:
+        yield "beta", self.beta >= 0, f"must be >= 0, got {self.beta}"
+        yield "kl_start", self.kl_start >= 0, f"must be >= 0, got {self.kl_start}"
+        yield "kl_warmup_steps", self.kl_warmup_steps >= 0, f"must be >= 0, got {self.kl_warmup_steps}"
+        yield "kl_cycles", self.kl_cycles >= 1, f"must be >= 1, got {self.kl_cycles}"
+        yield "kl_cycle_ratio", 0.0 < self.kl_cycle_ratio <= 1.0, f"must be in (0, 1], got {self.kl_cycle_ratio}"
+        yield ("kl_cycle_steps", self.kl_cycle_steps is None or self.kl_cycle_steps >= 1,
+               f"the cyclical schedule needs >= 1 step, got {self.kl_cycle_steps}")
+        yield "free_bits", self.free_bits >= 0, f"must be >= 0 nats, got {self.free_bits}"
+        yield "word_dropout", 0.0 <= self.word_dropout <= 1.0, f"must be in [0, 1], got {self.word_dropout}"
+        yield ("lipschitz_start", self.lipschitz_start is None or self.lipschitz_start >= 0,
+               f"must be >= 0, got {self.lipschitz_start}")
+        yield ("lipschitz_warmup_steps", self.lipschitz_warmup_steps >= 0,
+               f"must be >= 0, got {self.lipschitz_warmup_steps}")
+
 
 @dataclass
-class OptimConfig:
-    name: str = "adam"
-    """``adam``, ``adamw`` or ``sgd``."""
+class OptimConfig(Section):
+    NAME: ClassVar[str] = "optim"
+    name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 5.0
     """Global gradient-norm clip; 0 disables."""
-    scheduler: str = "constant"
-    """``constant``, ``plateau`` (He et al. 2019: decay on validation stalls) or ``cosine``."""
+    scheduler: Literal["constant", "plateau", "cosine"] = "constant"
+    """``plateau``: He et al. 2019, decay on validation stalls."""
     warmup_steps: int = 0
     plateau_factor: float = 0.5
     plateau_patience: int = 2
     min_lr: float = 0.0
 
+    def rules(self) -> Iterator[tuple[str, bool, str]]:
+        yield "lr", self.lr >= 0, f"must be >= 0, got {self.lr}"
+        yield "weight_decay", self.weight_decay >= 0, f"must be >= 0, got {self.weight_decay}"
+        yield "grad_clip", self.grad_clip >= 0, f"must be >= 0 (0 disables), got {self.grad_clip}"
+        yield "warmup_steps", self.warmup_steps >= 0, f"must be >= 0, got {self.warmup_steps}"
+        yield "plateau_factor", 0.0 < self.plateau_factor <= 1.0, f"must be in (0, 1], got {self.plateau_factor}"
+        yield "plateau_patience", self.plateau_patience >= 0, f"must be >= 0, got {self.plateau_patience}"
+        yield "min_lr", 0 <= self.min_lr <= self.lr, f"must be in [0, optim.lr], got {self.min_lr}"
+
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
+    NAME: ClassVar[str] = "train"
     epochs: int = 10
     max_steps: int | None = None
     """Stop after this many optimiser steps (overrides ``epochs``)."""
     grad_accum: int = 1
-    mixed_precision: str = "auto"
-    """``auto`` (bf16 on GPU, none on CPU), ``no``, ``bf16`` or ``fp16``."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """``auto``: bf16 on GPU, none on CPU (bf16 autocast crashes ``nn.LSTM`` there)."""
     eval_every: int = 0
     """Validate every N steps; 0 means once an epoch."""
     eval_batches: int | None = None
@@ -114,7 +180,19 @@ class TrainConfig:
     tensorboard: bool = False
     resume: str = "no"
     """``no``, ``auto`` (the newest checkpoint in the run directory, if any) or a checkpoint path."""
+    overwrite: bool = False
+    """Start afresh in an ``output_dir`` that holds an earlier run, deleting that run first."""
     progress: bool = True
+
+    def rules(self) -> Iterator[tuple[str, bool, str]]:
+        yield "epochs", self.epochs >= 1, f"must be at least 1, got {self.epochs}"
+        yield "max_steps", self.max_steps is None or self.max_steps >= 1, f"must be at least 1, got {self.max_steps}"
+        yield "grad_accum", self.grad_accum >= 1, f"must be at least 1, got {self.grad_accum}"
+        for key in ("eval_every", "save_every", "keep_last", "early_stopping"):
+            yield key, getattr(self, key) >= 0, f"must be >= 0, got {getattr(self, key)}"
+        yield ("eval_batches", self.eval_batches is None or self.eval_batches >= 1,
+               f"must be at least 1, got {self.eval_batches}")
+        yield "log_every", self.log_every >= 1, f"must be at least 1, got {self.log_every}"
 
 
 @dataclass
@@ -130,11 +208,21 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check(self) -> None:
+        """Every section's types and value rules (a recipe built or edited in Python)."""
+        for section in (self.data, self.objective, self.optim, self.train):
+            section.check()
+        validate_model_section(self.model)
+
 
 def _check_type(value: Any, annotation: Any, key: str) -> Any:
     """Return ``value`` converted to ``annotation`` or raise naming ``key``."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is Literal:
+        if value in args:
+            return value
+        raise TextVAEError(f"recipe key '{key}': expected one of {', '.join(map(repr, args))}, got {value!r}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -183,7 +271,10 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
             kwargs[key] = validate_model_section(value)
         else:
             kwargs[key] = _check_type(value, hint, prefix + key)
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    if isinstance(built, Section):
+        built.check()
+    return built
 
 
 def validate_model_section(values: Any) -> dict[str, Any]:
@@ -192,17 +283,17 @@ def validate_model_section(values: Any) -> dict[str, Any]:
 
     if not isinstance(values, dict):
         raise TextVAEError(f"recipe section 'model' must be a mapping, got {values!r}")
-    params = inspect.signature(TextVAEConfig.__init__).parameters
+    hints = typing.get_type_hints(TextVAEConfig.__init__)
+    known = sorted(k for k in inspect.signature(TextVAEConfig.__init__).parameters if k not in ("self", "kwargs"))
     out = {}
     for key, value in values.items():
-        if key not in params or key in ("self", "kwargs"):
-            known = sorted(k for k in params if k not in ("self", "kwargs"))
+        if key not in known:
             raise TextVAEError(f"unknown recipe key 'model.{key}' (known: {', '.join(known)})")
-        default = params[key].default
-        annotation = params[key].annotation
-        if isinstance(annotation, str):  # postponed annotations
-            annotation = eval(annotation, vars(typing) | {"float": float, "int": int, "str": str, "bool": bool})  # noqa: S307
-        out[key] = _check_type(value, annotation if annotation is not inspect.Parameter.empty else type(default), f"model.{key}")
+        out[key] = _check_type(value, hints[key], f"model.{key}")
+    try:
+        TextVAEConfig(**out)  # the config's own value checks (ranges)
+    except ValueError as exc:
+        raise TextVAEError(f"recipe section 'model': {exc}") from None
     return out
 
 

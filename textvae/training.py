@@ -20,13 +20,15 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import is_tensorboard_available, set_seed
 from tqdm.auto import tqdm
 
+from textvae.atomic import write_text
 from textvae.builders import LRSchedule, build_model, build_optimizer
 from textvae.checkpointing import (
     TrainState,
     clean_partial,
+    clear_run,
     resolve_resume,
     save_checkpoint,
     write_atomic_export,
@@ -34,15 +36,14 @@ from textvae.checkpointing import (
 from textvae.data.batching import make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
 from textvae.errors import TextVAEError
+from textvae.estimators import active_units_from_sums
 from textvae.objectives import Objective
 from textvae.recipe import Recipe, TrainConfig, dump_recipe
 
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-
 
 def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
-    if cfg.mixed_precision not in MIXED_PRECISION:
-        raise TextVAEError(f"recipe key 'train.mixed_precision': {cfg.mixed_precision!r} is not one of {MIXED_PRECISION}")
+    if cfg.tensorboard and not is_tensorboard_available():
+        raise TextVAEError("recipe key 'train.tensorboard': true, but tensorboard is not installed (pip install tensorboard)")
     precision = cfg.mixed_precision
     if precision == "auto":  # bf16 autocast crashes nn.LSTM on CPU; fp16 is ignored there
         precision = "bf16" if torch.cuda.is_available() else "no"
@@ -53,13 +54,17 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
     )
 
 
-def load_run_data(recipe: Recipe, run_dir: Path, accelerator: Accelerator) -> PreparedData:
-    """Corpus and tokenizer; the main process trains and saves the tokenizer, the others load it."""
+def load_run_data(recipe: Recipe, run_dir: Path, accelerator: Accelerator, resuming: bool) -> PreparedData:
+    """Corpus and tokenizer.
+
+    A fresh run's main process trains the tokenizer and saves it in the run directory;
+    the other processes, and a resumed run, load that one.
+    """
     tokenizer_dir = run_dir / "tokenizer"
     with accelerator.main_process_first():
         cfg = recipe.data
-        if tokenizer_dir.is_dir() and cfg.tokenizer in ("word", "bpe", "unigram"):
-            cfg = dataclasses.replace(cfg, tokenizer=str(tokenizer_dir))  # resume / other ranks
+        if (resuming or not accelerator.is_main_process) and cfg.tokenizer in ("word", "bpe", "unigram"):
+            cfg = dataclasses.replace(cfg, tokenizer=str(tokenizer_dir))
         return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"))
 
 
@@ -108,13 +113,12 @@ def validate(model, loader, accelerator: Accelerator, max_batches: int | None, s
     mu_sum, mu_sq_sum = accelerator.reduce(mu_sum, "sum"), accelerator.reduce(mu_sq_sum, "sum")
     model.train()
     rec, kl, tokens, count = sums.tolist()
-    variance = mu_sq_sum / count - (mu_sum / count).pow(2)  # population Var_x E_q[z_d]
     return {
         "elbo": -(rec + kl) / count,
         "rec": rec / count,
         "kl": kl / count,
         "elbo_ppl": math.exp((rec + kl) / tokens),
-        "active_units": int((variance >= 0.01).sum()),
+        "active_units": active_units_from_sums(mu_sum, mu_sq_sum, int(count))[0],
     }
 
 
@@ -123,6 +127,12 @@ class MetricsLog:
 
     def __init__(self, path: Path, accelerator: Accelerator):
         self.path, self.accelerator = path, accelerator
+
+    def truncate_after(self, step: int) -> None:
+        """Forget records past ``step``: a resumed run logs the steps after its checkpoint again."""
+        if self.accelerator.is_main_process and self.path.exists():
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            write_text(self.path, "".join(line for line in lines if json.loads(line)["step"] <= step))
 
     def write(self, record: dict) -> None:
         if self.accelerator.is_main_process:
@@ -149,17 +159,21 @@ def export(model, run_dir: Path, recipe: Recipe, summary: dict) -> None:
 
 def train(recipe: Recipe) -> Path:
     """Train the model a recipe describes; returns the run directory (export in ``final/``)."""
+    recipe.check()  # a bad value fails here, before anything is read or written
     run_dir = Path(recipe.output_dir)
     cfg = recipe.train
     accelerator = make_accelerator(cfg, run_dir)
+    resume_from = resolve_resume(run_dir, cfg.resume, cfg.overwrite)
+    accelerator.wait_for_everyone()  # every process has looked before the main one clears
     if accelerator.is_main_process:
+        if resume_from is None:
+            clear_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         clean_partial(run_dir)
-    resume_from = resolve_resume(run_dir, cfg.resume)
     set_seed(recipe.seed)
 
     # Data, model, objective, optimiser.
-    data = load_run_data(recipe, run_dir, accelerator)
+    data = load_run_data(recipe, run_dir, accelerator, resuming=resume_from is not None)
     if accelerator.is_main_process:
         for split in data.splits.values():
             print(split.report.summary())
@@ -169,7 +183,9 @@ def train(recipe: Recipe) -> Path:
                        bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
                        rank=accelerator.process_index)
     train_loader = make_dataloader(data.splits["train"].ids, shuffle=True, **loader_args)
-    valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=False, **loader_args)
+    # Shuffled too (always in epoch 0's order): train.eval_batches then validates on a
+    # fixed random sample, not on the shortest sentences.
+    valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=True, **loader_args)
     steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
     invlip = model.config.latent_path == "invlip"
@@ -180,12 +196,13 @@ def train(recipe: Recipe) -> Path:
     raw_model = accelerator.unwrap_model(model)
     state = TrainState()
     accelerator.register_for_checkpointing(state, schedule)
+    log = MetricsLog(run_dir / "metrics.jsonl", accelerator)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
+        log.truncate_after(state.step)
         accelerator.print(f"resumed from {resume_from} at step {state.step}")
     if cfg.tensorboard:
         accelerator.init_trackers("tensorboard")
-    log = MetricsLog(run_dir / "metrics.jsonl", accelerator)
     if accelerator.is_main_process:
         dump_recipe(recipe, run_dir / "recipe.yaml")
 
@@ -210,7 +227,11 @@ def train(recipe: Recipe) -> Path:
             step_tokens += int(terms.num_tokens)
         clip = recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
-        if not torch.isfinite(grad_norm):  # the same on every process: gradients are all-reduced
+        # The same verdict on every process (gradients are all-reduced). Under fp16 an
+        # infinite gradient is an overflow the loss scaler skips, so only the loss counts.
+        finite = torch.isfinite(grad_norm if accelerator.scaler is None
+                                else accelerator.reduce(terms.loss.detach(), reduction="sum"))
+        if not finite:
             raise TextVAEError(
                 f"non-finite loss/gradient at step {state.step + 1} (loss={float(terms.loss.detach()):.4g}); "
                 f"nothing was saved from this step, the last checkpoint in {run_dir / 'checkpoints'} is intact "
@@ -238,9 +259,8 @@ def train(recipe: Recipe) -> Path:
 
         stop = state.step >= total_steps
         validate_now = stop or (epoch_ended if cfg.eval_every == 0 else state.step % cfg.eval_every == 0)
-        save_now = stop or (validate_now if cfg.save_every == 0 else state.step % cfg.save_every == 0)
         if validate_now:
-            metrics = validate(raw_model, valid_loader, accelerator, cfg.eval_batches, recipe.seed)
+            metrics = validate(model, valid_loader, accelerator, cfg.eval_batches, recipe.seed)
             log.write({"step": state.step, "epoch": state.epoch, "split": "valid", **metrics})
             schedule.validation(-metrics["elbo"])
             if metrics["elbo"] > state.best_elbo:
@@ -253,7 +273,8 @@ def train(recipe: Recipe) -> Path:
                 state.bad_validations += 1
                 stop |= cfg.early_stopping > 0 and state.bad_validations >= cfg.early_stopping
             accelerator.wait_for_everyone()
-        if save_now:
+        # After validation: an early stop is saved too.
+        if stop or (validate_now if cfg.save_every == 0 else state.step % cfg.save_every == 0):
             save_checkpoint(accelerator, run_dir, state, cfg.keep_last)
     progress.close()
     accelerator.end_training()

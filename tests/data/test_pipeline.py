@@ -73,9 +73,9 @@ def test_max_length_counts_tokens_not_bos_eos(long_corpus):
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
-    ("length_policy", "cut", "data.length_policy: unknown policy 'cut'"),
-    ("max_length", 0, "data.max_length must be at least 1"),
-    ("max_train_lines", 0, "data.max_train_lines must be at least 1"),
+    ("length_policy", "cut", "'data.length_policy': expected one of 'truncate', 'drop', got 'cut'"),
+    ("max_length", 0, "'data.max_length': must be at least 1"),
+    ("max_train_lines", 0, "'data.max_train_lines': must be at least 1"),
     ("tokenizer", "no/such/dir", "data.tokenizer: 'no/such/dir' is neither a kind"),
 ])
 def test_bad_options_are_named(long_corpus, option, value, message):

@@ -57,6 +57,56 @@ def test_checkpoints_are_pruned_to_keep_last(tiny_overrides):
     assert names == ["step-00000006", "step-00000008"]
 
 
+def test_a_fresh_run_into_a_used_output_dir_is_refused(tiny_overrides):
+    run([*tiny_overrides, "train.max_steps=2"])
+    with pytest.raises(TextVAEError, match=r"already holds a run \(checkpoints, metrics.jsonl, final, tokenizer, "
+                                           r"recipe.yaml\): continue it with --resume"):
+        run([*tiny_overrides, "train.max_steps=2"])
+
+
+def test_overwrite_starts_afresh_with_a_new_tokenizer_and_metrics(tiny_overrides):
+    first = run([*tiny_overrides, "train.max_steps=6", "train.save_every=2", "train.keep_last=5"])
+    second = run([*tiny_overrides, "train.max_steps=2", "data.tokenizer=bpe", "data.vocab_size=60",
+                  "train.overwrite=true"])
+    assert second == first
+    assert sorted(p.name for p in (second / "checkpoints").iterdir()) == ["step-00000002"]
+    assert [r["step"] for r in read_metrics(second, "valid")] == [2]
+    from textvae.models.loading import load_model
+
+    model = load_model(second / "final")
+    assert model.config.vocab_size == len(model.tokenizer) < 100  # BPE, not the first run's ~170 words
+
+
+def test_resume_auto_without_a_checkpoint_starts_afresh(tiny_overrides):
+    run_dir = Path(tiny_overrides[1].split("=", 1)[1])
+    (run_dir / "tokenizer").mkdir(parents=True)  # what a run killed before its first checkpoint leaves
+    run([*tiny_overrides, "train.max_steps=2", "train.resume=auto"])
+    assert (run_dir / "final" / "model.safetensors").is_file()
+
+
+def test_a_bad_recipe_value_fails_before_the_run_dir_is_touched(tiny_overrides):
+    recipe = load_recipe(QUICKSTART, tiny_overrides)
+    recipe.objective.kl_schedule = "bogus"
+    with pytest.raises(TextVAEError, match="objective.kl_schedule"):
+        train(recipe)
+    assert not Path(recipe.output_dir).exists()
+
+
+def test_resumed_metrics_log_each_step_once(tiny_overrides):
+    overrides = [*tiny_overrides, "train.max_steps=8", "train.save_every=4", "train.log_every=1", "train.keep_last=5"]
+    run_dir = run(overrides)
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000008")
+    run([*overrides, "train.resume=auto"])
+    steps = [r["step"] for r in read_metrics(run_dir, "train")]
+    assert steps == list(range(1, 9))
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tiny_overrides, monkeypatch):
+    monkeypatch.setattr("textvae.training.is_tensorboard_available", lambda: False)
+    with pytest.raises(TextVAEError, match="'train.tensorboard'.*pip install tensorboard"):
+        run([*tiny_overrides, "train.max_steps=2", "train.tensorboard=true"])
+
+
 def test_nan_loss_stops_with_the_step_named_and_keeps_last_checkpoint(tiny_overrides, monkeypatch):
     from textvae.models import TextVAEModel
 
@@ -143,11 +193,17 @@ from textvae.recipe import load_recipe
 
 from textvae.data import batching
 
-seen = []
+samplers, seen = [], []
+make_dataloader = training.make_dataloader
+def making(*args, **kwargs):
+    loader = make_dataloader(*args, **kwargs)
+    samplers.append(loader.batch_sampler)  # the training loader is made first
+    return loader
+training.make_dataloader = making
 original_iter = batching.BucketBatchSampler.__iter__
 def recording(self):
     for batch in original_iter(self):
-        if self.shuffle:  # the training loader
+        if self is samplers[0]:
             seen.append([self.epoch, batch])
         yield batch
 batching.BucketBatchSampler.__iter__ = recording
@@ -196,3 +252,9 @@ def test_tensorboard_logging_and_early_stopping(tiny_overrides):
     valid = read_metrics(run_dir, "valid")
     assert [r["step"] for r in valid] == [2, 4, 6]  # best at 2, two worse ones, stop
     assert list(run_dir.rglob("events.out.tfevents.*")), "no TensorBoard event file"
+
+
+def test_an_early_stop_is_checkpointed_between_save_steps(tiny_overrides):
+    run_dir = run([*tiny_overrides, "optim.lr=0.0", "train.max_steps=40", "train.eval_every=2",
+                   "train.early_stopping=2", "train.save_every=5"])
+    assert (run_dir / "checkpoints" / "step-00000006").is_dir()  # stopped at 6, not a multiple of 5

@@ -30,8 +30,6 @@ from textvae.data.tokenization import (
 from textvae.errors import TextVAEError
 from textvae.recipe import DataConfig
 
-POLICIES = ("truncate", "drop")
-
 
 @dataclass
 class SplitReport:
@@ -82,15 +80,6 @@ class _Raw:
     lines: list[str]
     report: ReadReport
     factors: list[dict[str, Any]] | None
-
-
-def _check_options(cfg: DataConfig) -> None:
-    if cfg.length_policy not in POLICIES:
-        raise TextVAEError(f"data.length_policy: unknown policy '{cfg.length_policy}' (use {' or '.join(POLICIES)})")
-    if cfg.max_length < 1:
-        raise TextVAEError(f"data.max_length must be at least 1, got {cfg.max_length}")
-    if cfg.max_train_lines is not None and cfg.max_train_lines < 1:
-        raise TextVAEError(f"data.max_train_lines must be at least 1, got {cfg.max_train_lines}")
 
 
 def _read_files(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, _Raw]]:
@@ -167,7 +156,7 @@ def prepare_data(cfg: DataConfig, *, tokenizer_dir: Path | None = None,
     Either way it is saved to ``tokenizer_dir`` when one is given, so a run directory
     always holds the tokenizer its model was trained with.
     """
-    _check_options(cfg)
+    cfg.check()
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise TextVAEError(f"unknown split(s) {unknown or list(splits)} (use {', '.join(SPLITS)})")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from transformers import PretrainedConfig
 
-ENCODERS = ("lstm", "transformer")
-DECODERS = ("lstm", "transformer")
-LATENT_PATHS = ("invlip", "concat", "none")
+NetworkType = Literal["lstm", "transformer"]
+LatentPath = Literal["invlip", "concat", "none"]
 
 
 class TextVAEConfig(PretrainedConfig):
@@ -57,10 +58,10 @@ class TextVAEConfig(PretrainedConfig):
         embedding_size: int = 64,
         hidden_size: int = 128,
         latent_size: int = 32,
-        encoder_type: str = "lstm",
+        encoder_type: NetworkType = "lstm",
         encoder_layers: int = 1,
         encoder_bidirectional: bool = False,
-        decoder_type: str = "lstm",
+        decoder_type: NetworkType = "lstm",
         decoder_layers: int = 1,
         num_attention_heads: int = 4,
         intermediate_size: int | None = None,
@@ -68,7 +69,7 @@ class TextVAEConfig(PretrainedConfig):
         dropout_input: float = 0.0,
         dropout_output: float = 0.0,
         tie_word_embeddings: bool = False,
-        latent_path: str = "invlip",
+        latent_path: LatentPath = "invlip",
         lipschitz: float = 1.0,
         invlip_state_size: int = 32,
         icnn_hidden_size: int = 128,
@@ -78,12 +79,24 @@ class TextVAEConfig(PretrainedConfig):
         **kwargs,
     ):
         for name, value, allowed in (
-            ("encoder_type", encoder_type, ENCODERS),
-            ("decoder_type", decoder_type, DECODERS),
-            ("latent_path", latent_path, LATENT_PATHS),
+            ("encoder_type", encoder_type, get_args(NetworkType)),
+            ("decoder_type", decoder_type, get_args(NetworkType)),
+            ("latent_path", latent_path, get_args(LatentPath)),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        sizes = {"embedding_size": embedding_size, "hidden_size": hidden_size, "latent_size": latent_size,
+                 "encoder_layers": encoder_layers, "decoder_layers": decoder_layers,
+                 "num_attention_heads": num_attention_heads, "invlip_state_size": invlip_state_size,
+                 "icnn_hidden_size": icnn_hidden_size, "icnn_layers": icnn_layers}
+        for name, value in sizes.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        for name, value in (("dropout_input", dropout_input), ("dropout_output", dropout_output)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if "transformer" in (encoder_type, decoder_type) and hidden_size % num_attention_heads:
+            raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_attention_heads ({num_attention_heads})")
         if lipschitz < 0:
             raise ValueError(f"lipschitz must be >= 0, got {lipschitz}")
         self.vocab_size = vocab_size
