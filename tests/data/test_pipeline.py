@@ -100,6 +100,18 @@ def test_tokenizer_from_another_corpus_is_rejected(small_synthetic, make_corpus,
         prepare_data(DataConfig(corpus=str(other), tokenizer=str(tmp_path / "tok")))
 
 
+def test_subword_tokenizer_from_another_corpus_is_rejected(small_synthetic, make_corpus, tmp_path):
+    # BPE never says <unk>; on foreign words it falls back to ever smaller pieces.
+    prepare_data(DataConfig(corpus=str(small_synthetic), tokenizer="bpe", vocab_size=200),
+                 tokenizer_dir=tmp_path / "tok", splits=("train",))
+    assert 1.0 < load_meta(tmp_path / "tok")["fertility"] < 2.0
+    prepare_data(DataConfig(corpus=str(small_synthetic), tokenizer=str(tmp_path / "tok")), splits=("test",))
+    other = make_corpus(train="colorless green ideas sleep furiously\nquixotic zephyrs waltz\n")
+    with pytest.raises(TextVAEError, match=r"was built on corpus .* and cuts the train words of .* into [\d.]+ "
+                                           r"tokens each \([\d.]+ on its own corpus, limit 1.5x\)"):
+        prepare_data(DataConfig(corpus=str(other), tokenizer=str(tmp_path / "tok")))
+
+
 def test_factor_file_that_does_not_match_is_an_error(make_corpus):
     d = make_corpus()
     (d / "train.factors.jsonl").write_text('{"a": 1}\n')

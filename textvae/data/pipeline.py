@@ -21,6 +21,7 @@ from textvae.data.tokenization import (
     EOS_ID,
     KINDS,
     check_fits_corpus,
+    fertility,
     fingerprint,
     load_meta,
     load_tokenizer,
@@ -29,6 +30,8 @@ from textvae.data.tokenization import (
 )
 from textvae.errors import TextVAEError
 from textvae.recipe import DataConfig
+
+FERTILITY_SAMPLE = 2000  # training sentences that set a tokenizer's tokens-per-word
 
 
 @dataclass
@@ -133,9 +136,11 @@ def _tokenizer(cfg: DataConfig, corpus: str, train: _Raw | None) -> tuple[PreTra
     if cfg.tokenizer in KINDS:
         tok = train_tokenizer(cfg.tokenizer, train.lines, cfg.vocab_size, cfg.min_frequency, cfg.lowercase,
                               model_max_length=cfg.max_length + 2)
+        sample = train.lines[:FERTILITY_SAMPLE]
         meta = {"kind": cfg.tokenizer, "corpus": corpus, "train_source": train.report.source,
                 "train_fingerprint": fingerprint(train.lines), "train_lines": len(train.lines),
-                "vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency, "lowercase": cfg.lowercase}
+                "vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency, "lowercase": cfg.lowercase,
+                "fertility": fertility(_encode(tok, sample), sample)}
         return tok, meta, None
     directory = Path(cfg.tokenizer)
     if not directory.exists():

@@ -41,6 +41,8 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
 KINDS = ("word", "bpe", "unigram")
 META_FILE = "textvae_tokenizer.json"
 MAX_UNK_RATE = 0.05
+# A subword tokenizer never says <unk>; on a foreign corpus it cuts words into more pieces.
+MAX_FERTILITY_RATIO = 1.5
 
 
 def _word_vocab(lines: Sequence[str], vocab_size: int, min_frequency: int, lowercase: bool) -> dict[str, int]:
@@ -158,16 +160,28 @@ def unk_rate(ids: Sequence[Sequence[int]], lines: Sequence[str]) -> float:
     return max(unknown, 0) / max(total, 1)
 
 
+def fertility(ids: Sequence[Sequence[int]], lines: Sequence[str]) -> float:
+    """Tokens per whitespace-separated word (BOS/EOS excluded)."""
+    return sum(len(row) - 2 for row in ids) / max(sum(len(line.split()) for line in lines), 1)
+
+
 def check_fits_corpus(ids: Sequence[Sequence[int]], lines: Sequence[str], directory: str | Path,
                       meta: dict[str, Any], corpus: str, split: str = "train") -> None:
-    """Reject a saved tokenizer that maps more than 5% of ``corpus`` to ``<unk>``.
+    """Reject a saved tokenizer that was built for another corpus.
 
-    That is what a tokenizer built on another corpus does; training with it would run
-    without complaint and learn mostly ``<unk>``.
+    A word-level one maps much of a foreign corpus to ``<unk>`` (more than 5% is
+    refused); a subword one cuts its words into many more pieces than on the corpus it
+    was trained on (``meta["fertility"]``; more than 1.5 times is refused). Training with
+    either would run without complaint and learn mostly ``<unk>`` or characters.
     """
+    built_on = f"data.tokenizer {directory} was built on corpus '{meta.get('corpus', 'unknown')}'"
+    advice = "train one with data.tokenizer=word|bpe|unigram"
     rate = unk_rate(ids, lines)
     if rate > MAX_UNK_RATE:
-        raise TextVAEError(
-            f"data.tokenizer {directory} was built on corpus '{meta.get('corpus', 'unknown')}' and maps "
-            f"{rate:.1%} of the {split} tokens of '{corpus}' to <unk> (limit {MAX_UNK_RATE:.0%}); "
-            f"train one with data.tokenizer=word|bpe|unigram")
+        raise TextVAEError(f"{built_on} and maps {rate:.1%} of the {split} tokens of '{corpus}' to <unk> "
+                           f"(limit {MAX_UNK_RATE:.0%}); {advice}")
+    own = meta.get("fertility")
+    here = fertility(ids, lines)
+    if own and here > MAX_FERTILITY_RATIO * own:
+        raise TextVAEError(f"{built_on} and cuts the {split} words of '{corpus}' into {here:.2f} tokens each "
+                           f"({own:.2f} on its own corpus, limit {MAX_FERTILITY_RATIO:g}x); {advice}")
