@@ -70,13 +70,19 @@ def _looks_like_hub_id(checkpoint: str) -> bool:
 
 
 def _hub_file(repo_id: str, filename: str) -> Path | None:
-    """A file of a Hub repo, or None when it (or the Hub) is not reachable."""
-    try:
-        from huggingface_hub import hf_hub_download
+    """A file of a Hub repo, or None when the repo has none; a failing Hub is one line."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
+    from textvae.models.loading import describe_hub_failure
+
+    try:
         return Path(hf_hub_download(repo_id, filename))
-    except Exception:  # noqa: BLE001 -- absent file or offline: the caller falls back
+    except RemoteEntryNotFoundError:
         return None
+    except Exception as exc:  # noqa: BLE001 -- offline, unreachable, no such repo, rejected token
+        message = describe_hub_failure(exc, repo_id) or f"{repo_id}: could not fetch {filename} ({type(exc).__name__})"
+    raise TextVAEError(message)  # outside the handler: the client's exception (and its token) is not chained
 
 
 @dataclass

@@ -25,7 +25,6 @@ PATHS = ("lerp", "slerp")
 # Posterior KL (nats) under which a sentence's code is treated as carrying nothing.
 KL_UNUSED = 0.05
 REPORT_FILES = ("evaluation.json", "train_summary.json")
-WARNING = "warning: the latent code is unused (KL ≈ 0, no active units): "
 
 
 # --------------------------------------------------------------------------- options
@@ -112,17 +111,26 @@ def _collect(node: Any, key: str, found: list[int]) -> None:
             _collect(v, key, found)
 
 
-def latent_unused(model, export: Path | None, kl: torch.Tensor | None = None) -> bool:
-    """Whether the decoder's output cannot depend on the sentence's code.
+def latent_unused(model, export: Path | None, kl: torch.Tensor | None = None) -> str | None:
+    """Why the decoder's output cannot depend on the sentence's code, or None if it can.
 
     ``kl``: (N,) posterior KL of the sentences the command encodes; all below
     :data:`KL_UNUSED` means their codes are indistinguishable from prior draws.
     """
     if not model.has_latent:
-        return True
+        return "the model has no latent path: it is a language model"
     if kl is not None and bool((kl < KL_UNUSED).all()):
-        return True
-    return reported_active_units(export) == 0
+        return f"KL(q(z|x) || p(z)) < {KL_UNUSED} nats for every sentence given"
+    if reported_active_units(export) == 0:
+        return "the export's reports count 0 active units: posterior means barely vary between sentences"
+    return None
+
+
+def warn_if_unused(model, export: Path | None, consequence: str, kl: torch.Tensor | None = None) -> None:
+    """One line on stderr when :func:`latent_unused` finds a reason."""
+    reason = latent_unused(model, export, kl)
+    if reason is not None:
+        print(f"warning: the latent code is unused ({reason}): {consequence}", file=sys.stderr)
 
 
 def posterior_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -175,8 +183,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
     ends = mu.view(len(pairs), 2, -1)
     z = torch.cat([interpolation_path(a, b, args.steps, args.path) for a, b in ends])  # (P * steps, d)
     lines = decode(model, z, strategy, options, args)
-    if latent_unused(model, export, posterior_kl(mu, logvar)):
-        print(WARNING + "all interpolation points decode alike", file=sys.stderr)
+    warn_if_unused(model, export, "the interpolation points decode alike", posterior_kl(mu, logvar))
     for p in range(len(pairs)):
         if p:
             print()
@@ -191,8 +198,7 @@ def run_sample(args: argparse.Namespace) -> int:
     model, export = load(args)
     z = torch.randn(args.n, model.config.latent_size, generator=torch.Generator().manual_seed(args.seed))
     lines = decode(model, z.to(model.device), strategy, options, args)
-    if latent_unused(model, export):
-        print(WARNING + "samples from the prior differ only through the decoder's own sampling", file=sys.stderr)
+    warn_if_unused(model, export, "samples from the prior differ only through the decoder's own sampling")
     print("\n".join(lines))
     return 0
 
@@ -215,8 +221,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         kls.append(posterior_kl(mu, logvar))
         for source, output in zip(batch, decode(model, mu, strategy, options, args), strict=True):
             print(f"{source}\t{output}")
-    if latent_unused(model, export, torch.cat(kls)):
-        print(WARNING + "every reconstruction is decoded from the same code", file=sys.stderr)
+    warn_if_unused(model, export, "reconstructions do not depend on their sentences' codes", torch.cat(kls))
     return 0
 
 

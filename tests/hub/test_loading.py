@@ -46,6 +46,29 @@ def test_cli_commands_take_a_repo_id(pushed, capsys):
         assert sentence in out
 
 
+def test_sample_reconstruct_and_evaluate_take_a_repo_id(pushed, capsys, tmp_path):
+    sentences = tmp_path / "in.txt"
+    sentences.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    assert main(["sample", REPO, "-n", "2", "--max-length", "8"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["reconstruct", REPO, str(sentences)]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == SENTENCES
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "valid", "test"):
+        (corpus / f"{split}.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    assert main(["evaluate", REPO, "--corpus", str(corpus), "--iw-samples", "2"]) == 0
+    assert "NLL, importance-weighted" in capsys.readouterr().out
+
+
+def test_evaluate_reports_a_hub_failure_not_a_missing_recipe(pushed, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_wrongSECRETvalue42")
+    assert main(["evaluate", REPO]) == 2
+    err = capsys.readouterr().err
+    assert "rejected the token (401 Unauthorized)" in err and "recipe.yaml" not in err
+    assert "hf_wrongSECRETvalue42" not in err
+
+
 def test_cached_model_loads_offline(pushed, monkeypatch):
     from huggingface_hub import constants
 

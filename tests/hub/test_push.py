@@ -136,32 +136,22 @@ def test_push_over_the_lfs_protocol_with_xet_disabled(fake_hub, tiny_export, fre
     assert_same_weights(TextVAEModel.from_pretrained(REPO), TextVAEModel.from_pretrained(tiny_export))
 
 
-def test_push_model_uploads_weights_tokenizer_and_the_textvae_card(fake_hub, fresh_cache):
+@pytest.mark.parametrize("push", ["push_model", "model.push_to_hub"])
+def test_pushing_a_model_uploads_weights_tokenizer_and_the_textvae_card(fake_hub, fresh_cache, push):
     from huggingface_hub import ModelCard
 
     from textvae import TextVAEModel
 
     model = build_model()
-    push_model(model, REPO)
+    result = push_model(model, REPO) if push == "push_model" else model.push_to_hub(REPO)
     fresh_cache()
 
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(result.files)
+    assert {"tokenizer.json", "tokenizer_config.json"} <= set(fake_hub.files(REPO))
     remote = TextVAEModel.from_pretrained(REPO)
     assert_same_weights(model, remote)
-    assert remote.tokenizer is not None
-    assert ModelCard.load(REPO).data.library_name == "textvae"
-
-
-def test_inherited_push_to_hub_also_uploads_the_tokenizer(fake_hub, fresh_cache):
-    """``model.push_to_hub`` (transformers') calls our save_pretrained, so the tokenizer comes along."""
-    from textvae import TextVAEModel
-
-    model = build_model()
-    model.push_to_hub(REPO)
-    fresh_cache()
-
-    remote = TextVAEModel.from_pretrained(REPO)
-    assert {"tokenizer.json", "tokenizer_config.json"} <= set(fake_hub.files(REPO))
     assert remote.tokenizer(SENTENCES)["input_ids"] == model.tokenizer(SENTENCES)["input_ids"]
+    assert ModelCard.load(REPO).data.library_name == "textvae"
 
 
 # ------------------------------------------------------------------- failures

@@ -43,7 +43,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     except TextVAEError:
         raise
     except Exception as exc:  # noqa: BLE001 -- every loader failure becomes one line
-        message = None if looks_local else _hub_failure(exc, source, hub_kwargs.get("token"))
+        message = None if looks_local else describe_hub_failure(exc, source, hub_kwargs.get("token"))
         if message is None:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             message = f"{source}: could not load the checkpoint ({type(exc).__name__}: {first_line})"
@@ -55,7 +55,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     raise TextVAEError(message)
 
 
-def _hub_failure(exc: BaseException, repo_id: str, token: str | None) -> str | None:
+def describe_hub_failure(exc: BaseException, repo_id: str, token: str | None = None) -> str | None:
     """One line for a failed Hub download, without the token; None when the Hub is not the cause."""
     from huggingface_hub import constants, get_token
 

@@ -11,6 +11,7 @@ how they are weighted (beta, annealing, free bits) is :mod:`textvae.objectives`'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from textvae.models.decoders import DECODER_CLASSES, OutputHead
 from textvae.models.encoders import GaussianPosterior
 from textvae.models.generation import TextGenerationMixin
 from textvae.models.invlip import ICNN, InverseLipschitzMap
+
+if TYPE_CHECKING:
+    from textvae.hub import PushResult
 
 # Upper bound on elements of one (samples x tokens x vocab) logits block in log_likelihood.
 _LOGITS_BLOCK = 2**25
@@ -107,11 +111,18 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
         )
         return model
 
-    def push_to_hub(self, repo_id: str, **kwargs):
-        """Weights, tokenizer and the textvae model card in one commit (see :func:`textvae.hub.push_model`)."""
+    def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
+                    commit_message: str | None = None, token: str | None = None,
+                    license: str = "apache-2.0") -> PushResult:
+        """Weights, tokenizer and the textvae model card in one commit (see :func:`textvae.hub.push_model`).
+
+        Replaces transformers' ``push_to_hub``, which would upload no card of ours; its
+        other options (``create_pr``, sharding) are not offered.
+        """
         from textvae.hub import push_model
 
-        return push_model(self, repo_id, **kwargs)
+        return push_model(self, repo_id, private=private, revision=revision, commit_message=commit_message,
+                          token=token, license=license)
 
     # ----------------------------------------------------------------- init
     @torch.no_grad()
