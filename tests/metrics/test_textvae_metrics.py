@@ -38,6 +38,11 @@ for i in range(len(rec)):  # one sentence per batch: batching must not matter
     metric.add_batch(rec_log_likelihood=rec[i:i + 1], kl=kl[i:i + 1],
                      num_tokens=tokens[i:i + 1], iw_log_likelihood=iw[i:i + 1])
 out["iw"] = metric.compute()
+mu = [[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]
+logvar = [[-4.0, 0.0]] * 4
+out["latent"] = load_metric("latent", keep_in_memory=True).compute(mu=mu, logvar=logvar)
+out["reconstruction"] = load_metric("reconstruction", keep_in_memory=True).compute(
+    predictions=["the dog ran .", "a cat sat"], references=["the dog ran .", "a cat sat down"])
 try:
     load_metric("nonsense", keep_in_memory=True)
 except ValueError as exc:
@@ -97,4 +102,25 @@ def test_iw_config_adds_the_importance_weighted_numbers(offline_results):
 
 
 def test_unknown_config_is_rejected_with_the_known_names(offline_results):
-    assert "default, iw" in offline_results["bad_config"]
+    assert "default, iw, latent, reconstruction" in offline_results["bad_config"]
+
+
+def test_latent_config_gives_kl_mi_and_active_units(offline_results):
+    got = offline_results["latent"]
+    # Dim 0: means +-1, variance e^-4; dim 1 is the prior itself (KL 0, mean never varies).
+    kl0 = 0.5 * (1.0 + math.exp(-4.0) + 4.0 - 1.0)
+    assert got["kl_per_dim"] == pytest.approx([kl0, 0.0])
+    assert got["kl"] == pytest.approx(kl0)
+    assert got["active_units"] == 1 and got["au_variances"] == pytest.approx([4 / 3, 0.0])
+    # Two well-separated posterior modes, each half the data: I(x; z) = log 2.
+    assert got["mi"] == pytest.approx(math.log(2), abs=0.02)
+    assert got["num_sentences"] == 4
+
+
+def test_reconstruction_config_gives_bleu_and_exact_matches(offline_results):
+    from textvae.estimators import corpus_bleu
+
+    got = offline_results["reconstruction"]
+    assert got["exact_match"] == 0.5
+    assert got["bleu"] == pytest.approx(corpus_bleu(["the dog ran .", "a cat sat"], ["the dog ran .", "a cat sat down"]))
+    assert 0 < got["bleu"] < 100

@@ -21,8 +21,10 @@ def load_metric(config_name: str | None = None, **kwargs: Any) -> evaluate.Evalu
     """``evaluate.load`` of the bundled ``textvae_metrics`` module.
 
     Args:
-        config_name: ``None``/``"default"`` (ELBO numbers) or ``"iw"`` (also
-            ``iw_log_likelihood`` inputs and ``nll_iw``/``ppl_iw`` outputs).
+        config_name: ``None``/``"default"`` (ELBO numbers), ``"iw"`` (also
+            ``iw_log_likelihood`` inputs and ``nll_iw``/``ppl_iw`` outputs), ``"latent"``
+            (KL, MI and active units from posterior ``mu``/``logvar``) or
+            ``"reconstruction"`` (BLEU and exact matches of reconstructions).
         **kwargs: Passed to ``evaluate.load`` (e.g. ``keep_in_memory=True``,
             ``num_process``/``process_id`` for distributed evaluation).
     """

@@ -12,18 +12,31 @@ Load it offline from the installed package (no Hub access needed)::
                          kl=out.kl.tolist(), num_tokens=out.num_tokens.tolist())
     metric.compute()
 
+    load_metric("latent").compute(mu=mus, logvar=logvars)          # KL, MI, active units
+    load_metric("reconstruction").compute(predictions=outs, references=sources)  # BLEU
+
 Each example is one sentence; the inputs are the raw per-sentence terms of
 :class:`~textvae.models.TextVAEOutput` (plus ``iw_log_likelihood`` from
-:func:`textvae.estimators.iw_log_likelihood` for the ``iw`` configuration). Sums are
-taken over the whole corpus, so batching does not change the result.
+:func:`textvae.estimators.iw_log_likelihood` for the ``iw`` configuration), its
+posterior parameters (``latent``) or its greedy reconstruction (``reconstruction``).
+Everything is computed over the whole corpus at once, so batching does not change the
+result; the numbers are those of :mod:`textvae.estimators`, which ``textvae evaluate``
+uses too.
 """
 
 from __future__ import annotations
 
 import datasets
 import evaluate
+import torch
 
-from textvae.estimators import perplexity
+from textvae.estimators import (
+    active_units,
+    corpus_bleu,
+    kl_per_dimension,
+    mutual_information,
+    perplexity,
+)
 
 _DESCRIPTION = """\
 Corpus-level sentence-VAE numbers in the protocol of He et al. (2019): the ELBO and its
@@ -39,6 +52,11 @@ Args:
     num_tokens: per sentence, predicted tokens (words + EOS).
     iw_log_likelihood: (``iw`` config only) per sentence, the importance-weighted
         estimate of log p(x).
+    mu, logvar: (``latent`` config) per sentence, the posterior's mean and log-variance (d each).
+    delta: (``latent``) active-unit threshold, default 0.01.
+    seed: (``latent``) seed of the codes the MI estimate draws, default 0.
+    predictions, references: (``reconstruction`` config) per sentence, the decoded
+        reconstruction and the source, space-separated tokens.
 Returns:
     elbo: mean over sentences of rec_log_likelihood - kl (a lower bound on log p(x)).
     nll: -elbo, the NLL bound per sentence that He et al. (2019) report as "NLL".
@@ -47,6 +65,10 @@ Returns:
     ppl_elbo: exp(sum(-rec_log_likelihood + kl) / sum(num_tokens)).
     num_sentences, num_tokens: the corpus size.
     nll_iw, ppl_iw: (``iw`` config only) the same from iw_log_likelihood.
+    latent config: kl, kl_per_dim, mi (whole-split aggregate posterior), active_units,
+        au_variances (unbiased Var_x E_q[z_j]), num_sentences.
+    reconstruction config: bleu (corpus BLEU, 0-100, sacrebleu, no re-tokenisation),
+        exact_match (share of sentences reconstructed exactly), num_sentences.
 """
 
 _CITATION = """\
@@ -58,7 +80,7 @@ _CITATION = """\
 }
 """
 
-_CONFIGS = ("default", "iw")
+_CONFIGS = ("default", "iw", "latent", "reconstruction")
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -68,11 +90,17 @@ class TextvaeMetrics(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         if self.config_name not in _CONFIGS:
             raise ValueError(f"unknown textvae_metrics config {self.config_name!r} (known: {', '.join(_CONFIGS)})")
-        features = {
-            "rec_log_likelihood": datasets.Value("float64"),
-            "kl": datasets.Value("float64"),
-            "num_tokens": datasets.Value("int64"),
-        }
+        if self.config_name == "latent":
+            features = {"mu": datasets.Sequence(datasets.Value("float64")),
+                        "logvar": datasets.Sequence(datasets.Value("float64"))}
+        elif self.config_name == "reconstruction":
+            features = {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+        else:
+            features = {
+                "rec_log_likelihood": datasets.Value("float64"),
+                "kl": datasets.Value("float64"),
+                "num_tokens": datasets.Value("int64"),
+            }
         if self.config_name == "iw":
             features["iw_log_likelihood"] = datasets.Value("float64")
         return evaluate.MetricInfo(
@@ -83,30 +111,50 @@ class TextvaeMetrics(evaluate.Metric):
             reference_urls=["https://github.com/jxhe/vae-lagging-encoder"],
         )
 
-    def _compute(
-        self,
-        rec_log_likelihood: list[float],
-        kl: list[float],
-        num_tokens: list[int],
-        iw_log_likelihood: list[float] | None = None,
-    ) -> dict[str, float]:
-        n = len(rec_log_likelihood)
-        if n == 0:
+    def _compute(self, **inputs) -> dict:
+        first = next(iter(inputs.values()), None)
+        if not first:
             raise ValueError("textvae_metrics needs at least one sentence")
-        total_rec = -sum(rec_log_likelihood)
-        total_kl = sum(kl)
-        total_tokens = int(sum(num_tokens))
-        result = {
-            "elbo": -(total_rec + total_kl) / n,
-            "nll": (total_rec + total_kl) / n,
-            "rec": total_rec / n,
-            "kl": total_kl / n,
-            "ppl_elbo": perplexity(total_rec + total_kl, total_tokens),
-            "num_sentences": n,
-            "num_tokens": total_tokens,
-        }
-        if iw_log_likelihood is not None:
-            total_iw = -sum(iw_log_likelihood)
-            result["nll_iw"] = total_iw / n
-            result["ppl_iw"] = perplexity(total_iw, total_tokens)
-        return result
+        if self.config_name == "latent":
+            return _latent(**inputs)
+        if self.config_name == "reconstruction":
+            return _reconstruction(**inputs)
+        return _likelihood(**inputs)
+
+
+def _likelihood(rec_log_likelihood: list[float], kl: list[float], num_tokens: list[int],
+                iw_log_likelihood: list[float] | None = None) -> dict[str, float]:
+    n = len(rec_log_likelihood)
+    total_rec = -sum(rec_log_likelihood)
+    total_kl = sum(kl)
+    total_tokens = int(sum(num_tokens))
+    result = {
+        "elbo": -(total_rec + total_kl) / n,
+        "nll": (total_rec + total_kl) / n,
+        "rec": total_rec / n,
+        "kl": total_kl / n,
+        "ppl_elbo": perplexity(total_rec + total_kl, total_tokens),
+        "num_sentences": n,
+        "num_tokens": total_tokens,
+    }
+    if iw_log_likelihood is not None:
+        total_iw = -sum(iw_log_likelihood)
+        result["nll_iw"] = total_iw / n
+        result["ppl_iw"] = perplexity(total_iw, total_tokens)
+    return result
+
+
+def _latent(mu: list[list[float]], logvar: list[list[float]], delta: float = 0.01, seed: int = 0) -> dict:
+    mu_t = torch.tensor(mu, dtype=torch.float64)
+    logvar_t = torch.tensor(logvar, dtype=torch.float64)
+    per_dim = kl_per_dimension(mu_t, logvar_t)
+    count, variances = active_units(mu_t, delta)
+    mi = mutual_information(mu_t, logvar_t, generator=torch.Generator().manual_seed(seed))
+    return {"kl": float(per_dim.sum()), "kl_per_dim": per_dim.tolist(), "mi": mi, "active_units": count,
+            "au_variances": variances.tolist(), "num_sentences": len(mu)}
+
+
+def _reconstruction(predictions: list[str], references: list[str]) -> dict:
+    exact = sum(p.split() == r.split() for p, r in zip(predictions, references, strict=True))
+    return {"bleu": corpus_bleu(predictions, references), "exact_match": exact / len(predictions),
+            "num_sentences": len(predictions)}
