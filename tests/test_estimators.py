@@ -19,7 +19,7 @@ from textvae.estimators import (
     mutual_information,
     perplexity,
     standard_normal_log_density,
-    token_accuracy,
+    token_matches,
 )
 
 # --------------------------------------------------------------------------- densities
@@ -271,8 +271,8 @@ def test_corpus_bleu_needs_one_reference_per_hypothesis():
         corpus_bleu(["a b"], ["a b", "c d"])
 
 
-def test_token_accuracy_counts_only_masked_positions():
+def test_token_matches_count_only_masked_positions():
     pred = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
     target = torch.tensor([[5, 1, 7, 9], [8, 9, 0, 4]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0]])
-    assert token_accuracy(pred, target, mask) == pytest.approx(5 / 6)
+    assert token_matches(pred, target, mask) == (5, 6)

@@ -291,13 +291,11 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="none").score)
 
 
-def token_accuracy(pred_ids: Tensor, target_ids: Tensor, mask: Tensor) -> float:
-    """Fraction of positions where ``pred_ids == target_ids`` among ``mask`` ones.
+def token_matches(pred_ids: Tensor, target_ids: Tensor, mask: Tensor) -> tuple[int, int]:
+    """``(correct, total)``: positions where ``pred_ids == target_ids``, among the ``mask`` ones.
 
-    All three are (B, T); ``mask`` selects the predicted positions (words + EOS).
+    All three are (B, T); ``mask`` selects the predicted positions (words + EOS). Counts,
+    not a ratio, so batches add up to the corpus token accuracy ``sum correct / sum total``.
     """
     mask = mask.bool()
-    total = int(mask.sum())
-    if total == 0:
-        raise ValueError("token_accuracy needs at least one masked position")
-    return int(((pred_ids == target_ids) & mask).sum()) / total
+    return int(((pred_ids == target_ids) & mask).sum()), int(mask.sum())

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from textvae.data.batching import Collator
 from textvae.errors import TextVAEError
 from textvae.estimators import (
     IWAccumulator,
@@ -41,6 +42,7 @@ from textvae.estimators import (
     kl_per_dimension,
     mutual_information,
     perplexity,
+    token_matches,
 )
 
 MI_VARIANTS = ("split", "batch")
@@ -70,14 +72,9 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists -> ``input_ids`` and ``attention_mask``, each (B, T) long."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids.to(device), mask.to(device)
+    """Right-pad id lists -> ``input_ids`` and ``attention_mask``, each (B, T) long, on ``device``."""
+    batch = Collator(pad_id)(rows)
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
 # --------------------------------------------------------------------------- estimators
@@ -133,13 +130,13 @@ def teacher_forced_predictions(model, input_ids: torch.Tensor, z: torch.Tensor) 
 @torch.no_grad()
 def posterior_parameters(model, ids: Sequence[Sequence[int]], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, logvar), each (N, d) on the CPU in the order of ``ids`` (for plots and probes)."""
-    mus, logvars = [None] * len(ids), [None] * len(ids)
+    mus = torch.zeros(len(ids), model.config.latent_size)
+    logvars = torch.zeros(len(ids), model.config.latent_size)
     for batch in length_sorted_batches([len(r) for r in ids], batch_size):
         input_ids, mask = pad_batch([ids[i] for i in batch], model.config.pad_token_id, model.device)
         mu, logvar = model.encode_ids(input_ids, mask)
-        for row, i in enumerate(batch):
-            mus[i], logvars[i] = mu[row].cpu(), logvar[row].cpu()
-    return torch.stack(mus), torch.stack(logvars)
+        mus[batch], logvars[batch] = mu.float().cpu(), logvar.float().cpu()
+    return mus, logvars
 
 
 # --------------------------------------------------------------------------- identity
@@ -229,6 +226,7 @@ def evaluate(
         raise TextVAEError(f"evaluate: {len(factors)} factor rows for {len(ids)} sentences")
     config = model.config
     check_ids(ids, config.bos_token_id, config.eos_token_id)
+    was_training = model.training
     model.eval()
     has_latent = model.has_latent
     num_samples = iw_samples if has_latent else 1  # log p(x) is exact without a latent
@@ -240,6 +238,7 @@ def evaluate(
             split.add(model, ids, batch, num_samples, sample_chunk, generator, bleu)
             bar.update(len(batch))
     bar.close()
+    model.train(was_training)
 
     kl = gaussian_kl_per_dim(split.mu.double(), split.logvar.double()).sum(-1) * float(has_latent)  # (N,)
     elbo = split.rec - kl
@@ -293,7 +292,7 @@ class _SplitPass:
         self.iw[index], self.rec[index] = iw.cpu(), rec.cpu()
         self.mu[index], self.logvar[index] = mu.cpu(), logvar.cpu()
         predicted = teacher_forced_predictions(model, input_ids, mu)  # (B, T-1)
-        self.correct += int(((predicted == input_ids[:, 1:]) & mask[:, 1:].bool()).sum())
+        self.correct += token_matches(predicted, input_ids[:, 1:], mask[:, 1:])[0]
         self.tokens += int(count_predicted_tokens(mask).sum())
         if bleu:
             decoded = model.decode_ids(mu, "greedy", max_length=input_ids.shape[1] + _DECODE_SLACK)

@@ -54,9 +54,8 @@ class LSTMEncoder(nn.Module):
             return out[torch.arange(out.shape[0], device=out.device), last]
         lengths = attention_mask.sum(dim=1).cpu()
         packed = pack_padded_sequence(self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)  # h_n: (layers * directions, B, H)
-        directions = 2 if self.lstm.bidirectional else 1
-        return torch.cat(list(h_n[-directions:]), dim=-1)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (layers * 2, B, H)
+        return torch.cat([h_n[-2], h_n[-1]], dim=-1)  # the top layer's forward and backward states
 
 
 class TransformerEncoder(nn.Module):

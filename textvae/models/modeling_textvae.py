@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from textvae.errors import TextVAEError
-from textvae.estimators import gaussian_kl_per_dim
+from textvae.estimators import count_predicted_tokens, gaussian_kl_per_dim
 from textvae.models.configuration_textvae import TextVAEConfig
 from textvae.models.decoders import DECODER_CLASSES, OutputHead
 from textvae.models.encoders import GaussianPosterior
@@ -211,7 +211,7 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
             mu=mu,
             logvar=logvar,
             z=z,
-            num_tokens=attention_mask[:, 1:].sum(-1),
+            num_tokens=count_predicted_tokens(attention_mask),
         )
 
     @staticmethod
