@@ -70,8 +70,8 @@ def plot_kl_mi(results: list[dict], path: Path) -> bool:
     return True
 
 
-def render(results: list[dict], interpolations: dict[str, str], *, size: str, iw_samples: int, hardware: str,
-           date: str, seed: int, max_sentences: int | None) -> str:
+def render(results: list[dict], interpolations: dict[str, str], *, invocation: str, size: str, iw_samples: int,
+           hardware: str, date: str, seed: int, max_sentences: int | None) -> str:
     head = "| model | " + " | ".join(h for h, _, _ in COLUMNS) + " | train (s) | eval (s) | command |"
     rule = "|" + "---|" * (len(COLUMNS) + 4)
     body = [
@@ -88,9 +88,8 @@ def render(results: list[dict], interpolations: dict[str, str], *, size: str, iw
     plotted = plot_kl_mi(results, plot)
     parts = [
         "# PTB results\n",
-        f"Produced by `python benchmarks/ptb/run.py --size {size} --iw-samples {iw_samples}"
-        + (f" --max-sentences {max_sentences}" if max_sentences else "") + f"` on {date}; hardware: {hardware}; "
-        f"seed {seed}. Every model: same data (Mikolov's PTB, 10k vocabulary), same code, best-validation "
+        f"Produced by `{invocation}` on {date}; hardware: {hardware}, "
+        f"{results[0].get('threads', '?') if results else '?'} torch thread(s) per row; seed {seed}. Every model: same data (Mikolov's PTB, 10k vocabulary), same code, best-validation "
         f"checkpoint evaluated on the {scope} with K = {iw_samples} importance samples, AU with δ = 0.01, "
         "PPL = exp(ΣNLL / Σ predicted tokens incl. EOS). NLL and ELBO are nats per sentence.\n",
         reduced,

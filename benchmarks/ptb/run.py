@@ -1,7 +1,8 @@
 """The PTB table: baselines and the inverse-Lipschitz VAE trained and evaluated by the same code.
 
     python benchmarks/ptb/run.py                      # literature sizes (needs a GPU)
-    python benchmarks/ptb/run.py --size cpu-small     # reduced sizes for a CPU, same protocol
+    python benchmarks/ptb/run.py --size cpu --jobs 2  # reduced sizes for a CPU, same protocol
+    python benchmarks/ptb/run.py --size cpu-small     # a 300-step smoke run of the same
 
 Trains every recipe in ``recipes/ptb/`` (``lstm-invlip`` once per ``--lipschitz`` value),
 evaluates each best-validation export on PTB test with ``textvae evaluate``, and writes
@@ -15,22 +16,26 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTVAE = [sys.executable, "-m", "textvae"]
-# Reduced sizes for a CPU run: same recipes and protocol, smaller networks, fewer epochs.
+# Reduced sizes for a CPU run: same recipes and protocol, smaller networks, fewer steps.
+_SMALL_NETWORK = ["model.embedding_size=64", "model.hidden_size=128", "model.invlip_state_size=32",
+                  "model.icnn_hidden_size=64", "data.batch_size=64", "train.eval_batches=20", "train.progress=false"]
 SIZES = {
     "full": [],
-    "cpu-small": ["model.embedding_size=64", "model.hidden_size=128", "model.invlip_state_size=32",
-                  "model.icnn_hidden_size=64", "data.batch_size=64", "train.max_steps=300", "train.eval_every=100",
-                  "train.eval_batches=20", "objective.kl_warmup_steps=200", "objective.kl_cycle_steps=300",
-                  "train.progress=false"],
+    "cpu": [*_SMALL_NETWORK, "train.max_steps=2500", "train.eval_every=250", "objective.kl_warmup_steps=1000",
+            "objective.kl_cycle_steps=2500"],
+    "cpu-small": [*_SMALL_NETWORK, "train.max_steps=300", "train.eval_every=100", "objective.kl_warmup_steps=200",
+                  "objective.kl_cycle_steps=300"],
 }
 BASELINES = ["lstm-lm", "lstm-vae", "lstm-anneal", "lstm-cyclical", "lstm-freebits"]
 PAIR = ("the company said it expects to report a loss for the third quarter",
@@ -47,16 +52,14 @@ def hardware() -> str:
         pass
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
-    import os
-
     return f"{model} ({os.cpu_count()} cores)"
 
 
-def sh(command: list[str], log: Path) -> float:
-    """Run a command, tee its output to ``log``, return the wall time; fail loudly."""
+def sh(command: list[str], log: Path, env: dict[str, str] | None = None) -> float:
+    """Run a command, its output going to ``log``; return the wall time; fail loudly."""
     start = time.time()
     with open(log, "w") as handle:
-        result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env)
     if result.returncode != 0:
         raise SystemExit(f"failed ({log}): {shlex.join(command)}")
     return time.time() - start
@@ -79,6 +82,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
     parser.add_argument("--out-dir", default="runs/ptb-bench")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="rows trained at the same time (CPU: one per core)")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild RESULTS.md from results.json and each run's test.json (after re-evaluating)")
     args = parser.parse_args()
@@ -86,31 +90,45 @@ def main() -> None:
     out = REPO / args.out_dir / args.size
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
+        args.invocation = (out / "invocation.txt").read_text().strip()
         results = json.loads((out / "results.json").read_text())
         for row in results:
             row["metrics"] = json.loads((Path(row["run_dir"]) / "test.json").read_text())
         write_report(results, interpolate_pair(results, args), args)
         return
-    results = []
-    for name, recipe, extra in runs(args.lipschitz):
-        if args.only and name not in args.only and recipe not in args.only:
-            continue
-        slug = name.replace(" ", "").replace("(", "-").replace(")", "").replace("=", "")
-        run_dir = out / slug
-        train_cmd = [*TEXTVAE, "train", f"recipes/ptb/{recipe}.yaml", f"output_dir={run_dir}", f"seed={args.seed}",
-                     *SIZES[args.size], *extra]
-        eval_cmd = [*TEXTVAE, "evaluate", str(run_dir), "--split", "test", "--iw-samples", str(args.iw_samples),
-                    "--output", str(run_dir / "test.json")]
-        if args.max_sentences:
-            eval_cmd += ["--max-sentences", str(args.max_sentences)]
-        print(f"== {name}: {shlex.join(train_cmd[2:])}", flush=True)
-        train_s = sh(train_cmd, run_dir.with_suffix(".train.log"))
-        eval_s = sh(eval_cmd, run_dir.with_suffix(".eval.log"))
-        metrics = json.loads((run_dir / "test.json").read_text())
-        results.append({"name": name, "recipe": recipe, "command": shlex.join(["textvae", *train_cmd[3:]]),
-                        "train_s": train_s, "eval_s": eval_s, "metrics": metrics, "run_dir": str(run_dir)})
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+    args.invocation = shlex.join(["python", "benchmarks/ptb/run.py", *sys.argv[1:]])
+    (out / "invocation.txt").write_text(args.invocation + "\n")
+    rows = [row for row in runs(args.lipschitz) if not args.only or row[0] in args.only or row[1] in args.only]
+    # Each job gets its share of the cores: oversubscribed torch threads run many times slower.
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(train_and_evaluate, *row, out, args, env) for row in rows]
+        results = []
+        for future in futures:  # in table order, whichever finishes first
+            results.append(future.result())
+            (out / "results.json").write_text(json.dumps(results, indent=2))
     write_report(results, interpolate_pair(results, args), args)
+
+
+def train_and_evaluate(name: str, recipe: str, extra: list[str], out: Path, args: argparse.Namespace,
+                       env: dict[str, str]) -> dict:
+    """One row of the table: train the recipe, evaluate its best export on PTB test."""
+    slug = name.replace(" ", "").replace("(", "-").replace(")", "").replace("=", "")
+    run_dir = out / slug
+    train_cmd = [*TEXTVAE, "train", f"recipes/ptb/{recipe}.yaml", f"output_dir={run_dir}", f"seed={args.seed}",
+                 "train.overwrite=true", *SIZES[args.size], *extra]
+    eval_cmd = [*TEXTVAE, "evaluate", str(run_dir), "--split", "test", "--iw-samples", str(args.iw_samples),
+                "--output", str(run_dir / "test.json"), "--no-progress"]
+    if args.max_sentences:
+        eval_cmd += ["--max-sentences", str(args.max_sentences)]
+    print(f"== {name}: {shlex.join(train_cmd[2:])}", flush=True)
+    train_s = sh(train_cmd, run_dir.with_suffix(".train.log"), env)
+    eval_s = sh(eval_cmd, run_dir.with_suffix(".eval.log"), env)
+    print(f"== {name}: done (train {train_s:.0f} s, evaluate {eval_s:.0f} s)", flush=True)
+    return {"name": name, "recipe": recipe, "command": shlex.join(["textvae", *train_cmd[3:]]),
+            "train_s": train_s, "eval_s": eval_s, "threads": env["OMP_NUM_THREADS"],
+            "metrics": json.loads((run_dir / "test.json").read_text()), "run_dir": str(run_dir)}
 
 
 def interpolate_pair(results: list[dict], args: argparse.Namespace) -> dict[str, str]:
@@ -128,7 +146,7 @@ def interpolate_pair(results: list[dict], args: argparse.Namespace) -> dict[str,
 def write_report(results: list[dict], interpolations: dict[str, str], args: argparse.Namespace) -> None:
     from report import render  # the script's own folder is on sys.path
 
-    text = render(results, interpolations, size=args.size, iw_samples=args.iw_samples, hardware=hardware(),
+    text = render(results, interpolations, invocation=args.invocation, size=args.size, iw_samples=args.iw_samples, hardware=hardware(),
                   date=datetime.date.today().isoformat(), seed=args.seed, max_sentences=args.max_sentences)
     (REPO / "benchmarks" / "RESULTS.md").write_text(text)
     print(text)
