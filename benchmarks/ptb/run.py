@@ -116,7 +116,8 @@ def train_and_evaluate(name: str, recipe: str, extra: list[str], out: Path, args
     """One row of the table: train the recipe, evaluate its best export on PTB test."""
     slug = name.replace(" ", "").replace("(", "-").replace(")", "").replace("=", "")
     run_dir = out / slug
-    train_cmd = [*TEXTVAE, "train", f"recipes/ptb/{recipe}.yaml", f"output_dir={run_dir}", f"seed={args.seed}",
+    shown = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir  # commands run in REPO
+    train_cmd = [*TEXTVAE, "train", f"recipes/ptb/{recipe}.yaml", f"output_dir={shown}", f"seed={args.seed}",
                  "train.overwrite=true", *SIZES[args.size], *extra]
     eval_cmd = [*TEXTVAE, "evaluate", str(run_dir), "--split", "test", "--iw-samples", str(args.iw_samples),
                 "--output", str(run_dir / "test.json"), "--no-progress"]
