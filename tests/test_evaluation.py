@@ -39,7 +39,7 @@ def quadrature(model, ids, mask, points: int = 4001):
     grid = torch.linspace(-8.0, 8.0, points, dtype=torch.float64)
     weights = torch.full_like(grid, float(grid[1] - grid[0]))
     weights[[0, -1]] /= 2
-    log_px_z = model.log_likelihood(ids, mask, grid.float().view(1, -1, 1).expand(ids.shape[0], -1, 1)).double()
+    log_px_z = model.log_likelihood(ids, grid.float().view(1, -1, 1).expand(ids.shape[0], -1, 1), mask).double()
     log_joint = log_px_z + standard_normal_log_density(grid.view(-1, 1)) + weights.log()  # (B, G)
     log_px = torch.logsumexp(log_joint, dim=1)
     posterior = (log_joint - log_px.unsqueeze(1)).exp()
@@ -127,7 +127,7 @@ def test_a_latent_free_model_reports_its_exact_nll_whatever_k(k):
     model = tiny_model(tok, latent_path="none")
     sentences = tok(["the dog saw a cat .", "they will not find the red boxes ."])["input_ids"]
     ids, mask = pad_batch(sentences, 0, CPU)
-    exact = -model.log_likelihood(ids, mask, torch.zeros(2, model.config.latent_size)).double().mean()
+    exact = -model.log_likelihood(ids, torch.zeros(2, model.config.latent_size), mask).double().mean()
     results = evaluate(model, sentences, iw_samples=k, bleu=False, progress=False)
     assert results["nll_iw"] == pytest.approx(float(exact), rel=1e-9)
     assert results["nll_elbo"] == pytest.approx(float(exact), rel=1e-9)

@@ -114,7 +114,7 @@ def importance_sampled_log_likelihood(
     std = (0.5 * logvar).exp().unsqueeze(1)  # (B, 1, d)
     for chunk in eps.split(sample_chunk):  # (k, B, d)
         z = mu.unsqueeze(1) + std * chunk.transpose(0, 1)  # (B, k, d)
-        log_px_z = model.log_likelihood(input_ids, attention_mask, z)  # (B, k)
+        log_px_z = model.log_likelihood(input_ids, z, attention_mask)  # (B, k)
         accumulator.update(log_px_z, z, mu, logvar)
         rec_sum += log_px_z.double().sum(dim=1)
     return accumulator.compute(), rec_sum / num_samples

@@ -190,7 +190,7 @@ def decoder_objective(model, z: torch.Tensor, outputs: list[list[int]], max_leng
     cut = lengths == max_length
     mask[cut, lengths[cut] + 1] = 0  # for a cut row, the words only ...
     zs = z.expand(len(outputs), -1)
-    score = model.log_likelihood(ids, mask, zs)
+    score = model.log_likelihood(ids, zs, mask)
     with torch.no_grad():  # ... plus the best next token
         logits = step_logits(model, ids[:, :-1], zs)[torch.arange(len(outputs)), lengths]
     return score + torch.where(cut, torch.log_softmax(logits.double(), -1).max(-1).values, 0.0)

@@ -45,7 +45,7 @@ def outputs(model: TextVAEModel) -> dict[str, torch.Tensor]:
         greedy = greedy_or_sample(model, z[:, 0], 10)
     return {
         **{k: out[k] for k in ("rec_log_likelihood", "kl", "kl_per_dim", "mu", "logvar", "z", "num_tokens")},
-        "log_likelihood": model.log_likelihood(ids, mask, z),
+        "log_likelihood": model.log_likelihood(ids, z, mask),
         "greedy": torch.tensor([row + [-1] * (11 - len(row)) for row in greedy]),
     }
 

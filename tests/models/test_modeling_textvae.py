@@ -281,12 +281,12 @@ def test_log_likelihood_over_k_samples_equals_a_loop(path, decoder, block, monke
     z = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(12))
     if block is not None:  # force several sample blocks of `block` samples
         monkeypatch.setattr(modeling, "_LOGITS_BLOCK", block * 3 * (ids.shape[1] - 1) * 24)
-    batched = model.log_likelihood(ids, mask, z)
+    batched = model.log_likelihood(ids, z, mask)
     assert batched.shape == (3, 5)
-    loop = torch.stack([model.log_likelihood(ids, mask, z[:, k]) for k in range(5)], dim=1)
+    loop = torch.stack([model.log_likelihood(ids, z[:, k], mask) for k in range(5)], dim=1)
     torch.testing.assert_close(batched, loop, atol=1e-5, rtol=1e-6)
     # each sample's value is the decoder's own log-likelihood of that sentence
-    single = torch.stack([model.log_likelihood(ids[i : i + 1], mask[i : i + 1], z[i, 2:3])[0] for i in range(3)])
+    single = torch.stack([model.log_likelihood(ids[i : i + 1], z[i, 2:3], mask[i : i + 1])[0] for i in range(3)])
     torch.testing.assert_close(batched[:, 2], single, atol=1e-5, rtol=1e-6)
     if path["latent_path"] != "none":
         assert float((batched[:, 0] - batched[:, 1]).abs().max()) > 0  # z matters
@@ -298,7 +298,7 @@ def test_log_likelihood_at_the_mean_equals_forward_reconstruction(decoder, laten
     model = tiny_model(13, decoder_type=decoder, latent_path=latent_path)
     ids, mask = pad_batch(random_sentences(24, [5, 2], seed=14))
     out = model(ids, mask, sample_posterior=False)
-    torch.testing.assert_close(model.log_likelihood(ids, mask, out.mu), out.rec_log_likelihood.detach())
+    torch.testing.assert_close(model.log_likelihood(ids, out.mu), out.rec_log_likelihood.detach())
 
 
 def test_log_likelihood_is_a_normalised_distribution_over_one_token():
@@ -307,7 +307,7 @@ def test_log_likelihood_is_a_normalised_distribution_over_one_token():
     words = list(range(4, 8))
     ids, mask = pad_batch([[]] + [[w] for w in words])
     z = torch.randn(1, 4).expand(len(words) + 1, -1)
-    total = model.log_likelihood(ids, mask, z).exp().sum()
+    total = model.log_likelihood(ids, z, mask).exp().sum()
     assert 0 < float(total) <= 1.0
 
 

@@ -221,14 +221,19 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
         return -(nll.view(targets.shape) * mask).sum(-1)
 
     @torch.no_grad()
-    def log_likelihood(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def log_likelihood(self, input_ids: torch.Tensor, z: torch.Tensor,
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x | z) for (B, d) or (B, K, d) latents -> (B,) or (B, K).
+
+        ``attention_mask`` (B, T) is derived from ``<pad>`` when omitted, as in :meth:`forward`.
 
         Samples are processed in blocks that keep the logits small. When z does not enter
         the decoder's recurrence (``invlip`` default, ``none``) the decoder runs once per
         sentence and only the head is evaluated per sample -- the main saving of
         importance-weighted evaluation with K = 500.
         """
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
         single = z.dim() == 2
         z = z.unsqueeze(1) if single else z
         batch, num_samples, _ = z.shape
