@@ -185,6 +185,19 @@ def test_weights_of_another_shape(tmp_path):
     assert_one_line(error, str(tmp_path))
 
 
+def test_a_damaged_frozen_lift_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    trained_looking(9).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    key = next(k for k in weights if k.endswith("invlip.lift_raw"))
+    weights[key] = weights[key] * 0.5  # singular values 0.5: the bound would be halved
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(TextVAEError) as error:
+        load_model(tmp_path)
+    assert_one_line(error, str(tmp_path), "lift is not orthonormal and centred")
+
+
 def test_unreachable_hub_id_is_one_line():
     with pytest.raises(TextVAEError) as error:
         load_model("nobody-textvae-test/no-such-model", local_files_only=True)

@@ -184,8 +184,31 @@ class InverseLipschitzMap(nn.Module):
         return self.scale * q
 
     def lower_bound(self) -> float:
-        """The constant this module guarantees: s * L (>= L)."""
+        """The constant this module guarantees: s * L (>= L).
+
+        Exact in exact arithmetic; in float32 the stored Q is orthonormal to ~1e-6, and in
+        bf16 (autocast, or ``model.to(torch.bfloat16)``) its entries are rounded to 2^-8
+        relative, which can move the bound by about that fraction.
+        """
         return float(self.scale.detach()) * self.lipschitz
+
+    def check_lift(self, tolerance: float = 1e-2) -> None:
+        """Raise ``ValueError`` unless the stored frozen lift is what the guarantee assumes.
+
+        A frozen lift is loaded from the checkpoint as it was saved, not rebuilt by QR, so
+        a damaged or hand-edited one would silently void ``||f(u) - f(v)|| >= L ||u - v||``.
+        Checks Q^T Q = I and, when centred, that the columns sum to 0, to a tolerance that
+        a bf16 copy passes (its column sums are off by ~2^-9).
+        """
+        if self.learn_lift or self.lift_raw.device.type == "meta":
+            return
+        q = self.lift_raw.double()
+        error = float((q.T @ q - torch.eye(q.shape[1], dtype=q.dtype, device=q.device)).abs().max())
+        if self.center:
+            error = max(error, float(q.sum(dim=0).abs().max()))
+        if not error <= tolerance:  # also catches NaN
+            raise ValueError(f"the stored inverse-Lipschitz lift is not orthonormal{' and centred' if self.center else ''} "
+                             f"(error {error:.3g} > {tolerance:g}); the guarantee would not hold")
 
     def inner(self, u: torch.Tensor) -> torch.Tensor:
         """g(u) = grad psi(u) + L u, shape (..., in_features)."""

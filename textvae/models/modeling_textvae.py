@@ -105,6 +105,11 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
             for tensor in (*model.parameters(), *model.buffers()):
                 if tensor.data_ptr() % 64:
                     tensor.data = tensor.data.clone()
+        if model.head.invlip is not None:
+            try:
+                model.head.invlip.check_lift()
+            except ValueError as exc:
+                raise TextVAEError(f"{pretrained_model_name_or_path}: {exc}") from None
         hub_keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
         model.tokenizer = load_companion_tokenizer(
             pretrained_model_name_or_path, model.config, **{k: kwargs[k] for k in hub_keys if k in kwargs}
