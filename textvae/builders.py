@@ -51,9 +51,11 @@ def build_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Opt
 class LRSchedule:
     """Learning rate = base * warm-up/cosine factor(step) * plateau scale.
 
-    Plateau decay follows He et al. (2019): when the validation loss has not improved
-    for ``plateau_patience`` validations, the scale is multiplied by ``plateau_factor``
-    (never below ``min_lr``). One ``LambdaLR`` applies both, so they cannot fight.
+    Plateau decay after He et al. (2019): when the validation loss has not improved for
+    ``plateau_patience`` validations, the scale is multiplied by ``plateau_factor``
+    (never below ``min_lr``). One ``LambdaLR`` applies both, so they cannot fight. He et
+    al.'s script also reloads the best weights and restarts its SGD optimiser at each
+    decay; textvae keeps the current weights and the optimiser's state.
     """
 
     def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int):

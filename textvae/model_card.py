@@ -51,7 +51,7 @@ METRIC_ROWS = (
     ("ppl_iw", "PPL from the IW NLL", "exp(corpus NLL / predicted tokens)"),
     ("ppl_elbo", "PPL from the ELBO", "an upper bound of the above"),
     ("kl", "KL(q(z|x) || p(z))", "nats per sentence"),
-    ("mi", "Mutual information I_q(x; z)", "nats"),
+    ("mi", "Mutual information I_q(x; z)", "nats, {mi}"),
     ("active_units", "Active units", "Var_x E_q[z_j] >= delta = {delta}, out of d = {d}"),
     ("bleu_greedy", "Reconstruction BLEU", "greedy decodes from the posterior mean"),
 )
@@ -162,6 +162,8 @@ def _evaluation(model, evaluation: dict[str, Any] | None) -> str:
         "K": protocol.get("iw_samples_used", protocol.get("iw_samples", "?")),
         "delta": protocol.get("active_units_delta", "?"),
         "d": model.config.latent_size,
+        "mi": "per mini-batch (He et al.)" if protocol.get("mi_headline") == "batch"
+        else "aggregate posterior of the whole split",
     }
     lines = ["## Evaluation", "", "| Metric | Value | Notes |", "| --- | --- | --- |"]
     for key, label, note in METRIC_ROWS:

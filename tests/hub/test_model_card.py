@@ -82,6 +82,14 @@ def test_reads_the_protocol_fields_textvae_evaluate_writes(model, examples, tmp_
     assert "(3761 sentences, 86191 predicted tokens)" in text
 
 
+@pytest.mark.parametrize("headline, note", [("split", "aggregate posterior of the whole split"),
+                                            ("batch", "per mini-batch (He et al.)")])
+def test_mi_row_names_its_estimator(model, examples, tmp_path, headline, note):
+    evaluation = {"mi": 1.25, "protocol": {"mi_headline": headline}}
+    text = card_for(model, examples, tmp_path, evaluation=evaluation).text
+    assert f"| Mutual information I_q(x; z) | 1.25 | nats, {note} |" in text
+
+
 def test_without_evaluation_the_card_says_how_to_get_numbers(model, examples, tmp_path):
     text = card_for(model, examples, tmp_path).text
 
