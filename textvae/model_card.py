@@ -210,6 +210,9 @@ def _samples(examples: Examples) -> str:
             *[f"{i / (steps - 1):.2f}  {s or '(empty)'}" for i, s in enumerate(examples.interpolation)],
             "```",
         ]
+        if len(set(examples.interpolation)) == 1:
+            text += ["", "Every point decodes to the same sentence: this model's decoder makes little use of z "
+                         "(posterior collapse)."]
     return "\n".join(text) + "\n"
 
 

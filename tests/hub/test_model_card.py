@@ -108,6 +108,15 @@ def test_examples_are_the_models_own_output_at_a_fixed_seed(model, examples, tmp
     assert generate_examples(model, seed=0) == examples  # same export, same card
 
 
+def test_an_interpolation_that_never_changes_is_called_collapse(model, examples, tmp_path):
+    import dataclasses
+
+    varied = dataclasses.replace(examples, interpolation=["the cat .", "the cat .", "a dog .", "a dog ran .", "he ran ."])
+    assert "posterior collapse" not in card_for(model, varied, tmp_path).text
+    flat = dataclasses.replace(examples, interpolation=["the cat ."] * 5)
+    assert "Every point decodes to the same sentence" in card_for(model, flat, tmp_path).text
+
+
 def test_usage_snippet_loads_the_repo_and_interpolates(model, examples, tmp_path):
     text = card_for(model, examples, tmp_path).text
 
