@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from textvae.models.configuration_textvae import TextVAEConfig
-from textvae.models.encoders import transformer_stack
 from textvae.models.invlip import InverseLipschitzMap
+from textvae.models.transformer import KVCache, TransformerStack
 
 
 def latent_feeds_inputs(config: TextVAEConfig) -> bool:
@@ -71,7 +71,7 @@ class LSTMDecoder(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """Causal pre-norm Transformer (torch SDPA through ``nn.TransformerEncoderLayer``)."""
+    """Causal pre-norm Transformer (SDPA attention); decoding steps reuse cached keys/values."""
 
     def __init__(self, config: TextVAEConfig, embedding: nn.Embedding):
         super().__init__()
@@ -85,27 +85,33 @@ class TransformerDecoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout_input)
         self.uses_latent = latent_feeds_inputs(config)
         self.latent_proj = nn.Linear(config.latent_size, config.hidden_size) if self.uses_latent else None
-        self.layers = transformer_stack(config, config.decoder_layers)
-        self.norm = nn.LayerNorm(config.hidden_size)
+        self.layers = TransformerStack(config, config.decoder_layers)
 
-    def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """(B, T) ids, (B, d) z -> (B, T, H). Causal, so right padding changes nothing before it."""
-        length = input_ids.shape[1]
-        positions = torch.arange(length, device=input_ids.device)
+    def _inputs(self, input_ids: torch.Tensor, z: torch.Tensor | None, start: int) -> torch.Tensor:
+        """(B, T) ids at positions start.. -> (B, T, H) input vectors."""
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         x = self.input_proj(self.embedding(input_ids)) + self.positions(positions)
         if self.uses_latent:
             x = x + self.latent_proj(z).unsqueeze(1)
-        mask = nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)
-        return self.norm(self.layers(self.dropout(x), mask=mask, is_causal=True))
+        return self.dropout(x)
 
-    def step(self, tokens: torch.Tensor, z: torch.Tensor | None, state):
-        """The state is the prefix so far; the whole prefix is re-encoded (sentences are short)."""
-        prefix = tokens.unsqueeze(1) if state is None else torch.cat([state, tokens.unsqueeze(1)], dim=1)
-        return self.forward(prefix, z)[:, -1], prefix
+    def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """(B, T) ids, (B, d) z -> (B, T, H). Causal, so right padding changes nothing before it."""
+        return self.layers(self._inputs(input_ids, z, 0), causal=True)[0]
+
+    def step(self, tokens: torch.Tensor, z: torch.Tensor | None,
+             state: tuple[int, KVCache] | None) -> tuple[torch.Tensor, tuple[int, KVCache]]:
+        """One position: (B,) tokens -> (B, H); the state is (position, keys/values so far)."""
+        position, cache = state if state is not None else (0, None)
+        hidden, cache = self.layers(self._inputs(tokens.unsqueeze(1), z, position), causal=True, cache=cache)
+        return hidden[:, -1], (position + 1, cache)
 
     @staticmethod
-    def reorder_state(state, index: torch.Tensor):
-        return None if state is None else state.index_select(0, index)
+    def reorder_state(state: tuple[int, KVCache] | None, index: torch.Tensor) -> tuple[int, KVCache] | None:
+        if state is None:
+            return None
+        position, cache = state
+        return position, [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache]
 
 
 DECODER_CLASSES = {"lstm": LSTMDecoder, "transformer": TransformerDecoder}

@@ -7,20 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from textvae.models.configuration_textvae import TextVAEConfig
-
-
-def transformer_stack(config: TextVAEConfig, num_layers: int) -> nn.TransformerEncoder:
-    """Pre-norm GELU Transformer layers (torch SDPA inside), shared by encoder and decoder."""
-    layer = nn.TransformerEncoderLayer(
-        config.hidden_size,
-        config.num_attention_heads,
-        config.intermediate_size,
-        dropout=config.dropout_input,
-        activation="gelu",
-        batch_first=True,
-        norm_first=True,
-    )
-    return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+from textvae.models.transformer import TransformerStack
 
 
 class LSTMEncoder(nn.Module):
@@ -65,15 +52,14 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.layers = transformer_stack(config, config.encoder_layers)
-        self.norm = nn.LayerNorm(config.hidden_size)
+        self.layers = TransformerStack(config, config.encoder_layers)
         self.output_size = config.hidden_size
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) ids and mask -> (B, hidden) mean of the non-pad outputs."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.embedding(input_ids) + self.positions(positions)
-        x = self.norm(self.layers(x, src_key_padding_mask=attention_mask == 0))
+        x, _ = self.layers(x, causal=False, keep=attention_mask.bool())
         weights = attention_mask.unsqueeze(-1).to(x.dtype)
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
