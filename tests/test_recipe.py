@@ -90,6 +90,33 @@ def test_overrides_merge_into_yaml_and_ints_widen_to_floats(tmp_path):
     assert recipe.optim.lr == 1e-4 and recipe.train.max_steps is None
 
 
+def test_a_base_recipe_merges_under_the_recipe_and_the_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\ndata:\n  batch_size: 8\n  max_length: 20\nmodel:\n  lipschitz: 2.0\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\ndata:\n  batch_size: 16\n")
+    recipe = load_recipe(tmp_path / "child.yaml", ["data.max_length=30"])
+    assert (recipe.seed, recipe.data.batch_size, recipe.data.max_length) == (3, 16, 30)
+    assert recipe.model == {"lipschitz": 2.0}
+
+
+def test_every_ptb_recipe_differs_from_the_shared_base_only_where_it_says():
+    base = load_recipe(resolve_recipe_path("ptb/base"))
+    invlip = load_recipe(resolve_recipe_path("ptb/transformer-invlip"))  # base -> lstm-invlip -> this
+    assert invlip.optim == base.optim and invlip.data == base.data
+    assert invlip.model["decoder_type"] == "transformer" and invlip.model["latent_path"] == "invlip"
+    assert invlip.model["latent_size"] == base.model["latent_size"] == 32
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: missing.yaml\n", r"recipe file not found: .*missing.yaml \(the base of .*a.yaml\)"),
+    ("base: a.yaml\n", r"a.yaml: 'base: a.yaml' makes a cycle"),
+    ("base: [1]\n", r"'base' must be the path of another recipe"),
+])
+def test_a_bad_base_is_named(tmp_path, text, message):
+    (tmp_path / "a.yaml").write_text(text)
+    with pytest.raises(TextVAEError, match=message):
+        load_recipe(tmp_path / "a.yaml")
+
+
 def test_resolved_recipe_round_trips(tmp_path):
     recipe = load_recipe(RECIPES[0], ["seed=7"])
     dump_recipe(recipe, tmp_path / "out.yaml")

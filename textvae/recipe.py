@@ -3,8 +3,10 @@
 A recipe is a YAML file with the sections below. Every key is checked against these
 dataclasses (unknown keys, wrong types and choices outside a ``Literal`` are rejected with
 the key named), then against each section's value rules (:meth:`Section.rules`), so a bad
-recipe fails before anything is read or written. ``key.path=value`` overrides from the
-command line merge into the YAML before that check. The ``model`` section is checked
+recipe fails before anything is read or written. A recipe may start from another with
+``base: FILE`` (relative to its own directory; sections merge key by key, the recipe's own
+values win), and ``key.path=value`` overrides from the command line merge in last, all
+before that check. The ``model`` section is checked
 against :class:`~textvae.models.TextVAEConfig`'s own keyword arguments, so the model's
 config stays the single source of its options.
 """
@@ -311,23 +313,42 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file as a mapping, with its ``base:`` chain merged underneath it."""
+    if not path.is_file():
+        raise TextVAEError(f"recipe file not found: {path}" + (f" (the base of {chain[-1]})" if chain else ""))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise TextVAEError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError as exc:
+        raise TextVAEError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    if not isinstance(raw, dict):
+        raise TextVAEError(f"{path}: a recipe must be a YAML mapping")
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str):
+        raise TextVAEError(f"{path}: 'base' must be the path of another recipe, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        raise TextVAEError(f"{path}: 'base: {base}' makes a cycle of recipes")
+    return _merge(_read_yaml(base_path, (*chain, path.resolve())), raw)
+
+
+def _merge(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` on top of ``base``: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in own.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe (or start from the defaults), merge overrides, validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise TextVAEError(f"recipe file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise TextVAEError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        except UnicodeDecodeError as exc:
-            raise TextVAEError(f"{path}: not UTF-8 text ({exc.reason})") from None
-        if not isinstance(raw, dict):
-            raise TextVAEError(f"{path}: a recipe must be a YAML mapping")
+    """Read a YAML recipe and its ``base:`` chain (or start from the defaults), merge overrides, validate."""
+    raw: dict[str, Any] = {} if path is None else _read_yaml(Path(path))
     for text in overrides or []:
         keys, value = parse_override(text)
         node = raw
