@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -11,8 +12,11 @@ from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig, TextVAEModel
 from textvae.recipe import OptimConfig, Recipe
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
-def build_model(recipe: Recipe, tokenizer) -> TextVAEModel:
+
+def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerFast) -> TextVAEModel:
     """A fresh model whose vocabulary and special ids come from ``tokenizer``."""
     special = {
         "vocab_size": len(tokenizer),
@@ -58,7 +62,7 @@ class LRSchedule:
     decay; textvae keeps the current weights and the optimiser's state.
     """
 
-    def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
         cfg.check()
         self.cfg = cfg
         self.total_steps = total_steps

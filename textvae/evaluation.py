@@ -26,7 +26,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -44,6 +44,9 @@ from textvae.estimators import (
     perplexity,
     token_matches,
 )
+
+if TYPE_CHECKING:
+    from textvae.models import TextVAEModel
 
 MI_VARIANTS = ("split", "batch")
 # Slack (in ids) past the longest input that greedy reconstructions may run to.
@@ -82,7 +85,7 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) 
 
 @torch.no_grad()
 def importance_sampled_log_likelihood(
-    model,
+    model: TextVAEModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     mu: torch.Tensor,
@@ -121,14 +124,16 @@ def importance_sampled_log_likelihood(
 
 
 @torch.no_grad()
-def teacher_forced_predictions(model, input_ids: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def teacher_forced_predictions(model: TextVAEModel, input_ids: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Argmax next token at every position given the true prefix and z: (B, T) -> (B, T-1)."""
     logits = model.head(model.decoder(input_ids[:, :-1], z), z)  # (B, T-1, V)
     return logits.argmax(dim=-1)
 
 
 @torch.no_grad()
-def posterior_parameters(model, ids: Sequence[Sequence[int]], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior_parameters(
+    model: TextVAEModel, ids: Sequence[Sequence[int]], batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, logvar), each (N, d) on the CPU in the order of ``ids`` (for plots and probes)."""
     mus = torch.zeros(len(ids), model.config.latent_size)
     logvars = torch.zeros(len(ids), model.config.latent_size)
@@ -150,7 +155,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_identity(model) -> dict[str, Any]:
+def checkpoint_identity(model: TextVAEModel) -> dict[str, Any]:
     """Which weights the numbers belong to: source, a hash or Hub commit, and the config."""
     config = model.config
     source = str(getattr(model, "name_or_path", "") or "")
@@ -185,7 +190,7 @@ def checkpoint_identity(model) -> dict[str, Any]:
 
 
 def evaluate(
-    model,
+    model: TextVAEModel,
     ids: Sequence[Sequence[int]],
     *,
     iw_samples: int = 500,

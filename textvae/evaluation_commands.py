@@ -14,13 +14,18 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from textvae.atomic import write_text
 from textvae.errors import TextVAEError
 from textvae.recipe import DataConfig, load_recipe
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+    from textvae.models import TextVAEModel
 
 SPLITS = ("train", "valid", "test")
 # Factors with at most this many classes get a PCA panel (legible legends).
@@ -117,7 +122,7 @@ def read_split(cfg: DataConfig, split: str, max_sentences: int | None = None) ->
     return RawSplit(lines, factors, report.source)
 
 
-def tokenize_split(tokenizer, raw: RawSplit, cfg: DataConfig, split: str) -> EvaluationSplit:
+def tokenize_split(tokenizer: PreTrainedTokenizerFast, raw: RawSplit, cfg: DataConfig, split: str) -> EvaluationSplit:
     """Token ids from the model's own tokenizer, with the recipe's length policy applied."""
     ids = tokenizer(raw.lines, padding=False, truncation=False)["input_ids"]  # the policy cuts below
     ids, factors, truncated, dropped = apply_length_policy(ids, raw.factors, cfg.max_length, cfg.length_policy)
@@ -168,7 +173,7 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
         raise TextVAEError(f"{path}: cannot write there ({exc.strerror})") from None
 
 
-def write_plots(model, split: EvaluationSplit, results: dict[str, Any], export: Path | None,
+def write_plots(model: TextVAEModel, split: EvaluationSplit, results: dict[str, Any], export: Path | None,
                 directory: Path, batch_size: int) -> list[Path]:
     """KL per dimension, PCA of posterior means (a panel for the length and one for each
     factor with few classes), training curves when the run's metrics.jsonl is there."""

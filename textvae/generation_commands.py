@@ -14,11 +14,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from textvae.errors import TextVAEError
+
+if TYPE_CHECKING:
+    from textvae.models import TextVAEModel
 
 STRATEGIES = ("greedy", "beam", "sample")
 PATHS = ("lerp", "slerp")
@@ -64,7 +67,7 @@ def decoding_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "sample", {k: v for k, v in sampling.items() if v is not None}
 
 
-def load(args: argparse.Namespace):
+def load(args: argparse.Namespace) -> tuple[TextVAEModel, Path | None]:
     """The model of ``args.checkpoint`` (with its tokenizer) and its local export dir, if any."""
     from textvae.evaluation_commands import export_directory, resolve_device
     from textvae.models.loading import load_model
@@ -75,7 +78,9 @@ def load(args: argparse.Namespace):
     return model, export_directory(args.checkpoint)
 
 
-def decode(model, z: torch.Tensor, strategy: str, options: dict[str, Any], args: argparse.Namespace) -> list[str]:
+def decode(
+    model: TextVAEModel, z: torch.Tensor, strategy: str, options: dict[str, Any], args: argparse.Namespace
+) -> list[str]:
     """Decode (N, d) latents; sampling draws from a generator seeded by ``--seed``."""
     if strategy == "sample":
         options = {**options, "generator": torch.Generator(device=model.device).manual_seed(args.seed)}
@@ -111,7 +116,7 @@ def _collect(node: Any, key: str, found: list[int]) -> None:
             _collect(v, key, found)
 
 
-def latent_unused(model, export: Path | None, kl: torch.Tensor | None = None) -> str | None:
+def latent_unused(model: TextVAEModel, export: Path | None, kl: torch.Tensor | None = None) -> str | None:
     """Why the decoder's output cannot depend on the sentence's code, or None if it can.
 
     ``kl``: (N,) posterior KL of the sentences the command encodes; all below
@@ -126,7 +131,7 @@ def latent_unused(model, export: Path | None, kl: torch.Tensor | None = None) ->
     return None
 
 
-def warn_if_unused(model, export: Path | None, consequence: str, kl: torch.Tensor | None = None) -> None:
+def warn_if_unused(model: TextVAEModel, export: Path | None, consequence: str, kl: torch.Tensor | None = None) -> None:
     """One line on stderr when :func:`latent_unused` finds a reason."""
     reason = latent_unused(model, export, kl)
     if reason is not None:

@@ -25,7 +25,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
@@ -40,6 +40,9 @@ from huggingface_hub.errors import (
 from textvae.errors import TextVAEError
 from textvae.model_card import build_model_card, generate_examples
 from textvae.models.loading import load_model, resolve_export
+
+if TYPE_CHECKING:
+    from textvae.models import TextVAEModel
 
 EXPORT_PATTERNS = (
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
@@ -84,7 +87,7 @@ def push_export(
                  token=token, license=license, endpoint=endpoint)
 
 
-def push_model(model, repo_id: str, **options: Any) -> PushResult:
+def push_model(model: TextVAEModel, repo_id: str, **options: Any) -> PushResult:
     """Upload an in-memory model the way :func:`push_export` uploads an export.
 
     The model is saved (weights and tokenizer) to a temporary directory first; takes the

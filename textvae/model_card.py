@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData
+
+if TYPE_CHECKING:
+    from textvae.models import TextVAEModel
 
 TAGS = ["text-vae", "posterior-collapse", "sentence-vae", "textvae", "pytorch"]
 PAPER = "Kinoshita et al., ICML 2023"
@@ -68,7 +71,9 @@ class Examples:
 
 
 @torch.no_grad()
-def generate_examples(model, seed: int = 0, num_samples: int = 5, steps: int = 5, max_length: int = 32) -> Examples:
+def generate_examples(
+    model: TextVAEModel, seed: int = 0, num_samples: int = 5, steps: int = 5, max_length: int = 32
+) -> Examples:
     """Greedy decodes of prior draws, and an interpolation between the first two of them.
 
     The interpolation endpoints are the model's own samples, so they are sentences its
@@ -84,7 +89,7 @@ def generate_examples(model, seed: int = 0, num_samples: int = 5, steps: int = 5
 
 
 def build_model_card(
-    model,
+    model: TextVAEModel,
     repo_id: str,
     examples: Examples,
     recipe: dict[str, Any] | None = None,

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import is_tensorboard_available, set_seed
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from textvae.atomic import write_text
@@ -37,6 +38,7 @@ from textvae.data.batching import make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums
+from textvae.models import TextVAEModel
 from textvae.objectives import Objective
 from textvae.recipe import Recipe, TrainConfig, dump_recipe
 
@@ -68,7 +70,7 @@ def load_run_data(recipe: Recipe, run_dir: Path, accelerator: Accelerator, resum
         return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"))
 
 
-def batch_stream(loader, state: TrainState, device: torch.device) -> Iterator[tuple[dict, bool]]:
+def batch_stream(loader: DataLoader, state: TrainState, device: torch.device) -> Iterator[tuple[dict, bool]]:
     """Endless batches from ``(state.epoch, state.batch_in_epoch)`` on; flags an epoch's last batch.
 
     ``state`` always points at the next batch to read, so a checkpoint taken between
@@ -86,7 +88,9 @@ def batch_stream(loader, state: TrainState, device: torch.device) -> Iterator[tu
 
 
 @torch.no_grad()
-def validate(model, loader, accelerator: Accelerator, max_batches: int | None, seed: int) -> dict[str, float]:
+def validate(
+    model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, max_batches: int | None, seed: int
+) -> dict[str, float]:
     """ELBO, reconstruction, KL and active units on the validation split (all processes).
 
     Runs on a forked RNG with a fixed seed: validation numbers are reproducible and
@@ -125,7 +129,7 @@ def validate(model, loader, accelerator: Accelerator, max_batches: int | None, s
 class MetricsLog:
     """metrics.jsonl in the run directory (main process), mirrored to Accelerate's trackers."""
 
-    def __init__(self, path: Path, accelerator: Accelerator):
+    def __init__(self, path: Path, accelerator: Accelerator) -> None:
         self.path, self.accelerator = path, accelerator
 
     def truncate_after(self, step: int) -> None:
@@ -142,7 +146,7 @@ class MetricsLog:
         self.accelerator.log(numbers, step=record["step"])
 
 
-def export(model, run_dir: Path, recipe: Recipe, summary: dict) -> None:
+def export(model: TextVAEModel, run_dir: Path, recipe: Recipe, summary: dict) -> None:
     """Write ``final/``: config, weights, tokenizer, the resolved recipe and the metrics so far."""
     dump_recipe(recipe, run_dir / "recipe.yaml")
     metrics = run_dir / "metrics.jsonl"

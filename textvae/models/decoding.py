@@ -6,7 +6,12 @@ time for a whole batch, stops a row at ``<eos>`` and returns token ids without B
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
+
+if TYPE_CHECKING:
+    from textvae.models.modeling_textvae import TextVAEModel
 
 
 def _trim(rows: torch.Tensor, eos_id: int, max_length: int) -> list[list[int]]:
@@ -23,7 +28,7 @@ def _trim(rows: torch.Tensor, eos_id: int, max_length: int) -> list[list[int]]:
 
 @torch.no_grad()
 def greedy_or_sample(
-    model,
+    model: TextVAEModel,
     z: torch.Tensor,
     max_length: int,
     sample: bool = False,
@@ -64,7 +69,9 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def beam_search(model, z: torch.Tensor, max_length: int, beam_size: int = 5, length_penalty: float = 1.0) -> list[list[int]]:
+def beam_search(
+    model: TextVAEModel, z: torch.Tensor, max_length: int, beam_size: int = 5, length_penalty: float = 1.0
+) -> list[list[int]]:
     """Batched beam search; hypotheses are ranked by log-probability / length**length_penalty."""
     config = model.config
     batch, vocab = z.shape[0], config.vocab_size
@@ -101,7 +108,9 @@ def beam_search(model, z: torch.Tensor, max_length: int, beam_size: int = 5, len
     return _trim(history[torch.arange(batch, device=z.device), best], config.eos_token_id, max_length)
 
 
-def decode_latents(model, z: torch.Tensor, strategy: str = "greedy", max_length: int = 64, **options) -> list[list[int]]:
+def decode_latents(
+    model: TextVAEModel, z: torch.Tensor, strategy: str = "greedy", max_length: int = 64, **options: Any
+) -> list[list[int]]:
     """Dispatch on ``strategy``: ``greedy``, ``sample`` or ``beam``."""
     if strategy == "greedy":
         return greedy_or_sample(model, z, max_length)

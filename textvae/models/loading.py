@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ def resolve_export(name_or_path: str | Path) -> str:
     return str(name_or_path)
 
 
-def load_model(name_or_path: str | Path, device: str | torch.device | None = None, **hub_kwargs) -> TextVAEModel:
+def load_model(name_or_path: str | Path, device: str | torch.device | None = None, **hub_kwargs: Any) -> TextVAEModel:
     """``TextVAEModel.from_pretrained`` for users: the model in eval mode, on ``device``.
 
     Accepts an export directory, a run directory (its ``final/`` export) or a Hub repo
