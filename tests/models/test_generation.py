@@ -86,6 +86,18 @@ def test_text_api_without_tokenizer_says_how_to_get_one():
     assert len(bare.decode_ids(torch.zeros(1, 4), max_length=3)) == 1  # ids need no tokenizer
 
 
+def test_a_transformer_refuses_lengths_beyond_its_positions():
+    tokenizer = word_tokenizer()
+    model = tiny_model(4, vocab_size=len(tokenizer), encoder_type="transformer", decoder_type="transformer",
+                       max_position_embeddings=6)
+    model.tokenizer = tokenizer
+    with pytest.raises(TextVAEError, match="sentence 1 has 7 tokens with BOS/EOS; the Transformer has 6 positions"):
+        model.encode(["the dog", "the big old dog saw"])
+    with pytest.raises(TextVAEError, match="--max-length 6: the Transformer decoder has 6 positions"):
+        model.decode(torch.zeros(1, 4), max_length=6)
+    assert len(model.decode(torch.zeros(1, 4), max_length=5)) == 1
+
+
 # ----------------------------------------------------------------- interpolation paths
 
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from textvae.errors import TextVAEError
+
 if TYPE_CHECKING:
     from textvae.models.modeling_textvae import TextVAEModel
 
@@ -112,6 +114,10 @@ def decode_latents(
     model: TextVAEModel, z: torch.Tensor, strategy: str = "greedy", max_length: int = 64, **options: Any
 ) -> list[list[int]]:
     """Dispatch on ``strategy``: ``greedy``, ``sample`` or ``beam``."""
+    positions = model.config.max_position_embeddings
+    if model.config.decoder_type == "transformer" and max_length + 1 > positions:
+        raise TextVAEError(f"--max-length {max_length}: the Transformer decoder has {positions} positions "
+                           f"(BOS and at most {positions - 1} tokens)")
     if strategy == "greedy":
         return greedy_or_sample(model, z, max_length)
     if strategy == "sample":

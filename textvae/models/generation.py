@@ -46,6 +46,12 @@ class TextGenerationMixin:
         # Padded here, not by the tokenizer: padding=True would switch padding on in the
         # backend tokenizer for good (and save_pretrained would then write it to disk).
         ids = self._require_tokenizer()(list(texts))["input_ids"]
+        positions = self.config.max_position_embeddings
+        if "transformer" in (self.config.encoder_type, self.config.decoder_type):
+            too_long = next((i for i, row in enumerate(ids) if len(row) > positions), None)
+            if too_long is not None:
+                raise TextVAEError(f"sentence {too_long} has {len(ids[too_long])} tokens with BOS/EOS; "
+                                   f"the Transformer has {positions} positions")
         batch = Collator(self.config.pad_token_id)(ids)
         return {name: tensor.to(self.device) for name, tensor in batch.items()}
 
