@@ -21,16 +21,6 @@ from textvae.recipe import dump_recipe, load_recipe
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread per test process: the suite runs as 2 xdist workers on 2
-    cores, and two threads each made these tiny ops 10-40x slower through contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
 def offline_and_quiet(monkeypatch):
     """No Hub look-ups, and no weight-loading progress bars in the captured stderr."""
     from transformers.utils import logging

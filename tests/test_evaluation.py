@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from tests.helpers_models import (  # noqa: F401
-    one_torch_thread,
     save_export,
     tiny_model,
     use_latent,

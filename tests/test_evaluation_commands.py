@@ -10,7 +10,6 @@ import pytest
 from tests.helpers_models import (  # noqa: F401
     make_corpus,
     offline_and_quiet,
-    one_torch_thread,
     run_cli,
     save_export,
     tiny_model,

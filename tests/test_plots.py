@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 
-from tests.helpers_models import one_torch_thread  # noqa: F401
 from textvae import plots
 from textvae.errors import TextVAEError
 

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from tests.helpers_models import offline_and_quiet, one_torch_thread  # noqa: F401
+from tests.helpers_models import offline_and_quiet  # noqa: F401 (autouse fixture)
 from textvae.errors import TextVAEError
 from textvae.probing import encode_factors, fit_probes, plugin_mutual_information, probe_factors
 

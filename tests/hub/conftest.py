@@ -62,16 +62,6 @@ def point_client_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, home: Path, 
     monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers caches its HfApi
 
 
-@pytest.fixture(autouse=True, scope="package")
-def single_torch_thread():
-    """Tiny models on a shared 2-core machine only lose time to thread synchronisation
-    (a greedy decode took seconds instead of milliseconds with the default threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def no_progress_bars(monkeypatch: pytest.MonkeyPatch):
     """What ``make test``'s HF_HUB_DISABLE_PROGRESS_BARS does (transformers reads it at import):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 
-import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,16 +15,6 @@ from textvae.models import TextVAEConfig, TextVAEModel  # noqa: E402
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: intra-op threads only spin, and two xdist workers share 2 cores.
-
-    Imported by every test module here (autouse), so other packages' tests keep their setting.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 WORDS = "the a dog cat saw ran old small red big .".split()
 
 

@@ -8,10 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.models import (  # noqa: F401 (one_torch_thread: autouse fixture)
+from tests.models import (
     BOS,
     EOS,
-    one_torch_thread,
     pad_batch,
     perturb_parameters,
     step_logits,

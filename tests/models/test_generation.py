@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.models import one_torch_thread, perturb_parameters, tiny_model, word_tokenizer  # noqa: F401
+from tests.models import perturb_parameters, tiny_model, word_tokenizer
 from textvae.errors import TextVAEError
 from textvae.models.generation import interpolation_path
 

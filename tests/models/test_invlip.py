@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.models import default_dtype, one_torch_thread, perturb_parameters  # noqa: F401 (autouse fixture)
+from tests.models import default_dtype, perturb_parameters
 from textvae.models.invlip import ICNN, InverseLipschitzMap
 
 # ----------------------------------------------------------------------------- helpers

@@ -6,8 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from tests.models import (  # noqa: F401 (one_torch_thread: autouse fixture)
-    one_torch_thread,
+from tests.models import (
     pad_batch,
     perturb_parameters,
     random_sentences,

@@ -12,10 +12,9 @@ import pytest
 import torch
 
 import textvae.models.modeling_textvae as modeling
-from tests.models import (  # noqa: F401 (one_torch_thread: autouse fixture)
+from tests.models import (
     UNK,
     centred_ratios,
-    one_torch_thread,
     pad_batch,
     perturb_parameters,
     random_sentences,

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import torch
 
-from tests.models import one_torch_thread  # noqa: F401 (autouse fixture)
-
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
 
 
