@@ -10,7 +10,7 @@ import pytest
 
 from tests.data.conftest import PTB_DIR, assert_one_line_error
 from textvae.data import corpora
-from textvae.data.corpora import CORPORA, SPLITS, Archive, CorpusSpec, download, resolve_corpus
+from textvae.data.corpora import CORPORA, SPLITS, Archive, CorpusSpec, download, resolve_corpus, verify
 from textvae.errors import TextVAEError
 
 FAKE = {"train": b"a b\nc d\ne f\n", "valid": b"a c\n", "test": b"b d\nd e\n"}
@@ -206,11 +206,33 @@ def test_failure_midway_keeps_earlier_files_out(server, tmp_path, monkeypatch):
     assert leftovers(tmp_path / "data") == []
 
 
-def test_present_corpus_is_not_fetched_again(make_corpus, tmp_path, monkeypatch, capsys):
-    make_corpus("data/fake")
-    register(monkeypatch, CorpusSpec("fake", "test", lines_of(FAKE), files={s: ("http://127.0.0.1:9/x", None) for s in SPLITS}))
+def test_present_corpus_is_verified_not_fetched_again(make_corpus, tmp_path, monkeypatch, capsys):
+    directory = make_corpus("data/fake", **FAKE)
+    files = {s: ("http://127.0.0.1:9/x", sha((directory / f"{s}.txt").read_bytes())) for s in SPLITS}
+    register(monkeypatch, CorpusSpec("fake", "test", lines_of(FAKE), files=files))
     download("fake", tmp_path / "data")
-    assert "already present" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "line counts and SHA256 verified" in out and "already present" in out
+
+
+def test_a_damaged_present_corpus_is_named(make_corpus, tmp_path, monkeypatch):
+    directory = make_corpus("data/fake", **FAKE)
+    files = {s: ("http://127.0.0.1:9/x", sha((directory / f"{s}.txt").read_bytes())) for s in SPLITS}
+    register(monkeypatch, CorpusSpec("fake", "test", lines_of(FAKE), files=files))
+    text = (directory / "valid.txt").read_text()
+    (directory / "valid.txt").write_text(text.replace("a", "b", 1))
+    with pytest.raises(TextVAEError, match=r"valid.txt: SHA256 .* is not the registered .* for fake/valid"):
+        download("fake", tmp_path / "data")
+    (directory / "valid.txt").write_text(text + "one more line\n")
+    with pytest.raises(TextVAEError, match=r"valid.txt: \d+ lines, expected \d+ for fake/valid"):
+        verify("fake", directory)
+
+
+def test_cli_verify_checks_the_shared_ptb(cli):
+    if not (PTB_DIR / "SHA256SUMS").is_file():
+        pytest.skip("no local PTB")
+    rc, out, err = cli("data", "verify", "ptb", PTB_DIR)
+    assert rc == 0 and "ptb: line counts and SHA256 verified" in out
 
 
 def test_cli_download_without_network_is_one_line(cli, tmp_path, monkeypatch):

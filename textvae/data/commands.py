@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from textvae.data.corpora import CORPORA, download
+from textvae.data.corpora import CORPORA, download, verify
 from textvae.data.stats import corpus_stats
 from textvae.data.synthetic import write_corpus
 
@@ -16,6 +16,11 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     download(args.name, args.data_dir)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    verify(args.name, args.dir)
     return 0
 
 
@@ -41,7 +46,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data stats``, ``data download``, ``data prepare`` and ``data generate``."""
+    """Add ``data stats``, ``data download``, ``data verify``, ``data prepare`` and ``data generate``."""
     data = subparsers.add_parser("data", help="inspect, download or generate corpora")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
@@ -55,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("name", metavar="NAME", help=", ".join(CORPORA))
     fetch.add_argument("--data-dir", help="target folder (default: $TEXTVAE_DATA or ~/.cache/textvae/data)")
     fetch.set_defaults(handler=_download)
+
+    check = actions.add_parser("verify", help="check a local copy of a registered corpus (line counts, SHA256)")
+    check.add_argument("name", metavar="NAME", help=", ".join(n for n in CORPORA if n != "synthetic"))
+    check.add_argument("dir", nargs="?", default=None, metavar="DIR",
+                       help="the corpus directory (default: where `textvae data stats NAME` finds it)")
+    check.set_defaults(handler=_verify)
 
     prep = actions.add_parser("prepare", help="read and tokenise a recipe's data, report what was skipped or cut")
     prep.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]",

@@ -226,6 +226,40 @@ def _keep_sentences(data: bytes) -> bytes:
     return b"".join(line.split(b"\t", 1)[-1] for line in io.BytesIO(data))
 
 
+def _count_and_hash(path: Path) -> tuple[int, str]:
+    digest, lines = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            lines += chunk.count(b"\n")
+    return lines, digest.hexdigest()
+
+
+def verify(name: str, directory: str | Path | None = None, say: Callable[[str], None] = print) -> Path:
+    """Check a local copy of registered corpus ``name`` against the registry.
+
+    ``directory`` defaults to where :func:`resolve_corpus` finds the corpus. Every split
+    must have the registered line count, and the registered SHA256 where one is pinned.
+    """
+    if name not in CORPORA or name == "synthetic":
+        known = ", ".join(n for n in CORPORA if n != "synthetic")
+        raise TextVAEError(f"cannot verify '{name}': not a registered download (known: {known})")
+    spec = CORPORA[name]
+    files = split_files(Path(directory)) if directory is not None else resolve_corpus(name)
+    for split, path in files.items():
+        lines, digest = _count_and_hash(path)
+        if lines != spec.lines[split]:
+            raise TextVAEError(f"{path}: {lines} lines, expected {spec.lines[split]} for {name}/{split}; "
+                               "delete the corpus and download it again")
+        pinned = spec.files.get(split, (None, None))[1]
+        if pinned is not None and digest != pinned:
+            raise TextVAEError(f"{path}: SHA256 {digest} is not the registered {pinned} for {name}/{split}; "
+                               "delete the corpus and download it again")
+    pinned = "line counts and SHA256" if spec.files else "line counts (no published checksum)"
+    say(f"{name}: {pinned} verified in {files['train'].parent}")
+    return files["train"].parent
+
+
 def download(name: str, data_dir: str | Path | None = None, *, timeout: float = 60.0,
              say: Callable[[str], None] = print) -> Path:
     """Fetch corpus ``name`` into ``<data_dir>/<name>`` and return that directory.
@@ -243,6 +277,7 @@ def download(name: str, data_dir: str | Path | None = None, *, timeout: float = 
 
         return write_corpus(target)
     if all((target / f"{s}.txt").is_file() for s in SPLITS):
+        verify(name, target, say)
         say(f"{name}: already present in {target}")
         return target
     try:
