@@ -10,7 +10,15 @@ import pytest
 
 from tests.data.conftest import PTB_DIR, assert_one_line_error
 from textvae.data import corpora
-from textvae.data.corpora import CORPORA, SPLITS, Archive, CorpusSpec, download, resolve_corpus, verify
+from textvae.data.corpora import (
+    CORPORA,
+    SPLITS,
+    Archive,
+    CorpusSpec,
+    download,
+    resolve_corpus,
+    verify,
+)
 from textvae.errors import TextVAEError
 
 FAKE = {"train": b"a b\nc d\ne f\n", "valid": b"a c\n", "test": b"b d\nd e\n"}
