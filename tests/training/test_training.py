@@ -258,3 +258,13 @@ def test_an_early_stop_is_checkpointed_between_save_steps(tiny_overrides):
     run_dir = run([*tiny_overrides, "optim.lr=0.0", "train.max_steps=40", "train.eval_every=2",
                    "train.early_stopping=2", "train.save_every=5"])
     assert (run_dir / "checkpoints" / "step-00000006").is_dir()  # stopped at 6, not a multiple of 5
+
+
+def test_gradient_accumulation_takes_one_step_per_grad_accum_batches(tiny_overrides):
+    # 384 sentences in batches of 32: 12 batches, so 6 optimiser steps make one epoch.
+    run_dir = run([*tiny_overrides, "train.grad_accum=2", "train.epochs=1", "train.log_every=1"])
+    state = json.loads((run_dir / "checkpoints" / "step-00000006" / "textvae_state.json").read_text())
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 0)
+    assert [r["step"] for r in read_metrics(run_dir, "train")] == [1, 2, 3, 4, 5, 6]
+    assert state["tokens_seen"] == sum(len(line.split()) + 1 for line in
+                                       (Path(tiny_overrides[0].split("=", 1)[1]) / "train.txt").read_text().splitlines()[:384])
