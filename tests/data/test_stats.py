@@ -39,3 +39,18 @@ def test_ptb_matches_the_published_counts(cli, ptb_dir):
     assert rows == {"train": ["42,068", "887,521", "0"], "valid": ["3,370", "70,390", "0"],
                     "test": ["3,761", "78,669", "0"]}
     assert "word types (train): 9,999" in out
+
+
+def test_a_hugging_face_dataset_column_is_counted(tmp_path, cli):
+    import datasets
+
+    datasets.disable_progress_bars()
+    rows = {"train": ["the dog ran", "", "a cat"], "validation": ["the cat ran"], "test": ["a dog sat ."]}
+    datasets.DatasetDict({s: datasets.Dataset.from_dict({"sentence": r}) for s, r in rows.items()}).save_to_disk(
+        str(tmp_path / "hf"))
+    stats = corpus_stats(tmp_path / "hf", text_column="sentence")
+    assert [(s.name, s.lines, s.tokens, s.blank) for s in stats.splits] == [
+        ("train", 2, 5, 1), ("valid", 1, 3, 0), ("test", 1, 4, 0)]
+    assert stats.word_types == 5
+    rc, out, _ = cli("data", "stats", tmp_path / "hf", "--text-column", "sentence")
+    assert rc == 0 and "word types (train): 5" in out

@@ -10,7 +10,7 @@ from textvae.data.synthetic import write_corpus
 
 
 def _stats(args: argparse.Namespace) -> int:
-    print(corpus_stats(args.corpus, args.data_dir).render())
+    print(corpus_stats(args.corpus, args.data_dir, args.text_column).render())
     return 0
 
 
@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("corpus", metavar="CORPUS_OR_DIR_OR_FILE",
                        help=f"a registered corpus ({', '.join(CORPORA)}), a corpus directory or one text file")
     stats.add_argument("--data-dir", help="where registered corpora live (default: see `data download`)")
+    stats.add_argument("--text-column", default=None, metavar="NAME",
+                       help="CORPUS is a local Hugging Face dataset directory; count this column")
     stats.set_defaults(handler=_stats)
 
     fetch = actions.add_parser("download", help="fetch a registered corpus and verify it")

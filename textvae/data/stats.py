@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from textvae.data.corpora import resolve_corpus
-from textvae.data.reading import read_lines
+from textvae.data.reading import read_hf_splits, read_lines
 
 _STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -20,7 +20,7 @@ _STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 @dataclass
 class SplitStats:
     name: str
-    path: Path
+    source: str
     lines: int
     tokens: int
     blank: int
@@ -69,16 +69,21 @@ def length_histogram(lengths: np.ndarray, bins: int = 12) -> list[tuple[str, int
     return list(zip(labels, counts[:used].tolist(), strict=True))
 
 
-def corpus_stats(target: str | Path, data_dir: str | Path | None = None) -> CorpusStats:
-    """Statistics of a corpus directory, a registered corpus name or a single text file."""
+def corpus_stats(target: str | Path, data_dir: str | Path | None = None,
+                 text_column: str | None = None) -> CorpusStats:
+    """Statistics of a corpus directory, a registered corpus name or a single text file;
+    with ``text_column``, of that column of a local Hugging Face dataset directory."""
     path = Path(target)
-    files = {path.name: path} if path.is_file() else resolve_corpus(target, data_dir)
+    if text_column is not None:
+        read = read_hf_splits(path, text_column)
+    else:
+        files = {path.name: path} if path.is_file() else resolve_corpus(target, data_dir)
+        read = {name: read_lines(file) for name, file in files.items()}
     splits, first = [], None
-    for name, file in files.items():
-        lines, report = read_lines(file)
+    for name, (lines, report) in read.items():
         lengths = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
-        splits.append(SplitStats(name, file, len(lines), int(lengths.sum()), report.blank_skipped))
+        splits.append(SplitStats(name, report.source, len(lines), int(lengths.sum()), report.blank_skipped))
         if first is None:
             first = lengths, len(set(" ".join(lines).split()))
-    source = str(path) if path.exists() else f"{target} ({files[next(iter(files))].parent})"
+    source = str(path) if path.exists() else f"{target} ({Path(splits[0].source).parent})"
     return CorpusStats(source, splits, first[1], first[0])
