@@ -116,8 +116,7 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | Path, meta: di
     with staged_directory(directory) as tmp:
         tok.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    directory = Path(directory)
-    return directory
+    return Path(directory)
 
 
 def load_meta(directory: str | Path) -> dict[str, Any]:
