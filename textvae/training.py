@@ -133,10 +133,21 @@ class MetricsLog:
         self.path, self.accelerator = path, accelerator
 
     def truncate_after(self, step: int) -> None:
-        """Forget records past ``step``: a resumed run logs the steps after its checkpoint again."""
-        if self.accelerator.is_main_process and self.path.exists():
-            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-            write_text(self.path, "".join(line for line in lines if json.loads(line)["step"] <= step))
+        """Forget records past ``step``: a resumed run logs the steps after its checkpoint again.
+
+        A last line cut short by the kill that ended the earlier run is dropped too.
+        """
+        if not (self.accelerator.is_main_process and self.path.exists()):
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record["step"] <= step:
+                kept.append(line + "\n")
+        write_text(self.path, "".join(kept))
 
     def write(self, record: dict) -> None:
         if self.accelerator.is_main_process:

@@ -96,6 +96,8 @@ def test_resumed_metrics_log_each_step_once(tiny_overrides):
     overrides = [*tiny_overrides, "train.max_steps=8", "train.save_every=4", "train.log_every=1", "train.keep_last=5"]
     run_dir = run(overrides)
     shutil.rmtree(run_dir / "checkpoints" / "step-00000008")
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 9, "split": "tr')  # a line cut short by a kill
     run([*overrides, "train.resume=auto"])
     steps = [r["step"] for r in read_metrics(run_dir, "train")]
     assert steps == list(range(1, 9))
