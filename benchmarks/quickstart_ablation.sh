@@ -8,7 +8,7 @@ BIN=${BIN:-.venv/bin}
 run() {  # name, overrides...
   local name=$1; shift
   OMP_NUM_THREADS=1 "$BIN/textvae" train recipes/quickstart.yaml output_dir="runs/ablation/$name" \
-    train.progress=false "$@" >"runs/ablation/$name.log" 2>&1
+    train.progress=false train.overwrite=true "$@" >"runs/ablation/$name.log" 2>&1
 }
 mkdir -p runs/ablation
 run frozen-lift-L2 model.lipschitz=2 train.max_steps=400 &
