@@ -182,13 +182,19 @@ def resolve_corpus(name_or_path: str | Path, data_dir: str | Path | None = None,
 # -- downloading -------------------------------------------------------------------------
 
 def _fetch(url: str, dest: Path, timeout: float) -> str:
-    """Stream ``url`` into ``dest``; return the SHA256 of the bytes."""
+    """Stream ``url`` into ``dest`` with a progress bar on stderr; return the SHA256 of the bytes."""
+    from tqdm.auto import tqdm
+
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as out:
+        with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as out, tqdm(
+            total=int(response.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+            desc=url.rsplit("/", 1)[-1][:40], leave=False,
+        ) as bar:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
+                bar.update(len(chunk))
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise TextVAEError(f"cannot download {url}: {reason}") from None
