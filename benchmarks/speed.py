@@ -11,6 +11,12 @@ timed; the figure is the median of the timed steps.
     python benchmarks/speed.py --quick            # tiny sizes, a few seconds (smoke test)
     python benchmarks/speed.py --profile "textvae invlip (LSTM)"
 
+After the entries, the trainer itself (``textvae.training.train``: bucketed PTB batches,
+the objective, Accelerate, logging) trains ``recipes/ptb/lstm-invlip.yaml`` at the same
+sizes, batch size and precision for a few steps; its own tokens/s (from metrics.jsonl,
+warm-up steps dropped) is compared with the plain reference's, and that ratio is printed
+last (``--no-trainer`` skips it; ``--quick`` runs it on the embedded corpus).
+
 Adding an entry (say the trainer's own step, or IW-NLL evaluation): write
 
     @entry("trainer step")
@@ -105,6 +111,8 @@ def make_batch(sizes: Sizes, batch_size: int, device: torch.device, seed: int = 
 # ------------------------------------------------------------------------------ entries
 
 ENTRIES: dict[str, Callable[[Setup], Callable[[], None]]] = {}
+REFERENCE = "reference LSTM-VAE (plain PyTorch)"
+TRAINER = "textvae trainer (invlip, LSTM)"  # measured by trainer_tokens_per_s, not an entry
 
 
 def entry(name: str):
@@ -216,7 +224,7 @@ class ReferenceLSTMVAE(nn.Module):
         return (nll + kl) / ids.shape[0]
 
 
-@entry("reference LSTM-VAE (plain PyTorch)")
+@entry(REFERENCE)
 def reference_lstm_vae(setup: Setup):
     model = ReferenceLSTMVAE(setup.sizes).to(setup.device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -230,6 +238,42 @@ def reference_lstm_vae(setup: Setup):
 
     step.model = model
     return step
+
+
+# ------------------------------------------------------------------------------ trainer
+
+def trainer_tokens_per_s(sizes: Sizes, device: torch.device, batch_size: int, steps: int, warmup: int,
+                         quick: bool) -> float:
+    """Median tokens/s of ``steps`` logged trainer steps after ``warmup`` (PTB, or the embedded corpus)."""
+    import os
+    import tempfile
+    from pathlib import Path
+    from unittest import mock
+
+    from accelerate.state import AcceleratorState
+
+    from textvae.recipe import load_recipe
+    from textvae.training import train
+
+    total = warmup + steps
+    overrides = [
+        f"model.embedding_size={sizes.embedding_size}", f"model.hidden_size={sizes.lstm_size}",
+        f"model.latent_size={sizes.latent_size}", f"data.batch_size={batch_size}",
+        f"data.vocab_size={sizes.vocab_size}", f"train.max_steps={total}", "train.log_every=1",
+        f"train.eval_every={total}", "train.eval_batches=1", "train.progress=false",
+        f"train.mixed_precision={'bf16' if device.type == 'cuda' else 'no'}",
+    ]
+    if quick:
+        overrides += ["data.corpus=synthetic", "data.max_train_lines=2000", "model.invlip_state_size=8",
+                      "model.icnn_hidden_size=16"]
+    recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "ptb" / "lstm-invlip.yaml"
+    cpu_only = {"ACCELERATE_USE_CPU": "1"} if device.type == "cpu" else {}
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, cpu_only):
+        run_dir = train(load_recipe(recipe_path, [*overrides, f"output_dir={tmp}/run"]))
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    AcceleratorState._reset_state(reset_partial_state=True)  # the next device gets its own state
+    rates = [r["tokens_per_s"] for r in rows if r["split"] == "train" and r["step"] > warmup]
+    return statistics.median(rates)
 
 
 # ------------------------------------------------------------------------------ timing
@@ -281,7 +325,7 @@ def ratio_lines(results: dict[str, dict], cpu: bool = False) -> list[str]:
     lines = []
     pairs = [
         ("textvae invlip (LSTM)", "textvae concat (LSTM)", "invlip / concat", 1.3),
-        ("textvae concat (LSTM)", "reference LSTM-VAE (plain PyTorch)", "textvae concat / reference", None),
+        ("textvae concat (LSTM)", REFERENCE, "textvae concat / reference", None),
     ]
     for a, b, label, target in pairs:
         if a in results and b in results:
@@ -357,6 +401,8 @@ def parse_args(argv=None):
     parser.add_argument("--only", action="append", help="run only these entries (repeatable)")
     parser.add_argument("--profile", metavar="ENTRY", help="print a torch.profiler table for ENTRY instead of timing")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--no-trainer", dest="trainer", action="store_false",
+                        help="skip the trainer-vs-reference measurement")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size = min(args.batch_size, 4)
@@ -391,6 +437,12 @@ def main(argv=None) -> int:
             continue
         results = run(setup, names, args.warmup, args.steps)
         print(report(setup, results, args))
+        if args.trainer and REFERENCE in results:
+            rate = trainer_tokens_per_s(sizes, device, args.batch_size, args.steps, args.warmup, args.quick)
+            results[TRAINER] = {"tokens_per_s": rate}
+            ratio = rate / results[REFERENCE]["tokens_per_s"]
+            print(f"{TRAINER:<36} {rate:>10.0f} tokens/s (bucketed PTB batches of {args.batch_size}, logged steps)")
+            print(f"trainer / reference          {ratio:6.3f}x tokens/s  (target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
         print()
         record["runs"][name] = {"hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
                                 "threads": torch.get_num_threads(), "results": results}

@@ -57,6 +57,12 @@ def test_a_choice_outside_its_options_is_named_with_the_options(override):
         load_recipe(None, [override])
 
 
+def test_mixed_precision_no_survives_yaml_reading_it_as_false(tmp_path):
+    (tmp_path / "r.yaml").write_text("train:\n  mixed_precision: no\n")
+    assert load_recipe(tmp_path / "r.yaml").train.mixed_precision == "no"
+    assert load_recipe(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+
+
 @pytest.mark.parametrize("override, message", [
     ("data.batch_size=0", r"'data\.batch_size': must be at least 1"),
     ("objective.kl_cycle_ratio=1.5", r"'objective\.kl_cycle_ratio': must be in \(0, 1\]"),

@@ -222,6 +222,8 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is Literal:
+        if isinstance(value, bool) and ("no" if not value else "yes") in args:
+            value = "yes" if value else "no"  # YAML 1.1 reads a bare no/yes as a boolean
         if value in args:
             return value
         raise TextVAEError(f"recipe key '{key}': expected one of {', '.join(map(repr, args))}, got {value!r}")

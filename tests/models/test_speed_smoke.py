@@ -22,20 +22,24 @@ def load_speed_module():
 
 
 def test_quick_run_prints_every_entry_and_the_ratios_last(tmp_path, capsys):
-    """``speed.py --quick`` through its own main(): the whole CLI path, without a second
-    interpreter start (importing torch and transformers again costs more than the run)."""
+    """``speed.py --quick`` through its own main(): the whole CLI path (the trainer on the
+    embedded corpus included), without a second interpreter start (importing torch and
+    transformers again costs more than the run)."""
     out = tmp_path / "speed.json"
     speed = load_speed_module()
     assert speed.main(["--quick", "--threads", "1", "--device", "cpu", "--json", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     for name in speed.ENTRIES:
         assert any(line.startswith(name) for line in lines), name
-    assert lines[-2].startswith("invlip / concat") and "target <= 1.3" in lines[-2]
-    assert lines[-1].startswith("textvae concat / reference")
+    ratios = [line.split()[0] for line in lines if " / " in line[:30]]
+    assert ratios == ["invlip", "textvae", "trainer"]  # invlip / concat, concat / reference, trainer last
+    assert lines[-1].startswith("trainer / reference") and "target >= 0.8" in lines[-1]
     record = json.loads(out.read_text())
     results = record["runs"]["cpu"]["results"]
-    assert set(results) == set(speed.ENTRIES)
-    assert all(r["tokens_per_s"] > 0 and r["min_s"] <= r["median_s"] <= r["max_s"] for r in results.values())
+    assert set(results) == {*speed.ENTRIES, speed.TRAINER}
+    assert results[speed.TRAINER]["tokens_per_s"] > 0
+    assert all(r["tokens_per_s"] > 0 and r["min_s"] <= r["median_s"] <= r["max_s"]
+               for name, r in results.items() if name != speed.TRAINER)
 
 
 def test_script_runs_as_a_program():
