@@ -72,11 +72,11 @@ def plot_kl_mi(results: list[dict], path: Path) -> bool:
 
 def render(results: list[dict], interpolations: dict[str, str], *, invocation: str, size: str, iw_samples: int,
            hardware: str, date: str, seed: int, max_sentences: int | None) -> str:
-    head = "| model | " + " | ".join(h for h, _, _ in COLUMNS) + " | train (s) | eval (s) | command |"
-    rule = "|" + "---|" * (len(COLUMNS) + 4)
+    head = "| model | " + " | ".join(h for h, _, _ in COLUMNS) + " | train (s) | eval (s) | commit | command |"
+    rule = "|" + "---|" * (len(COLUMNS) + 5)
     body = [
         f"| {r['name']} | " + " | ".join(_cell(r["metrics"], k, f) for _, k, f in COLUMNS)
-        + f" | {r['train_s']:.0f} | {r['eval_s']:.0f} | `{r['command']}` |"
+        + f" | {r['train_s']:.0f} | {r['eval_s']:.0f} | {r.get('commit', '?')} | `{r['command']}` |"
         for r in results
     ]
     scope = "full PTB test set" if not max_sentences else f"first {max_sentences} PTB test sentences"

@@ -102,13 +102,25 @@ def main() -> None:
     # Each job gets its share of the cores: oversubscribed torch threads run many times slower.
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads}
+    # With --only, the new rows replace theirs in an earlier results.json; the rest is kept.
+    earlier = json.loads((out / "results.json").read_text()) if args.only and (out / "results.json").is_file() else []
+    order = [name for name, _, _ in runs(args.lipschitz)]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(train_and_evaluate, *row, out, args, env) for row in rows]
-        results = []
+        results = [row for row in earlier if row["name"] not in {name for name, _, _ in rows}]
         for future in futures:  # in table order, whichever finishes first
             results.append(future.result())
+            results.sort(key=lambda row: order.index(row["name"]) if row["name"] in order else len(order))
             (out / "results.json").write_text(json.dumps(results, indent=2))
     write_report(results, interpolate_pair(results, args), args)
+
+
+def code_version() -> str:
+    """The commit the rows were trained with (``-dirty`` with uncommitted changes)."""
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("-dirty" if git("status", "--porcelain") else "")
 
 
 def train_and_evaluate(name: str, recipe: str, extra: list[str], out: Path, args: argparse.Namespace,
@@ -127,7 +139,7 @@ def train_and_evaluate(name: str, recipe: str, extra: list[str], out: Path, args
     train_s = sh(train_cmd, run_dir.with_suffix(".train.log"), env)
     eval_s = sh(eval_cmd, run_dir.with_suffix(".eval.log"), env)
     print(f"== {name}: done (train {train_s:.0f} s, evaluate {eval_s:.0f} s)", flush=True)
-    return {"name": name, "recipe": recipe, "command": shlex.join(["textvae", *train_cmd[3:]]),
+    return {"name": name, "recipe": recipe, "command": shlex.join(["textvae", *train_cmd[3:]]), "commit": code_version(),
             "train_s": train_s, "eval_s": eval_s, "threads": env["OMP_NUM_THREADS"],
             "metrics": json.loads((run_dir / "test.json").read_text()), "run_dir": str(run_dir)}
 
