@@ -61,6 +61,8 @@ def plot_kl_mi(results: list[dict], path: Path) -> bool:
     ax.plot([L for L, _ in rows], [m["kl"] for _, m in rows], "o-", label="KL (nats)")
     ax.plot([L for L, _ in rows], [m["mi"] for _, m in rows], "s-", label="MI (nats)")
     ax.set_xscale("log")
+    ax.set_xticks([L for L, _ in rows], [f"{L:g}" for L, _ in rows])
+    ax.minorticks_off()
     ax.set_xlabel("inverse-Lipschitz constant L")
     ax.legend()
     ax.set_title("PTB test: L controls the KL")
