@@ -12,7 +12,7 @@ run() {  # name, overrides...
 }
 mkdir -p runs/ablation
 run frozen-lift-L2 model.lipschitz=2 train.max_steps=400 &
-run trained-lift-L2 model.lipschitz=2 model.invlip_learn_lift=true train.max_steps=400 &
+run trained-lift-L2 model.lipschitz=2 model.invlip_lift=learned train.max_steps=400 &
 wait
 run inputs-free-L5 model.lipschitz=5 &
 run inputs-fed-L5 model.lipschitz=5 model.invlip_condition_input=true &

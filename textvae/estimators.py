@@ -244,6 +244,33 @@ def _mi_of_groups(mu: Tensor, logvar: Tensor, z: Tensor, max_elements: int) -> T
     return own.mean(dim=1) - log_qz_sum / z.shape[1]
 
 
+def latent_warning(kl: float, mi: float, active: int, num_sentences: int) -> str | None:
+    """Why a posterior's KL does not buy information, or None when it does.
+
+    Two failures look like success on the KL alone. *KL without MI*: narrow posteriors that
+    sit at the same place for every sentence pay KL (their width) but say nothing about
+    which sentence it was; flagged when ``KL > 2 MI + 1`` nats. And *no active unit*: the
+    posterior means do not vary between sentences. The whole-split MI estimate cannot
+    exceed ``log N`` (the aggregate posterior is a mixture of N posteriors), so a model
+    whose MI is within 1 nat of that ceiling is not flagged for the first reason: its true
+    MI may be far above what N sentences can show.
+
+    Args:
+        kl: Mean KL(q(z|x) || p(z)) in nats.
+        mi: Mutual information estimate in nats (the whole-split one).
+        active: Active units.
+        num_sentences: N behind the MI estimate.
+    """
+    if active == 0:
+        return (f"no active unit (KL {kl:.2f} nats, MI {mi:.2f}): the posterior means do not vary "
+                "between sentences, the code says nothing about the sentence")
+    saturated = mi >= math.log(max(num_sentences, 1)) - 1.0
+    if kl > 2.0 * mi + 1.0 and not saturated:
+        return (f"KL without MI: KL {kl:.2f} nats > 2 x MI ({mi:.2f}) + 1: narrow posteriors that are "
+                "alike across sentences pay KL but carry little information")
+    return None
+
+
 # --------------------------------------------------------------------------- AU
 
 

@@ -40,6 +40,7 @@ from textvae.estimators import (
     count_predicted_tokens,
     gaussian_kl_per_dim,
     kl_per_dimension,
+    latent_warning,
     mutual_information,
     perplexity,
     token_matches,
@@ -126,8 +127,23 @@ def importance_sampled_log_likelihood(
 @torch.no_grad()
 def teacher_forced_predictions(model: TextVAEModel, input_ids: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Argmax next token at every position given the true prefix and z: (B, T) -> (B, T-1)."""
-    logits = model.head(model.decoder(input_ids[:, :-1], z), z)  # (B, T-1, V)
-    return logits.argmax(dim=-1)
+    return model.prefix_logits(input_ids, z).argmax(dim=-1)
+
+
+@torch.no_grad()
+def next_token_total_variation(model: TextVAEModel, input_ids: torch.Tensor, mask: torch.Tensor,
+                               z1: torch.Tensor, z2: torch.Tensor) -> float:
+    """Summed total variation between the next-token distributions under two latents.
+
+    ``TV_t = 1/2 sum_w |p(w | x_<t, z1) - p(w | x_<t, z2)|`` on the true prefix, summed over
+    the predicted positions of the batch (divide by their count for the mean). How much
+    the code moves what the decoder predicts, in distribution space: 0 when z is ignored,
+    1 when the two latents put their mass on different tokens.
+    """
+    p1 = torch.softmax(model.prefix_logits(input_ids, z1).float(), dim=-1)
+    p2 = torch.softmax(model.prefix_logits(input_ids, z2).float(), dim=-1)
+    tv = 0.5 * (p1 - p2).abs().sum(-1)  # (B, T-1)
+    return float((tv * mask[:, 1:]).sum())
 
 
 @torch.no_grad()
@@ -236,7 +252,8 @@ def evaluate(
     has_latent = model.has_latent
     num_samples = iw_samples if has_latent else 1  # log p(x) is exact without a latent
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    split = _SplitPass(len(ids), config.latent_size)
+    # The TV draws have their own stream, so the IW and MI numbers do not depend on them.
+    split = _SplitPass(len(ids), config.latent_size, torch.Generator(device=model.device).manual_seed(seed + 1))
     bar = tqdm(total=len(ids), desc="evaluate", unit="sent", disable=not progress, file=sys.stderr, leave=False)
     with torch.no_grad():
         for batch in length_sorted_batches([len(r) for r in ids], batch_size):
@@ -258,6 +275,11 @@ def evaluate(
     }
     results.update(_latent_statistics(split.mu, split.logvar, has_latent, delta, batch_size, mi, seed))
     results["token_accuracy_teacher_forced"] = split.correct / split.tokens
+    if has_latent:
+        results["next_token_tv_posterior"] = split.tv_posterior / split.tokens
+        results["next_token_tv_prior"] = split.tv_prior / split.tokens
+    warning = latent_warning(results["kl"], results["mi_split"], results["active_units"], len(ids)) if has_latent else None
+    results["warnings"] = [warning] if warning else []
     if bleu:
         results["bleu_greedy"] = corpus_bleu(*split.bleu_texts())
         results["exact_match_greedy"] = split.exact / len(ids)
@@ -278,11 +300,13 @@ class _SplitPass:
     the greedy reconstructions (id lists) with their references.
     """
 
-    def __init__(self, n: int, latent_size: int):
+    def __init__(self, n: int, latent_size: int, tv_generator: torch.Generator):
         self.iw = torch.zeros(n, dtype=torch.float64)
         self.rec = torch.zeros(n, dtype=torch.float64)
         self.mu, self.logvar = torch.zeros(n, latent_size), torch.zeros(n, latent_size)
         self.tokens = self.correct = self.exact = 0
+        self.tv_posterior = self.tv_prior = 0.0
+        self.tv_generator = tv_generator
         self.hypotheses: list[list[int]] = [[] for _ in range(n)]
         self.references: list[list[int]] = [[] for _ in range(n)]
 
@@ -298,6 +322,12 @@ class _SplitPass:
         self.mu[index], self.logvar[index] = mu.cpu(), logvar.cpu()
         predicted = teacher_forced_predictions(model, input_ids, mu)  # (B, T-1)
         self.correct += token_matches(predicted, input_ids[:, 1:], mask[:, 1:])[0]
+        if model.has_latent:
+            std = (0.5 * logvar).exp()
+            noise = torch.randn((4, *mu.shape), generator=self.tv_generator, device=mu.device, dtype=mu.dtype)
+            self.tv_posterior += next_token_total_variation(model, input_ids, mask, mu + std * noise[0],
+                                                            mu + std * noise[1])
+            self.tv_prior += next_token_total_variation(model, input_ids, mask, noise[2], noise[3])
         self.tokens += int(count_predicted_tokens(mask).sum())
         if bleu:
             decoded = model.decode_ids(mu, "greedy", max_length=input_ids.shape[1] + _DECODE_SLACK)
@@ -355,6 +385,9 @@ def _protocol(
         "active_units_delta": delta,
         "active_units": "Var_x E_q[z_j] >= delta (unbiased variance)",
         "token_accuracy_teacher_forced": "argmax of p(x_t | x_<t, z=mu) vs x_t over predicted tokens",
+        "next_token_tv": "mean over predicted tokens of TV(p(.|x_<t, z1), p(.|x_<t, z2)), z1, z2 two draws "
+                         "from q(z|x) (posterior) or from N(0, I) (prior), true prefix",
+        "warnings": "KL > 2 MI + 1 nats (MI more than 1 nat below its log N ceiling), or no active unit",
         "bleu_greedy": "sacrebleu corpus BLEU (tokenize=none) of greedy decodes from mu vs the input tokens"
         if bleu
         else "not computed",
@@ -377,6 +410,8 @@ _ROWS = (
     ("mi_batch", "MI, mini-batch (He et al.)"),
     ("active_units", "Active units"),
     ("token_accuracy_teacher_forced", "Token accuracy (teacher-forced, z = mu)"),
+    ("next_token_tv_posterior", "Next-token TV, two posterior samples"),
+    ("next_token_tv_prior", "Next-token TV, two prior samples"),
     ("bleu_greedy", "BLEU of greedy reconstructions"),
     ("exact_match_greedy", "Exact-match greedy reconstructions"),
 )

@@ -229,6 +229,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        progress=not args.no_progress)
     results["data"] = split.info
     print(format_markdown(results))
+    for warning in results["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.output:
         print(f"wrote {write_json_atomic(args.output, results)}", file=sys.stderr)
     if export is not None:

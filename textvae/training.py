@@ -37,7 +37,7 @@ from textvae.checkpointing import (
 from textvae.data.batching import make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
 from textvae.errors import TextVAEError
-from textvae.estimators import active_units_from_sums
+from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
 from textvae.models import TextVAEModel
 from textvae.objectives import Objective
 from textvae.recipe import Recipe, TrainConfig, dump_recipe
@@ -91,15 +91,17 @@ def batch_stream(loader: DataLoader, state: TrainState, device: torch.device) ->
 def validate(
     model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, max_batches: int | None, seed: int
 ) -> dict[str, float]:
-    """ELBO, reconstruction, KL and active units on the validation split (all processes).
+    """ELBO, reconstruction, KL, MI and active units on the validation split (all processes).
 
     Runs on a forked RNG with a fixed seed: validation numbers are reproducible and
-    validating never changes the training trajectory (exact resume depends on it).
+    validating never changes the training trajectory (exact resume depends on it). MI is
+    the whole-sample estimate over the validated sentences (capped at log of their number).
     """
     model.eval()
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # rec, kl, tokens, sentences
     mu_sum = mu_sq_sum = None
+    posteriors = []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         loader.batch_sampler.set_epoch(0)
@@ -113,17 +115,36 @@ def validate(
             mu = out.mu.double()
             mu_sum = mu.sum(0) if mu_sum is None else mu_sum + mu.sum(0)
             mu_sq_sum = mu.pow(2).sum(0) if mu_sq_sum is None else mu_sq_sum + mu.pow(2).sum(0)
+            posteriors.append(torch.cat([mu, out.logvar.double()], dim=-1))
     sums = accelerator.reduce(sums, reduction="sum")
     mu_sum, mu_sq_sum = accelerator.reduce(mu_sum, "sum"), accelerator.reduce(mu_sq_sum, "sum")
+    posteriors = gather_rows(accelerator, torch.cat(posteriors))
     model.train()
     rec, kl, tokens, count = sums.tolist()
-    return {
+    mu, logvar = posteriors.chunk(2, dim=-1)
+    metrics = {
         "elbo": -(rec + kl) / count,
         "rec": rec / count,
         "kl": kl / count,
+        "mi": mutual_information(mu, logvar, generator=torch.Generator(device=mu.device).manual_seed(seed)),
         "elbo_ppl": math.exp((rec + kl) / tokens),
         "active_units": active_units_from_sums(mu_sum, mu_sq_sum, int(count))[0],
     }
+    if accelerator.unwrap_model(model).has_latent:
+        warning = latent_warning(metrics["kl"], metrics["mi"], metrics["active_units"], int(count))
+        if warning:
+            metrics["warning"] = warning
+    return metrics
+
+
+def gather_rows(accelerator: Accelerator, rows: torch.Tensor) -> torch.Tensor:
+    """Every process's (n_p, c) rows, concatenated in rank order (n_p may differ by rank)."""
+    if accelerator.num_processes == 1:
+        return rows
+    counts = accelerator.gather(torch.tensor([rows.shape[0]], device=rows.device))
+    padded = accelerator.gather(accelerator.pad_across_processes(rows, dim=0))
+    width = padded.shape[0] // accelerator.num_processes
+    return torch.cat([padded[r * width : r * width + int(n)] for r, n in enumerate(counts.tolist())])
 
 
 class MetricsLog:
@@ -277,6 +298,8 @@ def train(recipe: Recipe) -> Path:
         if validate_now:
             metrics = validate(model, valid_loader, accelerator, cfg.eval_batches, recipe.seed)
             log.write({"step": state.step, "epoch": state.epoch, "split": "valid", **metrics})
+            if "warning" in metrics:
+                accelerator.print(f"warning: step {state.step}: {metrics['warning']}")
             schedule.validation(-metrics["elbo"])
             if metrics["elbo"] > state.best_elbo:
                 state.best_elbo, state.bad_validations = metrics["elbo"], 0

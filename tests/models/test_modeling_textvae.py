@@ -63,15 +63,62 @@ def assert_bounded_below(model: TextVAEModel, bound: float, seed: int = 0) -> to
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("lipschitz", [0.5, 1.0, 2.0, 5.0])
 @pytest.mark.parametrize("perturbed", [False, True])
-@pytest.mark.parametrize("learn_lift", [False, True])
-def test_invlip_decoder_logits_move_at_least_bound_times_z(decoder, lipschitz, perturbed, learn_lift):
-    model = tiny_model(1, decoder_type=decoder, lipschitz=lipschitz, invlip_learn_lift=learn_lift)
+@pytest.mark.parametrize("lift", ["frozen", "learned", "plausible"])
+@pytest.mark.parametrize("design", [{}, {"invlip_state_in_lift": False, "invlip_state_size": 6},
+                                    {"invlip_state_in_lift": False, "invlip_state_size": 6, "invlip_rotations": 3}])
+def test_invlip_decoder_logits_move_at_least_bound_times_z(decoder, lipschitz, perturbed, lift, design):
+    model = tiny_model(1, decoder_type=decoder, lipschitz=lipschitz, invlip_lift=lift, invlip_top_k=12, **design)
     if perturbed:  # any weights, not only the init: the bound is structural
         perturb_parameters(model, 0.5, seed=2)
     bound = model.lipschitz_bound()
     assert bound >= lipschitz
     ratios = assert_bounded_below(model, bound)
     assert ratios.shape == (96, 8)  # every pair at every position
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("perturbed", [False, True])
+@pytest.mark.parametrize("design", [{}, {"invlip_state_in_lift": False, "invlip_state_size": 6, "invlip_rotations": 2}])
+def test_plausible_lift_bounds_centred_log_probabilities_of_the_top_k_tokens(decoder, perturbed, design):
+    """The distribution-space guarantee: on the k tokens W h_t ranks highest, the centred
+    log-probabilities move by >= L ||z1 - z2||; every other token's logit ignores z."""
+    model = tiny_model(6, decoder_type=decoder, lipschitz=3.0, invlip_lift="plausible", invlip_top_k=10, **design)
+    if perturbed:
+        perturb_parameters(model, 0.5, seed=7)
+    z1, z2 = latent_pairs(96, model.config.latent_size, seed=1)
+    with torch.no_grad():
+        prefix = fixed_prefix(model, 96, seed=1)
+        h = model.decoder(prefix, None)
+        rows = model.head.base_logits(h).topk(10, dim=-1).indices  # (N, T, k)
+        logp1 = torch.log_softmax(model.head(h, z1), dim=-1)
+        logp2 = torch.log_softmax(model.head(h, z2), dim=-1)
+    on_rows = (logp1 - logp2).gather(-1, rows)
+    on_rows = on_rows - on_rows.mean(dim=-1, keepdim=True)
+    dz = (z1 - z2).norm(dim=-1, keepdim=True)
+    ratios = on_rows.norm(dim=-1) / dz
+    with torch.no_grad():
+        logits1, logits2 = model.head(h, z1), model.head(h, z2)
+    # float32 rounding of the large logits that cancel in the difference, as in centred_ratios
+    slack = 256 * torch.finfo(torch.float32).eps * (logits1.norm(dim=-1) + logits2.norm(dim=-1)) / dz
+    assert ratios.shape == (96, 8)
+    assert not bool((ratios < model.lipschitz_bound() - slack).any()), float(ratios.min())
+    outside = torch.ones_like(logp1, dtype=torch.bool).scatter(-1, rows, False)
+    assert torch.equal(logits1[outside], logits2[outside])
+
+
+def test_plausible_lift_needs_more_rows_than_the_map_has_inputs():
+    with pytest.raises(ValueError, match="invlip_top_k"):
+        tiny_config(invlip_lift="plausible", invlip_top_k=8)  # 4 state + 4 latent + 1 needed
+
+
+def test_rotations_need_the_state_as_context():
+    with pytest.raises(ValueError, match="invlip_rotations"):
+        tiny_config(invlip_rotations=2)  # invlip_state_in_lift defaults to True
+
+
+def test_configs_saved_with_invlip_learn_lift_load_as_the_learned_lift():
+    assert tiny_config(invlip_learn_lift=True).invlip_lift == "learned"
+    assert tiny_config(invlip_learn_lift=False).invlip_lift == "frozen"
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

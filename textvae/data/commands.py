@@ -80,5 +80,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--train", type=int, default=20000, help="training sentences (default: 20000)")
     gen.add_argument("--valid", type=int, default=1000)
-    gen.add_argument("--test", type=int, default=1000)
+    gen.add_argument("--test", type=int, default=10000)
     gen.set_defaults(handler=_generate)

@@ -144,7 +144,7 @@ def generate(n: int, seed: int, split: str) -> Iterator[dict[str, Any]]:
         yield sample_factors(rng)
 
 
-def write_corpus(out_dir: str | Path, n_train: int = 20000, n_valid: int = 1000, n_test: int = 1000,
+def write_corpus(out_dir: str | Path, n_train: int = 20000, n_valid: int = 1000, n_test: int = 10000,
                  seed: int = 0) -> Path:
     """Write ``{split}.txt`` and the aligned ``{split}.factors.jsonl`` for all three splits.
 

@@ -8,6 +8,7 @@ from transformers import PretrainedConfig
 
 NetworkType = Literal["lstm", "transformer"]
 LatentPath = Literal["invlip", "concat", "none"]
+InvlipLift = Literal["frozen", "learned", "plausible"]
 
 
 class TextVAEConfig(PretrainedConfig):
@@ -41,9 +42,24 @@ class TextVAEConfig(PretrainedConfig):
         icnn_layers: Depth of psi.
         invlip_condition_input: Also feed z into the decoder inputs (as ``concat`` does).
             The guarantee then holds for a fixed decoder state rather than a fixed prefix.
-        invlip_learn_lift: Train the orthonormal lift into logit space. Off by default: a
-            trained lift learns to aim z's influence at tokens that are already impossible,
-            which keeps the logit guarantee but makes the distributions alike again.
+        invlip_lift: The lift B from the map's output into logit space.
+            ``frozen``: a random orthonormal basis of the whole vocabulary, fixed at init.
+            ``learned``: the same, trained (it learns to aim z at tokens that are already
+            impossible, where distinct logits give alike distributions).
+            ``plausible``: per position, the basis is rebuilt on the ``invlip_top_k``
+            tokens the z-free logits ``W h_t`` rank highest, from learned token rows
+            orthonormalised there; the bound then holds for the centred log-probabilities
+            of those k tokens, i.e. in distribution space.
+        invlip_top_k: k of the ``plausible`` lift; at least (map outputs) + 1 and at most
+            ``vocab_size``.
+        invlip_state_in_lift: The map takes and returns ``[P h_t; z]`` (True, the first
+            design: its lift has ``invlip_state_size + latent_size`` columns). False: the
+            map returns only ``g(z; P h_t) = grad_z psi([P h_t; z]) + L z``, with the
+            state as context of the convex network; the lift then has ``latent_size``
+            columns, so the state can be wide and the ``plausible`` k small.
+        invlip_rotations: With ``invlip_state_in_lift=False``: turn g by an orthogonal
+            matrix built from the decoder state (this many Householder reflections), so z
+            can act in a different direction at every position; 0 = none.
     """
 
     model_type = "textvae"
@@ -75,13 +91,19 @@ class TextVAEConfig(PretrainedConfig):
         icnn_hidden_size: int = 128,
         icnn_layers: int = 2,
         invlip_condition_input: bool = False,
-        invlip_learn_lift: bool = False,
+        invlip_lift: InvlipLift = "frozen",
+        invlip_top_k: int = 64,
+        invlip_state_in_lift: bool = True,
+        invlip_rotations: int = 0,
         **kwargs,
     ):
+        if kwargs.pop("invlip_learn_lift", False):  # configs saved before invlip_lift existed
+            invlip_lift = "learned"
         for name, value, allowed in (
             ("encoder_type", encoder_type, get_args(NetworkType)),
             ("decoder_type", decoder_type, get_args(NetworkType)),
             ("latent_path", latent_path, get_args(LatentPath)),
+            ("invlip_lift", invlip_lift, get_args(InvlipLift)),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -97,6 +119,13 @@ class TextVAEConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if "transformer" in (encoder_type, decoder_type) and hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_attention_heads ({num_attention_heads})")
+        if latent_path == "invlip" and invlip_lift == "plausible":
+            needed = latent_size + (invlip_state_size if invlip_state_in_lift else 0) + 1
+            if not needed <= invlip_top_k <= vocab_size:
+                raise ValueError(f"invlip_top_k must be in [{needed}, vocab_size={vocab_size}] "
+                                 f"(the map's outputs + 1 and up), got {invlip_top_k}")
+        if invlip_rotations < 0 or (invlip_rotations and invlip_state_in_lift):
+            raise ValueError(f"invlip_rotations must be >= 0 and needs invlip_state_in_lift=False, got {invlip_rotations}")
         if lipschitz < 0:
             raise ValueError(f"lipschitz must be >= 0, got {lipschitz}")
         self.vocab_size = vocab_size
@@ -120,7 +149,10 @@ class TextVAEConfig(PretrainedConfig):
         self.icnn_hidden_size = icnn_hidden_size
         self.icnn_layers = icnn_layers
         self.invlip_condition_input = invlip_condition_input
-        self.invlip_learn_lift = invlip_learn_lift
+        self.invlip_lift = invlip_lift
+        self.invlip_top_k = invlip_top_k
+        self.invlip_state_in_lift = invlip_state_in_lift
+        self.invlip_rotations = invlip_rotations
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,

@@ -10,7 +10,10 @@ A decoder turns the shifted sentence (BOS w_1 ... w_n) into states h_t; the
 * ``invlip``: inside the head, ``logits_t = W h_t + f([P h_t; z])`` with ``f`` an
   :class:`~textvae.models.invlip.InverseLipschitzMap` whose lift is orthogonal to the
   all-ones vector, so for any fixed state h_t:
-  ``||center(logits_t(z1) - logits_t(z2))|| >= L ||z1 - z2||``.
+  ``||center(logits_t(z1) - logits_t(z2))|| >= L ||z1 - z2||``. With the ``plausible``
+  lift, f's output lands only on the ``invlip_top_k`` tokens that ``W h_t`` ranks highest
+  (a basis rebuilt per position), and the bound holds for the centred log-probabilities
+  of those tokens: ``||center_S(log p_t(z1) - log p_t(z2))|| >= L ||z1 - z2||``.
   With ``invlip_condition_input`` z is also fed to the inputs as in ``concat``.
 """
 
@@ -139,19 +142,25 @@ class OutputHead(nn.Module):
         self.invlip = None
         if config.latent_path == "invlip":
             self.state_proj = nn.Linear(config.hidden_size, config.invlip_state_size)
+            self.state_in_lift = config.invlip_state_in_lift
+            context = 0 if self.state_in_lift else config.invlip_state_size
             self.invlip = InverseLipschitzMap(
-                config.invlip_state_size + config.latent_size,
+                config.latent_size + (config.invlip_state_size if self.state_in_lift else 0),
                 config.vocab_size,
                 lipschitz=config.lipschitz,
                 hidden_size=config.icnn_hidden_size,
                 num_layers=config.icnn_layers,
                 center=True,
-                learn_lift=config.invlip_learn_lift,
+                learn_lift=config.invlip_lift != "frozen",
+                context_features=context,
+                rotations=config.invlip_rotations,
             )
+        self.top_k = config.invlip_top_k if config.invlip_lift == "plausible" else None
 
     def lift(self) -> torch.Tensor | None:
-        """The ``invlip`` lift B, computed once for callers that evaluate the head many times."""
-        return self.invlip.lift_weight() if self.invlip is not None else None
+        """The global ``invlip`` lift B, computed once for callers that evaluate the head many
+        times (None when there is no map, or when the lift is rebuilt per position)."""
+        return self.invlip.lift_weight() if self.invlip is not None and self.top_k is None else None
 
     def base_logits(self, h: torch.Tensor) -> torch.Tensor:
         """The part of the logits that does not see z directly: (..., H) -> (..., V)."""
@@ -160,16 +169,34 @@ class OutputHead(nn.Module):
             return F.linear(self.proj(h), self._tied[0].weight, self.bias)
         return self.output(h)
 
-    def latent_logits(self, h: torch.Tensor, z: torch.Tensor, lift: torch.Tensor | None = None) -> torch.Tensor:
-        """f([P h; z]) for ``invlip``; h (..., T, H) and z (..., d) broadcast over leading dims."""
-        state = self.state_proj(self.dropout(h))  # (..., T, k)
+    def add_latent(self, base: torch.Tensor, h: torch.Tensor, z: torch.Tensor,
+                   lift: torch.Tensor | None = None) -> torch.Tensor:
+        """``base`` logits plus f([P h; z]) for ``invlip``.
+
+        Args:
+            base: (..., T, V) :meth:`base_logits` of ``h``.
+            h: (..., T, H) decoder states; ``z`` (..., d). Leading dims broadcast, so one
+                prefix (B, 1, T, .) can be scored under K latents (B, K, d).
+            lift: :meth:`lift`, when the caller has it already.
+        """
+        state = self.state_proj(self.dropout(h))  # (..., T, s)
         z = z.unsqueeze(-2).to(state.dtype)  # (..., 1, d)
-        shape = torch.broadcast_shapes(state.shape[:-1], z.shape[:-1])
-        u = torch.cat([state.expand(*shape, -1), z.expand(*shape, -1)], dim=-1)
-        return self.invlip(u, lift)
+        if self.state_in_lift:  # the map's input and output are [P h; z]
+            shape = torch.broadcast_shapes(state.shape[:-1], z.shape[:-1])
+            u, context = torch.cat([state.expand(*shape, -1), z.expand(*shape, -1)], dim=-1), None
+        else:  # only z is mapped; P h conditions psi
+            u, context = z, state
+        if self.top_k is None:
+            return base + self.invlip(u, lift, context)
+        # The rows are chosen from the z-free logits, so for a fixed prefix they are the same
+        # whatever z is: the bound holds on a fixed set of tokens that carry the mass.
+        rows = base.detach().topk(self.top_k, dim=-1).indices  # (..., T, k)
+        delta = self.invlip.forward_rows(u, rows, context)  # (..., T, k)
+        shape = torch.broadcast_shapes(base.shape[:-1], delta.shape[:-1])
+        return base.expand(*shape, -1).scatter_add(-1, rows.expand(*shape, -1), delta.to(base.dtype))
 
     def forward(self, h: torch.Tensor, z: torch.Tensor | None, lift: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.base_logits(h)
         if self.invlip is not None:
-            logits = logits + self.latent_logits(h, z, lift)
+            logits = self.add_latent(logits, h, z, lift)
         return logits

@@ -77,19 +77,20 @@ class ICNN(nn.Module):
         """psi(u), shape (...,)."""
         return F.softplus(self._pre_activations(u)[-1]) @ F.softplus(self.output_raw)
 
-    def gradient(self, u: torch.Tensor) -> torch.Tensor:
-        """grad psi(u) in closed form, shape (..., in_features).
+    def gradient(self, u: torch.Tensor, skip: int = 0) -> torch.Tensor:
+        """grad psi(u) in closed form w.r.t. u[..., skip:], shape (..., in_features - skip).
 
         Back-propagation written out: delta_K = a * softplus'(s_K),
         delta_k = (U_k^T delta_{k+1}) * softplus'(s_k), grad = sum_k W_k^T delta_k,
-        with softplus' = sigmoid.
+        with softplus' = sigmoid. ``skip`` leading coordinates are treated as a context
+        whose gradient is not wanted (only the columns of W_k after them are used).
         """
         pre = self._pre_activations(u)
         delta = torch.sigmoid(pre[-1]) * F.softplus(self.output_raw)
-        grad = delta @ self.input_weights[-1]
+        grad = delta @ self.input_weights[-1][:, skip:]
         for k in range(len(pre) - 2, -1, -1):
             delta = (delta @ F.softplus(self.hidden_raw[k])) * torch.sigmoid(pre[k])
-            grad = grad + delta @ self.input_weights[k]
+            grad = grad + delta @ self.input_weights[k][:, skip:]
         return grad
 
 
@@ -98,6 +99,14 @@ class InverseLipschitzMap(nn.Module):
 
     f = B o g with g(u) = grad psi(u) + L u (psi an :class:`ICNN`) and B = s Q, where Q
     has orthonormal columns (a reduced QR factor of a free matrix) and s = 1 + softplus(r) >= 1.
+
+    With ``context_features`` c > 0 the map is conditioned on a context vector x (a decoder
+    state): g(u; x) = grad_u psi([x; u]) + L u. psi is convex in [x; u] jointly, hence in
+    u for every fixed x, so for a fixed context the same bound holds, and the lift needs
+    only in_features columns however wide the context is. ``rotations`` r > 0 then turns
+    g by an orthogonal matrix R(x), a product of r Householder reflections whose vectors
+    are linear in x: f = B R(x) g. A gradient map has a symmetric Jacobian and cannot
+    rotate; R(x) can, differently for every context, and it changes no length.
 
     Args:
         in_features: Dimension of u.
@@ -123,8 +132,12 @@ class InverseLipschitzMap(nn.Module):
         num_layers: int = 2,
         center: bool = False,
         learn_lift: bool = False,
+        context_features: int = 0,
+        rotations: int = 0,
     ):
         super().__init__()
+        if rotations and not context_features:
+            raise ValueError("rotations need a context (context_features > 0)")
         if out_features < in_features + int(center):
             raise ValueError(
                 f"an injective lift needs out_features >= in_features{' + 1 when centred' if center else ''}, "
@@ -134,7 +147,9 @@ class InverseLipschitzMap(nn.Module):
         self.out_features = out_features
         self.center = center
         self.set_lipschitz(lipschitz)
-        self.psi = ICNN(in_features, hidden_size, num_layers)
+        self.context_features = context_features
+        self.psi = ICNN(context_features + in_features, hidden_size, num_layers)
+        self.reflections = nn.Linear(context_features, rotations * in_features) if rotations else None
         self.learn_lift = learn_lift
         if learn_lift:
             self.lift_raw = nn.Parameter(torch.empty(out_features, in_features))
@@ -172,7 +187,7 @@ class InverseLipschitzMap(nn.Module):
         if raw.dtype in (torch.float16, torch.bfloat16):
             raw = raw.float()
         if self.center:
-            raw = raw - raw.mean(dim=0, keepdim=True)
+            raw = raw - raw.mean(dim=-2, keepdim=True)
         # QR in float32 even under autocast: orthonormality is the guarantee.
         with torch.autocast(device_type=raw.device.type, enabled=False):
             q, _ = torch.linalg.qr(raw, mode="reduced")
@@ -210,12 +225,48 @@ class InverseLipschitzMap(nn.Module):
             raise ValueError(f"the stored inverse-Lipschitz lift is not orthonormal{' and centred' if self.center else ''} "
                              f"(error {error:.3g} > {tolerance:g}); the guarantee would not hold")
 
-    def inner(self, u: torch.Tensor) -> torch.Tensor:
-        """g(u) = grad psi(u) + L u, shape (..., in_features)."""
+    def forward_rows(self, u: torch.Tensor, rows: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """f restricted to the output coordinates ``rows``, with the lift re-orthonormalised there.
+
+        ``rows`` (..., k) picks k >= in_features (+1 when centred) outputs per input; the
+        lift is the reduced QR factor of ``lift_raw[rows]`` (centred over the k rows when
+        ``center``), scaled by s. Its columns are orthonormal within those rows and zero
+        elsewhere, so on them ``||f(u) - f(v)|| >= s L ||u - v||`` holds exactly as for the
+        full lift; with ``center`` the change is orthogonal to the all-ones vector of the k
+        rows. Shapes: ``u`` (..., in_features) and ``rows`` broadcast over their leading
+        dimensions; returns (..., k), the values at ``rows``.
+        """
+        if rows.shape[-1] < self.in_features + int(self.center):
+            raise ValueError(f"forward_rows needs at least {self.in_features + int(self.center)} rows, "
+                             f"got {rows.shape[-1]}")
+        q = self._orthonormalise(self.lift_raw[rows])  # (..., k, in_features)
+        g = self.inner(u, context)
+        return self.scale * (q.to(g.dtype) @ g.unsqueeze(-1)).squeeze(-1)
+
+    def inner(self, u: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """g(u; x) = grad_u psi([x; u]) + L u, shape (..., in_features); ``context`` (..., c)."""
+        if self.context_features:
+            if context is None:
+                raise ValueError(f"this map is conditioned on a context of {self.context_features} features")
+            shape = torch.broadcast_shapes(context.shape[:-1], u.shape[:-1])
+            u = u.expand(*shape, -1)
+            context = context.to(u.dtype).expand(*shape, -1)
+            g = self.psi.gradient(torch.cat([context, u], dim=-1), skip=self.context_features) + self.lipschitz * u
+            return g if self.reflections is None else self.rotate(g, context)
         return self.psi.gradient(u) + self.lipschitz * u
 
-    def forward(self, u: torch.Tensor, lift: torch.Tensor | None = None) -> torch.Tensor:
+    def rotate(self, g: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """R(x) g with R(x) = H_r ... H_1, H_i = I - 2 v_i v_i^T / ||v_i||^2, v_i linear in x."""
+        vectors = self.reflections(context).unflatten(-1, (-1, self.in_features))  # (..., r, d)
+        vectors = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        for i in range(vectors.shape[-2]):
+            v = vectors[..., i, :]
+            g = g - 2.0 * v * (v * g).sum(-1, keepdim=True)
+        return g
+
+    def forward(self, u: torch.Tensor, lift: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         """f(u), shape (..., out_features). ``lift`` lets a caller reuse one B for many calls."""
         lift = self.lift_weight() if lift is None else lift
-        g = self.inner(u)
+        g = self.inner(u, context)
         return F.linear(g, lift.to(g.dtype))

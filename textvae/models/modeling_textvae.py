@@ -255,13 +255,18 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
                 hidden = self.decoder(inputs.repeat_interleave(k, 0), flat).view(batch, k, inputs.shape[1], -1)
                 logits = self.head(hidden, zs, lift)
             elif self.head.invlip is not None:
-                logits = base + self.head.latent_logits(shared, zs, lift)
+                logits = self.head.add_latent(base, shared, zs, lift)
             else:
                 logits = base
             logits = logits.expand(batch, k, *logits.shape[2:])
             out.append(self._sequence_log_likelihood(logits, targets.unsqueeze(1).expand(-1, k, -1), mask.unsqueeze(1)))
         result = torch.cat(out, dim=1)
         return result[:, 0] if single else result
+
+    def prefix_logits(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """Teacher-forced next-token logits: (B, T) ``<bos> ... <eos>`` ids, (B, d) z -> (B, T-1, V)."""
+        inputs = input_ids[:, :-1]
+        return self.head(self.decoder(inputs, z), z)
 
     def next_token_logits(self, tokens: torch.Tensor, z: torch.Tensor | None, state, lift: torch.Tensor | None = None):
         """One decoding step: (B,) previous tokens -> (B, V) logits and the new decoder state."""
