@@ -177,14 +177,14 @@ def test_lift_must_be_injective():
 class _WithoutLinearTerm(InverseLipschitzMap):
     """g(u) = grad psi(u): no ``L u``; grad psi saturates, so far-apart points collide."""
 
-    def inner(self, u):
+    def inner(self, u, context=None):
         return self.psi.gradient(u)
 
 
 class _ConcavePsi(InverseLipschitzMap):
     """psi replaced by the concave -5 psi: g = L u - 5 grad psi folds back on itself."""
 
-    def inner(self, u):
+    def inner(self, u, context=None):
         return self.lipschitz * u - 5 * self.psi.gradient(u)
 
 
@@ -205,7 +205,7 @@ class _NegativeHiddenWeights(InverseLipschitzMap):
         with torch.no_grad():
             self.psi.output_raw.fill_(3.0)
 
-    def inner(self, u):
+    def inner(self, u, context=None):
         return autograd_gradient(self.psi, u) + self.lipschitz * u
 
 
@@ -259,3 +259,56 @@ def test_map_trains_under_bf16_autocast_on_cpu():
     loss.backward()
     grads = [p.grad for p in fmap.parameters()]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+
+
+# ------------------------------------------------------- context, rotations and row subsets
+
+
+def test_icnn_gradient_with_a_skipped_context_is_the_tail_of_the_full_gradient():
+    torch.manual_seed(0)
+    psi = ICNN(7, 10, 3).double()
+    perturb_parameters(psi, 1.0, seed=1)
+    u = torch.randn(6, 7, dtype=torch.float64)
+    torch.testing.assert_close(psi.gradient(u, skip=3), psi.gradient(u)[:, 3:])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), rotations=st.integers(0, 5), lipschitz=st.floats(0.1, 8.0),
+       param_scale=st.sampled_from([0.0, 1.0, 3.0]), point_scale=st.sampled_from([0.01, 1.0, 30.0]))
+def test_map_conditioned_on_a_context_is_inverse_lipschitz_for_every_fixed_context(
+        seed, rotations, lipschitz, param_scale, point_scale):
+    torch.manual_seed(seed)
+    with default_dtype(torch.float64):
+        fmap = InverseLipschitzMap(4, 30, lipschitz, 12, 2, center=True, context_features=5, rotations=rotations)
+    perturb_parameters(fmap, param_scale, seed)
+    generator = torch.Generator().manual_seed(seed)
+    context = 3 * torch.randn(16, 1, 5, generator=generator, dtype=torch.float64)
+    u = point_scale * torch.randn(16, 6, 4, generator=generator, dtype=torch.float64)
+    v = u + point_scale * torch.randn(16, 6, 4, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        lhs = (fmap(u, context=context) - fmap(v, context=context)).norm(dim=-1)
+    assert bool((lhs >= fmap.lower_bound() * (u - v).norm(dim=-1) * (1 - 1e-9)).all())
+
+
+def test_a_context_map_refuses_to_run_without_its_context():
+    fmap = InverseLipschitzMap(3, 10, 1.0, 4, 1, context_features=2)
+    with pytest.raises(ValueError, match="context"):
+        fmap(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_rows_map_is_inverse_lipschitz_and_centred_on_the_chosen_rows(center):
+    torch.manual_seed(3)
+    with default_dtype(torch.float64):
+        fmap = InverseLipschitzMap(4, 50, 2.5, 8, 2, center=center, learn_lift=True)
+    perturb_parameters(fmap, 1.0, seed=4)
+    rows = torch.stack([torch.randperm(50)[:9] for _ in range(12)])  # (12, k)
+    u, v = torch.randn(12, 4, dtype=torch.float64), torch.randn(12, 4, dtype=torch.float64)
+    with torch.no_grad():
+        diff = fmap.forward_rows(u, rows) - fmap.forward_rows(v, rows)
+    assert diff.shape == (12, 9)
+    assert bool((diff.norm(dim=-1) >= fmap.lower_bound() * (u - v).norm(dim=-1) * (1 - 1e-9)).all())
+    if center:
+        torch.testing.assert_close(diff.sum(-1), torch.zeros(12, dtype=torch.float64), rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="rows"):
+        fmap.forward_rows(u, rows[:, :4 + int(center) - 1])
