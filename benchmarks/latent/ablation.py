@@ -51,6 +51,19 @@ ROWS: dict[str, list[str]] = {
     "ctx-rot8-plausible-k24-L4": ["model.invlip_state_in_lift=false", "model.invlip_state_size=64",
                                   "model.invlip_rotations=8", "model.invlip_lift=plausible",
                                   "model.invlip_top_k=24", "model.lipschitz=4"],
+    # capacity, encoder and schedule, on the frozen design
+    "frozen-L4-15ep": ["model.lipschitz=4", "train.epochs=15"],
+    "frozen-L4-bienc": ["model.lipschitz=4", "model.encoder_bidirectional=true"],
+    "frozen-L4-wide": ["model.lipschitz=4", "model.invlip_state_size=64", "model.icnn_hidden_size=256"],
+    "frozen-L4-klanneal": ["model.lipschitz=4", "objective.kl_schedule=linear", "objective.kl_start=0.0",
+                           "objective.kl_warmup_steps=1000"],
+    "frozen-L4-Lanneal": ["model.lipschitz=4", "objective.lipschitz_start=0.5", "objective.lipschitz_warmup_steps=1000"],
+    "frozen-L4-both-anneal": ["model.lipschitz=4", "objective.kl_schedule=linear", "objective.kl_start=0.0",
+                              "objective.kl_warmup_steps=1000", "objective.lipschitz_start=0.5",
+                              "objective.lipschitz_warmup_steps=1000"],
+    # LIDVAE's text decoder: a trained lift and a second Brenier map on the vocabulary
+    "lidvae-L4": ["model.lipschitz=4", "model.invlip_lift=learned", "model.invlip_outer_map=true"],
+    "frozen-outer-L4": ["model.lipschitz=4", "model.invlip_outer_map=true"],
 }
 PROBED = ("subject", "verb", "object")
 

@@ -65,7 +65,8 @@ def assert_bounded_below(model: TextVAEModel, bound: float, seed: int = 0) -> to
 @pytest.mark.parametrize("perturbed", [False, True])
 @pytest.mark.parametrize("lift", ["frozen", "learned", "plausible"])
 @pytest.mark.parametrize("design", [{}, {"invlip_state_in_lift": False, "invlip_state_size": 6},
-                                    {"invlip_state_in_lift": False, "invlip_state_size": 6, "invlip_rotations": 3}])
+                                    {"invlip_state_in_lift": False, "invlip_state_size": 6, "invlip_rotations": 3},
+                                    {"invlip_outer_map": True}])
 def test_invlip_decoder_logits_move_at_least_bound_times_z(decoder, lipschitz, perturbed, lift, design):
     model = tiny_model(1, decoder_type=decoder, lipschitz=lipschitz, invlip_lift=lift, invlip_top_k=12, **design)
     if perturbed:  # any weights, not only the init: the bound is structural

@@ -60,6 +60,9 @@ class TextVAEConfig(PretrainedConfig):
         invlip_rotations: With ``invlip_state_in_lift=False``: turn g by an orthogonal
             matrix built from the decoder state (this many Householder reflections), so z
             can act in a different direction at every position; 0 = none.
+        invlip_outer_map: Pass the logits through a second Brenier map on the vocabulary
+            (``grad psi_2(v) + v``, psi_2 an ICNN of the same width and depth), as LIDVAE's
+            text decoder does (Wang et al. 2021); the bound is kept.
     """
 
     model_type = "textvae"
@@ -95,6 +98,7 @@ class TextVAEConfig(PretrainedConfig):
         invlip_top_k: int = 64,
         invlip_state_in_lift: bool = True,
         invlip_rotations: int = 0,
+        invlip_outer_map: bool = False,
         **kwargs,
     ):
         if kwargs.pop("invlip_learn_lift", False):  # configs saved before invlip_lift existed
@@ -153,6 +157,7 @@ class TextVAEConfig(PretrainedConfig):
         self.invlip_top_k = invlip_top_k
         self.invlip_state_in_lift = invlip_state_in_lift
         self.invlip_rotations = invlip_rotations
+        self.invlip_outer_map = invlip_outer_map
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from textvae.models.configuration_textvae import TextVAEConfig
-from textvae.models.invlip import InverseLipschitzMap
+from textvae.models.invlip import ICNN, InverseLipschitzMap
 from textvae.models.transformer import KVCache, TransformerStack
 
 
@@ -156,6 +156,10 @@ class OutputHead(nn.Module):
                 rotations=config.invlip_rotations,
             )
         self.top_k = config.invlip_top_k if config.invlip_lift == "plausible" else None
+        # LIDVAE's second Brenier map (Wang et al. 2021) on the vocabulary-sized vector:
+        # logits = grad psi_2(v) + v with v = W h + f([P h; z]).
+        self.outer = ICNN(config.vocab_size, config.icnn_hidden_size, config.icnn_layers) \
+            if config.latent_path == "invlip" and config.invlip_outer_map else None
 
     def lift(self) -> torch.Tensor | None:
         """The global ``invlip`` lift B, computed once for callers that evaluate the head many
@@ -187,13 +191,19 @@ class OutputHead(nn.Module):
         else:  # only z is mapped; P h conditions psi
             u, context = z, state
         if self.top_k is None:
-            return base + self.invlip(u, lift, context)
-        # The rows are chosen from the z-free logits, so for a fixed prefix they are the same
-        # whatever z is: the bound holds on a fixed set of tokens that carry the mass.
-        rows = base.detach().topk(self.top_k, dim=-1).indices  # (..., T, k)
-        delta = self.invlip.forward_rows(u, rows, context)  # (..., T, k)
-        shape = torch.broadcast_shapes(base.shape[:-1], delta.shape[:-1])
-        return base.expand(*shape, -1).scatter_add(-1, rows.expand(*shape, -1), delta.to(base.dtype))
+            logits = base + self.invlip(u, lift, context)
+        else:
+            # The rows are chosen from the z-free logits, so for a fixed prefix they are the same
+            # whatever z is: the bound holds on a fixed set of tokens that carry the mass.
+            rows = base.detach().topk(self.top_k, dim=-1).indices  # (..., T, k)
+            delta = self.invlip.forward_rows(u, rows, context)  # (..., T, k)
+            shape = torch.broadcast_shapes(base.shape[:-1], delta.shape[:-1])
+            logits = base.expand(*shape, -1).scatter_add(-1, rows.expand(*shape, -1), delta.to(base.dtype))
+        if self.outer is not None:
+            # For a fixed prefix the inner change is centred, and grad psi_2 is monotone, so
+            # <center(out1 - out2), in1 - in2> >= ||in1 - in2||^2: the bound carries over.
+            logits = self.outer.gradient(logits) + logits
+        return logits
 
     def forward(self, h: torch.Tensor, z: torch.Tensor | None, lift: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.base_logits(h)
