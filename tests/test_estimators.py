@@ -13,9 +13,11 @@ from textvae.estimators import (
     active_units_from_sums,
     corpus_bleu,
     count_predicted_tokens,
+    gaussian_kl_per_dim,
     gaussian_log_density,
     iw_log_likelihood,
     kl_per_dimension,
+    latent_warning,
     mutual_information,
     perplexity,
     standard_normal_log_density,
@@ -276,3 +278,45 @@ def test_token_matches_count_only_masked_positions():
     target = torch.tensor([[5, 1, 7, 9], [8, 9, 0, 4]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0]])
     assert token_matches(pred, target, mask) == (5, 6)
+
+
+# --------------------------------------------------------------------------- KL without MI
+
+
+def narrow_posteriors(means: torch.Tensor, logvar: float = -8.0) -> tuple[torch.Tensor, torch.Tensor]:
+    return means, torch.full_like(means, logvar)
+
+
+def test_narrow_posteriors_at_two_places_are_kl_without_mi_and_warned():
+    """Two clusters of very narrow posteriors: ~14 nats of KL buy at most log 2 of MI."""
+    generator = torch.Generator().manual_seed(0)
+    signs = torch.randint(0, 2, (500, 1), generator=generator).double() * 2 - 1
+    mu, logvar = narrow_posteriors(0.5 * signs.expand(-1, 4).clone())
+    kl = float(gaussian_kl_per_dim(mu, logvar).sum(-1).mean())
+    mi = mutual_information(mu, logvar, generator=torch.Generator().manual_seed(1))
+    count, _ = active_units(mu)
+    assert kl > 14 and mi == pytest.approx(math.log(2), abs=0.01) and count == 4
+    warning = latent_warning(kl, mi, count, 500)
+    assert warning is not None and warning.startswith("KL without MI")
+
+
+def test_identical_narrow_posteriors_have_no_active_unit_and_are_warned():
+    mu, logvar = narrow_posteriors(torch.zeros(300, 4, dtype=torch.float64))
+    kl = float(gaussian_kl_per_dim(mu, logvar).sum(-1).mean())
+    count, _ = active_units(mu)
+    assert kl > 10 and count == 0
+    assert latent_warning(kl, 0.0, count, 300).startswith("no active unit")
+
+
+def test_a_code_whose_kl_is_its_information_is_not_warned():
+    generator = torch.Generator().manual_seed(2)
+    mu, logvar = narrow_posteriors(torch.randn(2000, 2, generator=generator, dtype=torch.float64), logvar=-1.0)
+    kl = float(gaussian_kl_per_dim(mu, logvar).sum(-1).mean())
+    mi = mutual_information(mu, logvar, generator=torch.Generator().manual_seed(3))
+    assert latent_warning(kl, mi, active_units(mu)[0], 2000) is None
+
+
+def test_an_mi_estimate_at_its_log_n_ceiling_is_not_called_kl_without_mi():
+    """With N sentences the estimate cannot exceed log N: a large KL beside it is not evidence."""
+    assert latent_warning(kl=30.0, mi=math.log(1000) - 0.5, active=16, num_sentences=1000) is None
+    assert latent_warning(kl=30.0, mi=math.log(1000) - 1.5, active=16, num_sentences=1000) is not None

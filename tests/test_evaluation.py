@@ -3,6 +3,7 @@ exact NLL without a latent, and the invariances the protocol relies on."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 
@@ -230,3 +231,29 @@ def test_markdown_report_is_a_single_table_with_every_headline_number(used_model
                   "Token accuracy (teacher-forced", "BLEU"):
         assert label in table
     assert f"{results['ppl_iw']:.4g}" in table
+
+
+@torch.no_grad()
+def test_identical_narrow_posteriors_pay_kl_without_mi_and_evaluate_warns(used_model):
+    """Collapse in disguise: q(z|x) = N(0, e^-6) for every sentence -- KL ~ 10 nats, MI 0."""
+    model, sentences = copy.deepcopy(used_model[0]), used_model[1]
+    layer = model.posterior.to_params
+    d = model.config.latent_size
+    layer.weight.zero_()
+    layer.bias[:d], layer.bias[d:] = 0.0, -6.0
+    results = evaluate(model, sentences, iw_samples=4, bleu=False, progress=False)
+    assert results["kl"] > 9 and results["mi_split"] < 0.05 and results["active_units"] == 0
+    assert len(results["warnings"]) == 1 and results["warnings"][0].startswith("no active unit")
+
+
+def test_an_informative_code_is_not_warned_and_moves_predictions_more_under_the_prior(used_model):
+    model, sentences = used_model
+    results = evaluate(model, sentences, iw_samples=4, bleu=False, progress=False)
+    assert results["warnings"] == []
+    assert 0.0 <= results["next_token_tv_posterior"] < results["next_token_tv_prior"] <= 1.0
+
+
+def test_a_language_model_reports_no_next_token_tv_and_no_warning():
+    model = TextVAEModel(TextVAEConfig(vocab_size=6, embedding_size=8, hidden_size=16, latent_path="none")).eval()
+    results = evaluate(model, SENTENCES, iw_samples=4, bleu=False, progress=False)
+    assert "next_token_tv_posterior" not in results and results["warnings"] == []

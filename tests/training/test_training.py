@@ -270,3 +270,18 @@ def test_gradient_accumulation_takes_one_step_per_grad_accum_batches(tiny_overri
     assert [r["step"] for r in read_metrics(run_dir, "train")] == [1, 2, 3, 4, 5, 6]
     assert state["tokens_seen"] == sum(len(line.split()) + 1 for line in
                                        (Path(tiny_overrides[0].split("=", 1)[1]) / "train.txt").read_text().splitlines()[:384])
+
+
+def test_validation_logs_and_prints_a_warning_for_kl_without_mi(tiny_overrides, monkeypatch, capsys):
+    """Posteriors narrow and identical for every sentence: KL is paid, nothing is said."""
+    from textvae.models.encoders import GaussianPosterior
+
+    def same_narrow_posterior(self, input_ids, attention_mask):
+        mu, logvar = self.to_params(self.encoder(input_ids, attention_mask)).chunk(2, dim=-1)
+        return mu * 0.0, logvar * 0.0 - 6.0
+
+    monkeypatch.setattr(GaussianPosterior, "forward", same_narrow_posterior)
+    run_dir = run([*tiny_overrides, "train.max_steps=4", "train.eval_every=2"])
+    valid = read_metrics(run_dir, "valid")
+    assert all(r["warning"].startswith("no active unit") for r in valid) and all(r["mi"] < 0.05 for r in valid)
+    assert "warning: step 4: no active unit" in capsys.readouterr().out
