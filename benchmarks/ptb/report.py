@@ -73,7 +73,7 @@ def plot_kl_mi(results: list[dict], path: Path) -> bool:
 
 
 def render(results: list[dict], interpolations: dict[str, str], *, invocation: str, size: str, iw_samples: int,
-           hardware: str, date: str, seed: int, max_sentences: int | None) -> str:
+           hardware: str, date: str, seed: int, max_sentences: int | None, plot_name: str = "kl_mi_vs_L.png") -> str:
     head = "| model | " + " | ".join(h for h, _, _ in COLUMNS) + " | train (s) | eval (s) | commit | command |"
     rule = "|" + "---|" * (len(COLUMNS) + 5)
     body = [
@@ -86,7 +86,7 @@ def render(results: list[dict], interpolations: dict[str, str], *, invocation: s
         f"\n**Reduced size (`--size {size}`)**: no GPU was lent to this run, so the same recipes ran with "
         "smaller networks and much shorter training on a CPU (overrides in each command; the models are far from converged). The literature-size run "
         "is `python benchmarks/ptb/run.py` on a GPU.\n")
-    plot = Path(__file__).with_name("kl_mi_vs_L.png")
+    plot = Path(__file__).with_name(plot_name)
     plotted = plot_kl_mi(results, plot)
     parts = [
         "# PTB results\n",

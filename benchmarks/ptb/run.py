@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--out-dir", default="runs/ptb-bench")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="rows trained at the same time (CPU: one per core)")
+    parser.add_argument("--report", default="benchmarks/RESULTS.md",
+                        help="the Markdown report to write (relative to the repository)")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild RESULTS.md from results.json and each run's test.json (after re-evaluating)")
     args = parser.parse_args()
@@ -159,8 +161,10 @@ def write_report(results: list[dict], interpolations: dict[str, str], args: argp
     from report import render  # the script's own folder is on sys.path
 
     text = render(results, interpolations, invocation=args.invocation, size=args.size, iw_samples=args.iw_samples, hardware=hardware(),
-                  date=datetime.date.today().isoformat(), seed=args.seed, max_sentences=args.max_sentences)
-    (REPO / "benchmarks" / "RESULTS.md").write_text(text)
+                  date=datetime.date.today().isoformat(), seed=args.seed, max_sentences=args.max_sentences,
+                  plot_name=f"{Path(args.report).stem.lower()}-kl_mi_vs_L.png" if args.report != "benchmarks/RESULTS.md"
+                  else "kl_mi_vs_L.png")
+    (REPO / args.report).write_text(text)
     print(text)
 
 
