@@ -14,6 +14,11 @@ estimated (the protocol dict travels with the numbers into ``evaluation.json``):
 * **Reconstruction**: teacher-forced argmax token accuracy at z = mu, and corpus BLEU and
   exact-match rate of greedy reconstructions from mu.
 * **Factor probes** (:mod:`textvae.probing`) when the split has known factors.
+* **Next-token TV**: how far apart the next-token distributions on the true prefix lie
+  under two posterior samples, beside the same for two prior samples -- the effect of z
+  in distribution space, where a logit-space guarantee may not be felt.
+* **Warnings**: KL without MI (``KL > 2 MI + 1``) or no active unit
+  (:func:`textvae.estimators.latent_warning`).
 
 A ``latent_path="none"`` model is a language model: log p(x) is exact, so one "sample"
 is used whatever K says, and KL/MI/AU are 0 by definition.

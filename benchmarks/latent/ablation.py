@@ -68,6 +68,7 @@ ROWS: dict[str, list[str]] = {
     "frozen-d128-L3": ["model.lipschitz=3", "model.latent_size=128"],
     "ctx-d128-L2": ["model.lipschitz=2", "model.latent_size=128", "model.invlip_state_in_lift=false",
                     "model.invlip_state_size=64"],
+    "frozen-d64-L6": ["model.lipschitz=6", "model.latent_size=64"],
     "frozen-d64-L3-15ep": ["model.lipschitz=3", "model.latent_size=64", "train.epochs=15"],
     "frozen-d64-L2.5-15ep": ["model.lipschitz=2.5", "model.latent_size=64", "train.epochs=15"],
     "ctx-rot8-d64-L3": ["model.lipschitz=3", "model.latent_size=64", "model.invlip_state_in_lift=false",
