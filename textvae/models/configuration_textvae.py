@@ -44,6 +44,9 @@ class TextVAEConfig(PretrainedConfig):
         invlip_learn_lift: Train the orthonormal lift into logit space. Off by default: a
             trained lift learns to aim z's influence at tokens that are already impossible,
             which keeps the logit guarantee but makes the distributions alike again.
+        posterior_bn_gamma: BN-VAE (Zhu et al. 2020): batch-normalise the posterior mean with
+            this fixed scale gamma, which bounds the batch-mean KL below by about
+            ``latent_size * gamma**2 / 2`` nats. None (default) leaves mu as the encoder gives it.
     """
 
     model_type = "textvae"
@@ -76,6 +79,7 @@ class TextVAEConfig(PretrainedConfig):
         icnn_layers: int = 2,
         invlip_condition_input: bool = False,
         invlip_learn_lift: bool = False,
+        posterior_bn_gamma: float | None = None,
         **kwargs,
     ):
         for name, value, allowed in (
@@ -99,6 +103,8 @@ class TextVAEConfig(PretrainedConfig):
             raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_attention_heads ({num_attention_heads})")
         if lipschitz < 0:
             raise ValueError(f"lipschitz must be >= 0, got {lipschitz}")
+        if posterior_bn_gamma is not None and posterior_bn_gamma <= 0:
+            raise ValueError(f"posterior_bn_gamma must be > 0 (or None), got {posterior_bn_gamma}")
         self.vocab_size = vocab_size
         self.unk_token_id = unk_token_id
         self.embedding_size = embedding_size
@@ -121,6 +127,7 @@ class TextVAEConfig(PretrainedConfig):
         self.icnn_layers = icnn_layers
         self.invlip_condition_input = invlip_condition_input
         self.invlip_learn_lift = invlip_learn_lift
+        self.posterior_bn_gamma = None if posterior_bn_gamma is None else float(posterior_bn_gamma)
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
