@@ -144,8 +144,9 @@ def validate(
 
     MI is He et al. (2019)'s ``calc_mi``: q(z) from each validation batch, averaged over
     the batches (:func:`~textvae.estimators.mutual_information` with ``batch_mi``); it is
-    what the aggressive phase is switched off by. Runs on a forked RNG with a fixed seed: validation numbers are reproducible and
-    validating never changes the training trajectory (exact resume depends on it).
+    what switches the aggressive phase off. Runs on a forked RNG with a fixed seed:
+    validation numbers are reproducible and validating never changes the training
+    trajectory (exact resume depends on it).
     """
     model.eval()
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -282,6 +283,9 @@ def train(recipe: Recipe) -> Path:
     draw = StepBatches(batch_stream(train_loader, state, accelerator.device), cfg.grad_accum)
     clip = recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf
 
+    def backward(micro_batches: list[dict]) -> tuple[ObjectiveTerms, float, int]:  # at the current step
+        return accumulate_gradients(model, objective, micro_batches, state.step, accelerator)
+
     def clip_and_step(frozen: list[torch.nn.Parameter]) -> None:
         accelerator.clip_grad_norm_(model.parameters(), clip)
         step_except(optimizer, frozen)
@@ -298,10 +302,6 @@ def train(recipe: Recipe) -> Path:
             raw_model.set_lipschitz(lipschitz)
         draw.epoch_ended = False
         batches = draw()
-
-        def backward(micro_batches: list[dict]) -> tuple[ObjectiveTerms, float, int]:
-            return accumulate_gradients(model, objective, micro_batches, state.step, accelerator)
-
         encoder_steps = 0
         if aggressive.active:  # He et al.: the encoder catches up before the decoder steps
             encoder_steps = encoder_updates(raw_model, lambda b: backward(b)[1:], batches, draw, clip_and_step,

@@ -2,7 +2,6 @@
 pretrained-encoder phase (Li et al. 2019), each resumable mid-phase."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import textvae.training as training
-from tests.training.conftest import REPO
+from tests.training.conftest import REPO, assert_same_weights, copy_with_one_checkpoint
 from textvae.aggressive import encoder_parameters
 from textvae.errors import TextVAEError
 from textvae.recipe import load_recipe
@@ -126,16 +125,9 @@ def test_resume_inside_a_phase_matches_the_uninterrupted_run(tiny_overrides, tmp
     if aggressive_at_resume is not None:
         flags = [r["aggressive"] for r in records(reference, "train")]
         assert flags[0] == 1.0 and flags[resume_step] == aggressive_at_resume
-    resumed = tmp_path / "resumed"
-    shutil.copytree(reference, resumed)
-    for checkpoint in (resumed / "checkpoints").iterdir():
-        if checkpoint.name != f"step-{resume_step:08d}":
-            shutil.rmtree(checkpoint)
+    resumed = copy_with_one_checkpoint(reference, tmp_path / "resumed", resume_step)
     run([*common, f"output_dir={resumed}", "train.resume=auto"])
-    want = load_file(reference / "checkpoints" / "step-00000024" / "model.safetensors")
-    got = load_file(resumed / "checkpoints" / "step-00000024" / "model.safetensors")
-    for name in want:
-        assert torch.equal(want[name], got[name]), name
+    assert_same_weights(reference, resumed, 24)
     assert records(resumed, "valid") == records(reference, "valid")
 
 
