@@ -42,10 +42,10 @@ BASELINES = ["lstm-lm", "lstm-vae", "lstm-anneal", "lstm-cyclical", "lstm-freebi
 # Rows whose own schedule is counted in steps need their own reduced values (the shared ones
 # above cover the KL warm-up and cycles). lstm-pretrain-fb: half of the budget is the
 # autoencoder phase, as its recipe's 20 + 20 epochs. lstm-aggressive at cpu-small: the MI check
-# (a validation) every 50 steps, so that the aggressive phase can end inside 300 steps.
+# (a validation) every 25 steps, so that the aggressive phase can end inside 300 steps.
 ROW_SIZES = {
     "lstm-pretrain-fb": {"cpu": ["objective.pretrain_steps=1250"], "cpu-small": ["objective.pretrain_steps=150"]},
-    "lstm-aggressive": {"cpu-small": ["train.eval_every=50"]},
+    "lstm-aggressive": {"cpu-small": ["train.eval_every=25"]},
 }
 PAIR = ("the company said it expects to report a loss for the third quarter",
         "mr. smith was named chairman of the board")
