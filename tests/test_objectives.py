@@ -13,6 +13,7 @@ from textvae.errors import TextVAEError
 from textvae.objectives import (
     ConstantSchedule,
     CyclicalSchedule,
+    Delayed,
     LinearWarmup,
     Objective,
     free_bits_kl,
@@ -128,6 +129,15 @@ def test_free_bits_total_mode_gradient_switches_off_below_the_target_rate():
     assert kpd.grad.tolist() == [[1.0, 1.0]]
 
 
+def test_free_bits_sentence_mode_clamps_every_sentence_and_dimension_at_lambda_over_d():
+    # Li et al.'s fb=2: lambda = 1 nat for z, so 0.5 per dimension of each sentence.
+    kpd = torch.tensor([[0.1, 2.0], [0.7, 0.2]], requires_grad=True)
+    value = free_bits_kl(kpd, 1.0, "sentence")
+    assert value.item() == pytest.approx(((0.5 + 2.0) + (0.7 + 0.5)) / 2)
+    value.backward()
+    assert kpd.grad.tolist() == [[0.0, 0.5], [0.5, 0.0]]  # no KL gradient below lambda / d
+
+
 def test_free_bits_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode"):
         free_bits_kl(torch.zeros(1, 2), 0.5, "group")
@@ -203,6 +213,41 @@ def test_lipschitz_is_none_without_a_schedule():
     assert objective(model_lipschitz=2.0).lipschitz(0) is None
 
 
+def test_delayed_schedule_holds_its_value_then_runs_from_its_own_step_zero():
+    s = Delayed(LinearWarmup(0.1, 1.0, 10), delay=5, before=0.0)
+    assert [s(t) for t in (0, 4, 5, 10, 15)] == pytest.approx([0.0, 0.0, 0.1, 0.55, 1.0])
+
+
+def test_pretrain_steps_train_an_autoencoder_then_start_the_kl_annealing():
+    obj = objective(pretrain_steps=4, kl_schedule="linear", kl_start=0.0, kl_warmup_steps=2, free_bits=3.0,
+                    free_bits_mode="total")
+    out = make_output([-10.0], [[1.0, 1.0]], [3])
+    assert [obj(out, t).loss.item() for t in (0, 3)] == [10.0, 10.0]  # reconstruction alone, free bits too
+    assert [obj.kl_weight(t) for t in (4, 5, 6)] == [0.0, 0.5, 1.0]
+    assert [obj.pretraining(t) for t in (3, 4)] == [True, False]
+    assert [obj.starts_vae_phase(t) for t in (0, 3, 4, 5)] == [False, False, True, False]
+
+
+def test_pretraining_never_restarts_without_pretrain_steps():
+    obj = objective()
+    assert not any(obj.starts_vae_phase(t) or obj.pretraining(t) for t in range(3))
+
+
+def test_pretrain_phase_delays_the_lipschitz_warmup_too():
+    obj = objective(model_lipschitz=4.0, lipschitz_start=0.0, lipschitz_warmup_steps=4, pretrain_steps=10)
+    assert [obj.lipschitz(t) for t in (0, 9, 10, 12, 14)] == [0.0, 0.0, 0.0, 2.0, 4.0]
+
+
+def test_cyclical_schedule_spans_the_vae_phase_after_pretraining():
+    obj = objective(total_steps=100, pretrain_steps=20, kl_schedule="cyclical", kl_cycles=1, kl_cycle_ratio=1.0)
+    assert [obj.kl_weight(t) for t in (20, 60, 99)] == pytest.approx([0.0, 0.5, 79 / 80])
+
+
+def test_pretraining_for_the_whole_run_is_an_error():
+    with pytest.raises(TextVAEError, match="objective.pretrain_steps': 100 leaves no step"):
+        objective(total_steps=100, pretrain_steps=100)
+
+
 def test_word_dropout_is_exposed_from_the_config():
     assert objective(word_dropout=0.3).word_dropout == 0.3
 
@@ -229,6 +274,7 @@ def test_objective_has_no_state_that_a_checkpoint_would_need():
         ("free_bits", -0.1),
         ("word_dropout", 1.5),
         ("lipschitz_warmup_steps", -2),
+        ("pretrain_steps", -1),
     ],
 )
 def test_invalid_config_raises_naming_the_key(field, value):
@@ -256,6 +302,6 @@ def test_every_config_field_is_used_or_validated():
     known = {
         "beta", "kl_schedule", "kl_start", "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio",
         "kl_cycle_steps", "free_bits", "free_bits_mode", "word_dropout", "lipschitz_start",
-        "lipschitz_warmup_steps",
+        "lipschitz_warmup_steps", "pretrain_steps",
     }
     assert {f.name for f in dataclasses.fields(ObjectiveConfig)} == known

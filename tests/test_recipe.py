@@ -25,8 +25,10 @@ def test_every_shipped_recipe_validates_and_builds_its_parts(path):
 
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
+    recipe.check()  # the rules across sections too
     config = TextVAEConfig(**recipe.model)  # every model key is a real config option
-    Objective.from_config(recipe.objective, total_steps=1000, model_lipschitz=config.lipschitz)
+    total_steps = recipe.train.max_steps or recipe.train.epochs * 1000  # a stand-in epoch of 1,000 steps
+    Objective.from_config(recipe.objective, total_steps=total_steps, model_lipschitz=config.lipschitz)
 
 
 def test_unknown_key_is_named():

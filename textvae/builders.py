@@ -98,6 +98,12 @@ class LRSchedule:
             self.scale *= self.cfg.plateau_factor
             self.bad_validations = 0
 
+    def restart(self) -> None:
+        """Forget the plateau decay and its validations (a new training phase, Li et al. 2019)."""
+        self.scale, self.best, self.bad_validations = 1.0, math.inf, 0
+        for group, base in zip(self.per_step.optimizer.param_groups, self.per_step.base_lrs, strict=True):
+            group["lr"] = base * self.factor(self.per_step.last_epoch)
+
     def state_dict(self) -> dict:
         return {"per_step": self.per_step.state_dict(), "scale": self.scale, "best": self.best, "bad": self.bad_validations}
 

@@ -3,7 +3,8 @@
 Following fairseq's "criterion" split, :class:`~textvae.models.TextVAEModel` only
 returns raw per-sentence terms (``rec_log_likelihood``, ``kl``, ``kl_per_dim``, ...);
 everything that is a *training choice* lives here: the KL weight schedule, free bits,
-and the schedule of the inverse-Lipschitz constant L. Keeping the choices out of the
+the schedule of the inverse-Lipschitz constant L, and the autoencoder phase of Li et
+al. (2019) that precedes them. Keeping the choices out of the
 model means evaluation always sees the true ELBO, whatever trick training used.
 
 Every schedule is a pure function of the optimiser step (no internal counter), so a
@@ -103,6 +104,22 @@ class CyclicalSchedule:
         return float(self.end * min(1.0, tau / self.ratio))
 
 
+@dataclass(frozen=True)
+class Delayed:
+    """``inner`` started ``delay`` steps late, ``before`` until then.
+
+    Li et al. (2019)'s phase 2 is a fresh run of its own: its KL annealing (and the L
+    warm-up) begin when the autoencoder phase ends, not at the run's step 0.
+    """
+
+    inner: Schedule
+    delay: int
+    before: float
+
+    def __call__(self, step: int) -> float:
+        return float(self.before) if step < self.delay else self.inner(step - self.delay)
+
+
 # --------------------------------------------------------------------------- free bits
 
 
@@ -124,7 +141,9 @@ def free_bits_kl(kl_per_dim: Tensor, free_bits: float, mode: str = "dim") -> Ten
             text"; the ``fb=3`` option of their released code, which drops the term
             instead of clamping it -- same gradient). Note that the variant their paper
             reports (``fb=2``) thresholds every sentence's per-dimension KL at
-            ``lambda / d``; that is neither mode here.
+            ``lambda / d``: that is ``sentence``.
+            ``sentence`` -- Li et al.'s ``fb=2``: ``mean_b sum_j max(lambda / d, KL_bj)``;
+            lambda is for all of z, spread evenly over the dimensions of every sentence.
 
     Returns:
         () tensor, differentiable w.r.t. ``kl_per_dim``.
@@ -133,6 +152,8 @@ def free_bits_kl(kl_per_dim: Tensor, free_bits: float, mode: str = "dim") -> Ten
         raise ValueError(f"free-bits mode must be one of {FREE_BITS_MODES}, got {mode!r}")
     if mode == "dim":
         return kl_per_dim.mean(dim=0).clamp(min=free_bits).sum()
+    if mode == "sentence":
+        return kl_per_dim.clamp(min=free_bits / kl_per_dim.shape[1]).sum(dim=1).mean()
     return kl_per_dim.sum(dim=1).mean().clamp(min=free_bits)
 
 
@@ -199,7 +220,10 @@ class Objective:
     """Combines the model's raw terms into the loss for a given step.
 
     Build it with :meth:`from_config`. Stateless: ``objective(output, step)`` depends
-    only on its arguments, so nothing needs to be checkpointed.
+    only on its arguments, so nothing needs to be checkpointed. With ``pretrain_steps`` N
+    the first N steps are Li et al.'s autoencoder phase (the caller's ``kl_schedule`` is
+    already :class:`Delayed` by N with weight 0 before, so those steps optimise the
+    reconstruction alone); the trainer restarts the decoder at step N.
     """
 
     def __init__(
@@ -210,6 +234,7 @@ class Objective:
         free_bits_mode: str = "dim",
         word_dropout: float = 0.0,
         lipschitz_schedule: Schedule | None = None,
+        pretrain_steps: int = 0,
     ) -> None:
         if free_bits_mode not in FREE_BITS_MODES:
             raise ValueError(f"free_bits_mode must be one of {FREE_BITS_MODES}, got {free_bits_mode!r}")
@@ -218,6 +243,7 @@ class Objective:
         self.free_bits_mode = free_bits_mode
         self._word_dropout = float(word_dropout)
         self.lipschitz_schedule = lipschitz_schedule
+        self.pretrain_steps = int(pretrain_steps)
 
     @classmethod
     def from_config(
@@ -227,8 +253,8 @@ class Objective:
 
         Args:
             cfg: The recipe's ``objective`` section.
-            total_steps: Optimiser steps of the whole run; the span of the cyclical
-                schedule unless ``cfg.kl_cycle_steps`` is set.
+            total_steps: Optimiser steps of the whole run; less ``cfg.pretrain_steps``, the
+                span of the cyclical schedule unless ``cfg.kl_cycle_steps`` is set.
             model_lipschitz: The model's L (``model.config.lipschitz``); required when
                 ``cfg.lipschitz_start`` is set.
 
@@ -236,13 +262,16 @@ class Objective:
             TextVAEError: naming the offending ``objective.*`` key.
         """
         cfg.check()
+        if cfg.pretrain_steps > 0 and cfg.pretrain_steps >= total_steps:
+            raise TextVAEError(f"recipe key 'objective.pretrain_steps': {cfg.pretrain_steps} leaves no step of the "
+                               f"run's {total_steps} for the VAE phase")
         kl_schedule: Schedule
         if cfg.kl_schedule == "constant":
             kl_schedule = ConstantSchedule(cfg.beta)
         elif cfg.kl_schedule == "linear":
             kl_schedule = LinearWarmup(cfg.kl_start, cfg.beta, cfg.kl_warmup_steps)
         else:
-            span = cfg.kl_cycle_steps if cfg.kl_cycle_steps is not None else total_steps
+            span = cfg.kl_cycle_steps if cfg.kl_cycle_steps is not None else total_steps - cfg.pretrain_steps
             if span < 1:
                 key = "objective.kl_cycle_steps" if cfg.kl_cycle_steps is not None else "objective.kl_schedule"
                 raise TextVAEError(f"recipe key '{key}': the cyclical schedule needs >= 1 step, got {span}")
@@ -257,12 +286,17 @@ class Objective:
                 )
             lipschitz_schedule = LinearWarmup(cfg.lipschitz_start, model_lipschitz, cfg.lipschitz_warmup_steps)
 
+        if cfg.pretrain_steps > 0:
+            kl_schedule = Delayed(kl_schedule, cfg.pretrain_steps, before=0.0)
+            if lipschitz_schedule is not None:
+                lipschitz_schedule = Delayed(lipschitz_schedule, cfg.pretrain_steps, before=lipschitz_schedule(0))
         return cls(
             kl_schedule,
             free_bits=cfg.free_bits,
             free_bits_mode=cfg.free_bits_mode,
             word_dropout=cfg.word_dropout,
             lipschitz_schedule=lipschitz_schedule,
+            pretrain_steps=cfg.pretrain_steps,
         )
 
     @property
@@ -272,6 +306,14 @@ class Objective:
 
     def kl_weight(self, step: int) -> float:
         return self.kl_schedule(step)
+
+    def pretraining(self, step: int) -> bool:
+        """Whether (0-based) optimiser ``step`` belongs to the autoencoder phase."""
+        return step < self.pretrain_steps
+
+    def starts_vae_phase(self, step: int) -> bool:
+        """Whether ``step`` is the first step after an autoencoder phase (restart the decoder before it)."""
+        return self.pretrain_steps > 0 and step == self.pretrain_steps
 
     def lipschitz(self, step: int) -> float | None:
         """The L to set on the model at ``step``; None when L is not scheduled."""

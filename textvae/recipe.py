@@ -27,7 +27,7 @@ import yaml
 from textvae.errors import TextVAEError
 
 KLSchedule = Literal["constant", "linear", "cyclical"]
-FreeBitsMode = Literal["dim", "total"]
+FreeBitsMode = Literal["dim", "total", "sentence"]
 
 
 class Section:
@@ -110,15 +110,21 @@ class ObjectiveConfig(Section):
     free_bits: float = 0.0
     """Nats; 0 disables free bits."""
     free_bits_mode: FreeBitsMode = "dim"
-    """``dim`` (Kingma et al. 2016, per dimension) or ``total`` (Li et al. 2019 target rate)."""
+    """``dim`` (Kingma et al. 2016, per dimension), ``total`` (a batch-level target rate) or
+    ``sentence`` (Li et al. 2019's ``fb=2``: ``free_bits / d`` per dimension of every sentence)."""
     word_dropout: float = 0.0
     """Probability of replacing a decoder input token by ``<unk>`` (Bowman et al. 2016)."""
     lipschitz_start: float | None = None
     """If set, the inverse-Lipschitz constant L goes linearly from this to ``model.lipschitz``."""
     lipschitz_warmup_steps: int = 0
+    pretrain_steps: int = 0
+    """Li et al. (2019) phase 1: the first N steps train an autoencoder (KL weight 0); then the
+    decoder is re-initialised, the optimiser restarted, and the KL and L schedules start from
+    their step 0. 0 disables."""
 
     def rules(self) -> Iterator[tuple[str, bool, str]]:
         yield "beta", self.beta >= 0, f"must be >= 0, got {self.beta}"
+        yield "pretrain_steps", self.pretrain_steps >= 0, f"must be >= 0, got {self.pretrain_steps}"
         yield "kl_start", self.kl_start >= 0, f"must be >= 0, got {self.kl_start}"
         yield "kl_warmup_steps", self.kl_warmup_steps >= 0, f"must be >= 0, got {self.kl_warmup_steps}"
         yield "kl_cycles", self.kl_cycles >= 1, f"must be >= 1, got {self.kl_cycles}"
@@ -185,9 +191,22 @@ class TrainConfig(Section):
     overwrite: bool = False
     """Start afresh in an ``output_dir`` that holds an earlier run, deleting that run first."""
     progress: bool = True
+    aggressive: bool = False
+    """He et al. (2019) aggressive inference-network training: before each decoder step the
+    encoder alone is updated on fresh batches until the loss stops improving; switched off at
+    the first validation whose mutual information I(x; z) is not above the previous one."""
+    aggressive_max_inner_steps: int = 100
+    """Cap on the encoder-only steps before one decoder step (He et al.: 100)."""
+    aggressive_check_every: int = 15
+    """Encoder steps per window of the stopping rule: the loop stops when a window's loss per
+    token is not below the previous window's (He et al.: 15)."""
 
     def rules(self) -> Iterator[tuple[str, bool, str]]:
         yield "epochs", self.epochs >= 1, f"must be at least 1, got {self.epochs}"
+        yield ("aggressive_max_inner_steps", self.aggressive_max_inner_steps >= 1,
+               f"must be at least 1, got {self.aggressive_max_inner_steps}")
+        yield ("aggressive_check_every", self.aggressive_check_every >= 1,
+               f"must be at least 1, got {self.aggressive_check_every}")
         yield "max_steps", self.max_steps is None or self.max_steps >= 1, f"must be at least 1, got {self.max_steps}"
         yield "grad_accum", self.grad_accum >= 1, f"must be at least 1, got {self.grad_accum}"
         for key in ("eval_every", "save_every", "keep_last", "early_stopping"):
@@ -215,6 +234,10 @@ class Recipe:
         for section in (self.data, self.objective, self.optim, self.train):
             section.check()
         validate_model_section(self.model)
+        needs_encoder = [key for key, used in (("train.aggressive", self.train.aggressive),
+                                               ("objective.pretrain_steps", self.objective.pretrain_steps > 0)) if used]
+        if needs_encoder and self.model.get("latent_path") == "none":
+            raise TextVAEError(f"recipe key '{needs_encoder[0]}': needs an encoder, but model.latent_path is 'none'")
 
 
 def _check_type(value: Any, annotation: Any, key: str) -> Any:

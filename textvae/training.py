@@ -24,6 +24,7 @@ from accelerate.utils import is_tensorboard_available, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from textvae.aggressive import AggressiveInference, encoder_parameters, encoder_updates, step_except
 from textvae.atomic import write_text
 from textvae.builders import LRSchedule, build_model, build_optimizer
 from textvae.checkpointing import (
@@ -39,7 +40,7 @@ from textvae.data.pipeline import PreparedData, prepare_data
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
 from textvae.models import TextVAEModel
-from textvae.objectives import Objective
+from textvae.objectives import Objective, ObjectiveTerms
 from textvae.recipe import Recipe, TrainConfig, dump_recipe
 
 
@@ -87,21 +88,73 @@ def batch_stream(loader: DataLoader, state: TrainState, device: torch.device) ->
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, last
 
 
+class StepBatches:
+    """Draws one optimiser step's micro-batches from the stream; remembers whether an epoch ended."""
+
+    def __init__(self, stream: Iterator[tuple[dict, bool]], count: int) -> None:
+        self.stream, self.count, self.epoch_ended = stream, count, False
+
+    def __call__(self) -> list[dict]:
+        drawn = [next(self.stream) for _ in range(self.count)]
+        self.epoch_ended |= any(last for _, last in drawn)
+        return [batch for batch, _ in drawn]
+
+
+def accumulate_gradients(model: torch.nn.Module, objective: Objective, batches: list[dict], step: int,
+                         accelerator: Accelerator) -> tuple[ObjectiveTerms, float, int]:
+    """Forward and backward over one optimiser step's micro-batches (gradients averaged over them).
+
+    Returns the last micro-batch's terms, the loss summed over every sentence, and the
+    predicted tokens of all micro-batches.
+    """
+    loss_sum, tokens = 0.0, 0
+    for micro, batch in enumerate(batches):
+        sync = micro == len(batches) - 1
+        with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
+            terms = objective(model(**batch, word_dropout=objective.word_dropout), step)
+        accelerator.backward(terms.loss / len(batches))
+        loss_sum += float(terms.loss.detach()) * terms.num_sentences
+        tokens += int(terms.num_tokens)
+    return terms, loss_sum, tokens
+
+
+def restart_decoder(model: TextVAEModel, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
+                    state: TrainState) -> None:
+    """Li et al. (2019) phase 2: a fresh decoder and optimiser on the autoencoder's encoder.
+
+    Every module outside the posterior is re-initialised as a new model's would be; the
+    optimiser forgets its moments (Li et al. start phase 2 with new optimisers), and the
+    best-ELBO, early-stopping and plateau bookkeeping starts over: an autoencoder's ELBO
+    is not comparable with a VAE's.
+    """
+    encoder = {id(module) for module in model.posterior.modules()}
+    for module in model.modules():
+        if id(module) not in encoder:
+            model._init_weights(module)
+    optimizer.state.clear()
+    schedule.restart()
+    state.best_elbo, state.bad_validations = float("-inf"), 0
+
+
 @torch.no_grad()
 def validate(
     model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, max_batches: int | None, seed: int
 ) -> dict[str, float]:
-    """ELBO, reconstruction, KL, MI and active units on the validation split (all processes).
+    """ELBO, reconstruction, KL, mutual information and active units on the validation split (all processes).
 
-    Runs on a forked RNG with a fixed seed: validation numbers are reproducible and
-    validating never changes the training trajectory (exact resume depends on it). MI is
-    the whole-sample estimate over the validated sentences (capped at log of their number).
+    ``mi`` is He et al. (2019)'s ``calc_mi``: q(z) from each validation batch, averaged over
+    the batches (:func:`~textvae.estimators.mutual_information` with ``batch_mi``); it is
+    what switches the aggressive phase off. ``mi_split`` forms q(z) from every validated
+    sentence (capped at log of their number); the KL-without-MI warning reads it. Runs on
+    a forked RNG with a fixed seed: validation numbers are reproducible and validating
+    never changes the training trajectory (exact resume depends on it).
     """
     model.eval()
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # rec, kl, tokens, sentences
     mu_sum = mu_sq_sum = None
     posteriors = []
+    mi_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         loader.batch_sampler.set_epoch(0)
@@ -116,8 +169,10 @@ def validate(
             mu_sum = mu.sum(0) if mu_sum is None else mu_sum + mu.sum(0)
             mu_sq_sum = mu.pow(2).sum(0) if mu_sq_sum is None else mu_sq_sum + mu.pow(2).sum(0)
             posteriors.append(torch.cat([mu, out.logvar.double()], dim=-1))
+            mi_sum += mutual_information(out.mu, out.logvar, batch_mi=True, batch_size=len(mu)) * len(mu)
     sums = accelerator.reduce(sums, reduction="sum")
     mu_sum, mu_sq_sum = accelerator.reduce(mu_sum, "sum"), accelerator.reduce(mu_sq_sum, "sum")
+    mi_sum = accelerator.reduce(mi_sum, "sum")
     posteriors = gather_rows(accelerator, torch.cat(posteriors))
     model.train()
     rec, kl, tokens, count = sums.tolist()
@@ -126,12 +181,13 @@ def validate(
         "elbo": -(rec + kl) / count,
         "rec": rec / count,
         "kl": kl / count,
-        "mi": mutual_information(mu, logvar, generator=torch.Generator(device=mu.device).manual_seed(seed)),
+        "mi": float(mi_sum) / count,
+        "mi_split": mutual_information(mu, logvar, generator=torch.Generator(device=mu.device).manual_seed(seed)),
         "elbo_ppl": math.exp((rec + kl) / tokens),
         "active_units": active_units_from_sums(mu_sum, mu_sq_sum, int(count))[0],
     }
     if accelerator.unwrap_model(model).has_latent:
-        warning = latent_warning(metrics["kl"], metrics["mi"], metrics["active_units"], int(count))
+        warning = latent_warning(metrics["kl"], metrics["mi_split"], metrics["active_units"], int(count))
         if warning:
             metrics["warning"] = warning
     return metrics
@@ -231,7 +287,9 @@ def train(recipe: Recipe) -> Path:
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     state = TrainState()
-    accelerator.register_for_checkpointing(state, schedule)
+    aggressive = AggressiveInference(cfg.aggressive)
+    # Registered only when used, so checkpoints of runs without it keep their layout.
+    accelerator.register_for_checkpointing(state, schedule, *([aggressive] if aggressive.enabled else []))
     log = MetricsLog(run_dir / "metrics.jsonl", accelerator)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
@@ -243,25 +301,33 @@ def train(recipe: Recipe) -> Path:
         dump_recipe(recipe, run_dir / "recipe.yaml")
 
     # The loop: one iteration = one optimiser step over grad_accum micro-batches.
-    stream = batch_stream(train_loader, state, accelerator.device)
+    draw = StepBatches(batch_stream(train_loader, state, accelerator.device), cfg.grad_accum)
+    clip = recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf
+
+    def backward(micro_batches: list[dict]) -> tuple[ObjectiveTerms, float, int]:  # at the current step
+        return accumulate_gradients(model, objective, micro_batches, state.step, accelerator)
+
+    def clip_and_step(frozen: list[torch.nn.Parameter]) -> None:
+        accelerator.clip_grad_norm_(model.parameters(), clip)
+        step_except(optimizer, frozen)
+
     progress = tqdm(total=total_steps, initial=state.step, desc="train", dynamic_ncols=True,
                     disable=not (cfg.progress and accelerator.is_main_process))
     started, tokens_at_log, time_at_log = time.time(), 0, time.time()
     stop = state.step >= total_steps
     while not stop:
+        if objective.starts_vae_phase(state.step):
+            restart_decoder(raw_model, optimizer, schedule, state)
         lipschitz = objective.lipschitz(state.step)
         if lipschitz is not None:
             raw_model.set_lipschitz(lipschitz)
-        epoch_ended, step_tokens = False, 0
-        for micro in range(cfg.grad_accum):
-            batch, last = next(stream)
-            epoch_ended |= last
-            sync = micro == cfg.grad_accum - 1
-            with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
-                terms = objective(model(**batch, word_dropout=objective.word_dropout), state.step)
-            accelerator.backward(terms.loss / cfg.grad_accum)
-            step_tokens += int(terms.num_tokens)
-        clip = recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf
+        draw.epoch_ended = False
+        batches = draw()
+        encoder_steps = 0
+        if aggressive.active:  # He et al.: the encoder catches up before the decoder steps
+            encoder_steps = encoder_updates(raw_model, lambda b: backward(b)[1:], batches, draw, clip_and_step,
+                                            cfg.aggressive_max_inner_steps, cfg.aggressive_check_every)
+        terms, _, step_tokens = backward(batches)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
         # The same verdict on every process (gradients are all-reduced). Under fp16 an
         # infinite gradient is an overflow the loss scaler skips, so only the loss counts.
@@ -273,8 +339,7 @@ def train(recipe: Recipe) -> Path:
                 f"nothing was saved from this step, the last checkpoint in {run_dir / 'checkpoints'} is intact "
                 "(try a lower optim.lr or optim.grad_clip)"
             )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_except(optimizer, encoder_parameters(raw_model) if aggressive.active else [])
         schedule.step()
         state.step += 1
         state.tokens_seen += step_tokens
@@ -288,28 +353,32 @@ def train(recipe: Recipe) -> Path:
                       "tokens_per_s": tokens_at_log * accelerator.num_processes / max(now - time_at_log, 1e-9)}
             if lipschitz is not None:
                 record["lipschitz"] = lipschitz
+            if aggressive.enabled:
+                record.update(aggressive=float(aggressive.active), encoder_steps=encoder_steps)
             log.write(record)
             progress.set_postfix(loss=f"{record['loss']:.2f}", kl=f"{record['kl']:.2f}",
                                  ppl=f"{record['elbo_ppl']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}")
             tokens_at_log, time_at_log = 0, now
 
         stop = state.step >= total_steps
-        validate_now = stop or (epoch_ended if cfg.eval_every == 0 else state.step % cfg.eval_every == 0)
+        validate_now = stop or (draw.epoch_ended if cfg.eval_every == 0 else state.step % cfg.eval_every == 0)
         if validate_now:
             metrics = validate(model, valid_loader, accelerator, cfg.eval_batches, recipe.seed)
             log.write({"step": state.step, "epoch": state.epoch, "split": "valid", **metrics})
             if "warning" in metrics:
                 accelerator.print(f"warning: step {state.step}: {metrics['warning']}")
-            schedule.validation(-metrics["elbo"])
-            if metrics["elbo"] > state.best_elbo:
-                state.best_elbo, state.bad_validations = metrics["elbo"], 0
-                if accelerator.is_main_process:
-                    summary = {"best_step": state.step, "valid": metrics, "steps": total_steps,
-                               "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
-                    export(raw_model, run_dir, recipe, summary)
-            else:
-                state.bad_validations += 1
-                stop |= cfg.early_stopping > 0 and state.bad_validations >= cfg.early_stopping
+            aggressive.validation(metrics["mi"])
+            if not objective.pretraining(state.step - 1):  # an autoencoder is neither exported nor judged by its ELBO
+                schedule.validation(-metrics["elbo"])
+                if metrics["elbo"] > state.best_elbo:
+                    state.best_elbo, state.bad_validations = metrics["elbo"], 0
+                    if accelerator.is_main_process:
+                        summary = {"best_step": state.step, "valid": metrics, "steps": total_steps,
+                                   "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
+                        export(raw_model, run_dir, recipe, summary)
+                else:
+                    state.bad_validations += 1
+                    stop |= cfg.early_stopping > 0 and state.bad_validations >= cfg.early_stopping
             accelerator.wait_for_everyone()
         # After validation: an early stop is saved too.
         if stop or (validate_now if cfg.save_every == 0 else state.step % cfg.save_every == 0):

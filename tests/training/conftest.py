@@ -1,7 +1,10 @@
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
@@ -34,3 +37,21 @@ def tiny_overrides(corpus_dir, tmp_path) -> list[str]:
 
 def textvae_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "textvae", *args]
+
+
+def copy_with_one_checkpoint(run_dir: Path, copy: Path, step: int) -> Path:
+    """A copy of a finished run whose only checkpoint is ``step``: resuming it replays the rest."""
+    shutil.copytree(run_dir, copy)
+    for checkpoint in (copy / "checkpoints").iterdir():
+        if checkpoint.name != f"step-{step:08d}":
+            shutil.rmtree(checkpoint)
+    return copy
+
+
+def assert_same_weights(run_a: Path, run_b: Path, step: int) -> None:
+    """Both runs' checkpoints at ``step`` hold bit-identical weights."""
+    want = load_file(run_a / "checkpoints" / f"step-{step:08d}" / "model.safetensors")
+    got = load_file(run_b / "checkpoints" / f"step-{step:08d}" / "model.safetensors")
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(want[name], got[name]), name

@@ -13,7 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.conftest import REPO, textvae_command
+from tests.training.conftest import (
+    REPO,
+    assert_same_weights,
+    copy_with_one_checkpoint,
+    textvae_command,
+)
 from textvae.errors import TextVAEError
 from textvae.recipe import load_recipe
 from textvae.training import train
@@ -132,10 +137,6 @@ def test_nan_loss_stops_with_the_step_named_and_keeps_last_checkpoint(tiny_overr
     load_file(run_dir / "checkpoints" / "step-00000004" / "model.safetensors")  # intact
 
 
-def _params(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return load_file(checkpoint / "model.safetensors")
-
-
 RESUME = ["train.max_steps=24", "train.eval_every=6", "objective.word_dropout=0.2", "model.dropout_input=0.1"]
 
 
@@ -145,16 +146,9 @@ def test_resume_from_a_checkpoint_matches_uninterrupted_run(tiny_overrides, tmp_
     # step 15 stops inside epoch 1 (dropout and word dropout draw from the RNG).
     common = [*tiny_overrides[:1], *tiny_overrides[2:], *RESUME, "train.save_every=3", "train.keep_last=10"]
     reference = run([*common, f"output_dir={tmp_path / 'reference'}"])
-    resumed = tmp_path / "resumed"
-    shutil.copytree(reference, resumed)
-    for checkpoint in (resumed / "checkpoints").iterdir():
-        if checkpoint.name != f"step-{resume_step:08d}":
-            shutil.rmtree(checkpoint)
+    resumed = copy_with_one_checkpoint(reference, tmp_path / "resumed", resume_step)
     run([*common, f"output_dir={resumed}", "train.resume=auto"])
-    want = _params(reference / "checkpoints" / "step-00000024")
-    got = _params(resumed / "checkpoints" / "step-00000024")
-    for name in want:
-        assert torch.equal(want[name], got[name]), name
+    assert_same_weights(reference, resumed, 24)
 
 
 def test_sigkill_and_resume_matches_uninterrupted_run(tiny_overrides, tmp_path):
@@ -179,11 +173,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tiny_overrides, tmp_path):
 
     subprocess.run(textvae_command("train", str(QUICKSTART), *common, f"output_dir={killed}", "--resume"),
                    check=True, cwd=REPO, capture_output=True)
-    want = _params(reference / "checkpoints" / "step-00000024")
-    got = _params(killed / "checkpoints" / "step-00000024")
-    assert want.keys() == got.keys()
-    for name in want:
-        assert torch.equal(want[name], got[name]), name
+    assert_same_weights(reference, killed, 24)
     assert read_metrics(killed, "valid")[-1] == read_metrics(reference, "valid")[-1]
 
 

@@ -63,6 +63,9 @@ class TextVAEConfig(PretrainedConfig):
         invlip_outer_map: Pass the logits through a second Brenier map on the vocabulary
             (``grad psi_2(v) + v``, psi_2 an ICNN of the same width and depth), as LIDVAE's
             text decoder does (Wang et al. 2021); the bound is kept.
+        posterior_bn_gamma: BN-VAE (Zhu et al. 2020): batch-normalise the posterior mean with
+            this fixed scale gamma, which bounds the batch-mean KL below by about
+            ``latent_size * gamma**2 / 2`` nats. None (default) leaves mu as the encoder gives it.
     """
 
     model_type = "textvae"
@@ -99,6 +102,7 @@ class TextVAEConfig(PretrainedConfig):
         invlip_state_in_lift: bool = True,
         invlip_rotations: int = 0,
         invlip_outer_map: bool = False,
+        posterior_bn_gamma: float | None = None,
         **kwargs,
     ):
         if kwargs.pop("invlip_learn_lift", False):  # configs saved before invlip_lift existed
@@ -132,6 +136,8 @@ class TextVAEConfig(PretrainedConfig):
             raise ValueError(f"invlip_rotations must be >= 0 and needs invlip_state_in_lift=False, got {invlip_rotations}")
         if lipschitz < 0:
             raise ValueError(f"lipschitz must be >= 0, got {lipschitz}")
+        if posterior_bn_gamma is not None and posterior_bn_gamma <= 0:
+            raise ValueError(f"posterior_bn_gamma must be > 0 (or None), got {posterior_bn_gamma}")
         self.vocab_size = vocab_size
         self.unk_token_id = unk_token_id
         self.embedding_size = embedding_size
@@ -158,6 +164,7 @@ class TextVAEConfig(PretrainedConfig):
         self.invlip_state_in_lift = invlip_state_in_lift
         self.invlip_rotations = invlip_rotations
         self.invlip_outer_map = invlip_outer_map
+        self.posterior_bn_gamma = None if posterior_bn_gamma is None else float(posterior_bn_gamma)
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,

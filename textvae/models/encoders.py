@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -67,14 +68,50 @@ class TransformerEncoder(nn.Module):
 ENCODER_CLASSES = {"lstm": LSTMEncoder, "transformer": TransformerEncoder}
 
 
+class FixedScaleBatchNorm(nn.Module):
+    """BN-VAE's normalisation of mu (Zhu et al. 2020): batch-normalise, scale by a fixed gamma, learnt shift.
+
+    In training mode every dimension of ``mu`` has batch mean ``shift_j`` and batch variance
+    ``gamma^2 v_j / (v_j + eps)`` (``v_j``: the batch variance before normalising). Since
+    ``sigma^2 - log sigma^2 - 1 >= 0``, the batch-mean KL is then at least
+    ``sum_j (gamma^2 v_j / (v_j + eps) + shift_j^2) / 2`` -- about ``d gamma^2 / 2`` -- whatever
+    the encoder's weights: the posterior cannot collapse onto the prior. gamma is a plain
+    float, not a parameter, so neither the optimiser nor an initialiser can shrink it. In
+    eval mode the running statistics are used and the bound holds only on average.
+
+    ``eps`` is far below BatchNorm's usual 1e-5: at initialisation the encoder's mu has a
+    batch variance of 1e-7 to 1e-5 per dimension, and with eps = 1e-5 the factor
+    ``v_j / (v_j + eps)`` -- and the guaranteed KL -- would be near 0 early in training,
+    exactly when posterior collapse sets in.
+    """
+
+    def __init__(self, size: int, gamma: float, momentum: float = 0.1, eps: float = 1e-10):
+        super().__init__()
+        self.gamma, self.momentum, self.eps = float(gamma), momentum, eps
+        self.shift = nn.Parameter(torch.zeros(size))
+        self.register_buffer("running_mean", torch.zeros(size))
+        self.register_buffer("running_var", torch.ones(size))
+
+    def forward(self, mu: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, d)."""
+        normalised = F.batch_norm(mu, self.running_mean, self.running_var, training=self.training,
+                                  momentum=self.momentum, eps=self.eps)
+        return self.gamma * normalised + self.shift
+
+
 class GaussianPosterior(nn.Module):
-    """Encoder + a linear layer giving mu and log sigma^2 of q(z|x) = N(mu, diag sigma^2)."""
+    """Encoder + a linear layer giving mu and log sigma^2 of q(z|x) = N(mu, diag sigma^2).
+
+    With ``config.posterior_bn_gamma`` set, mu passes through :class:`FixedScaleBatchNorm` (BN-VAE).
+    """
 
     def __init__(self, config: TextVAEConfig):
         super().__init__()
         self.encoder = ENCODER_CLASSES[config.encoder_type](config)
         self.to_params = nn.Linear(self.encoder.output_size, 2 * config.latent_size)
+        gamma = config.posterior_bn_gamma
+        self.mu_norm = nn.Identity() if gamma is None else FixedScaleBatchNorm(config.latent_size, gamma)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.to_params(self.encoder(input_ids, attention_mask)).chunk(2, dim=-1)
-        return mu, logvar
+        return self.mu_norm(mu), logvar
