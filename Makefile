@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.textvae-installed
 # torch is installed only when none is importable: a user's own (CUDA) torch is left alone.
 TORCH_SPEC ?= torch==2.13.0
+# Registered corpora (PTB) are read from here unless the caller set TEXTVAE_DATA.
+export TEXTVAE_DATA ?= $(abspath ../shared/data)
 
 .PHONY: install demo test lint bench-speed bench-ptb clean
 
