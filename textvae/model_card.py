@@ -80,7 +80,7 @@ def generate_examples(
     vocabulary covers whatever corpus it was trained on.
     """
     generator = torch.Generator().manual_seed(seed)
-    samples = model.sample(num_samples, strategy="greedy", generator=generator, max_length=max_length)
+    samples = model.sample(num_samples, generator=generator, max_length=max_length)
     if not model.has_latent or len(samples) < 2:
         return Examples(seed, samples, [], None)
     endpoints = (samples[0], samples[1])
