@@ -148,18 +148,21 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         )
         return model
 
-    def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
-                    commit_message: str | None = None, token: str | None = None,
-                    license: str = "apache-2.0") -> PushResult:
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
+                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
+                    create_pr: bool = False, max_shard_size: int | str | None = "50GB",
+                    tags: list[str] | None = None, license: str = "apache-2.0") -> PushResult:
         """Weights, tokenizer and the textvae model card in one commit (see :func:`textvae.hub.push_model`).
 
-        Replaces transformers' ``push_to_hub``, which would upload no card of ours; its
-        other options (``create_pr``, sharding) are not offered.
+        transformers' own ``push_to_hub`` keywords, meaning what they mean there, plus the
+        card's ``license``. Overridden because transformers' version would upload an empty
+        card instead of ours, and its commit would lack the card's figures and examples.
         """
         from textvae.hub import push_model
 
-        return push_model(self, repo_id, private=private, revision=revision, commit_message=commit_message,
-                          token=token, license=license)
+        return push_model(self, repo_id, commit_message=commit_message, commit_description=commit_description,
+                          private=private, token=token, revision=revision, create_pr=create_pr,
+                          max_shard_size=max_shard_size, tags=tags, license=license)
 
     # ----------------------------------------------------------------- init
     @torch.no_grad()
