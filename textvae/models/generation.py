@@ -1,7 +1,7 @@
 """Text in, text out: encode, decode, reconstruct, sample and interpolate.
 
 Mixed into :class:`~textvae.models.TextVAEModel`; uses ``self.tokenizer`` (a
-``PreTrainedTokenizerFast`` attached by ``from_pretrained`` or the trainer). Decoding is
+``TokenizersBackend`` attached by ``from_pretrained`` or the trainer). Decoding is
 transformers' ``generate(latents=z, ...)``: every method here takes its keyword options
 (``do_sample``, ``top_p``, ``temperature``, ``num_beams``, ``logits_processor``, a
 ``generation_config``, ...) and only adds the sentence-level bookkeeping.
