@@ -147,6 +147,16 @@ def test_shipped_recipes_resolve_by_name_from_any_directory(tmp_path, monkeypatc
     assert resolve_recipe_path("ptb/lstm-invlip").is_file()
 
 
+def test_cli_train_names_an_unknown_recipe_and_where_the_shipped_ones_are_listed(capsys, tmp_path, monkeypatch):
+    from textvae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "ptb/lstm-invlib"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("textvae: error: recipe not found: ptb/lstm-invlib is neither a file nor a shipped recipe "
+                   "(`textvae recipes` lists them)")
+
+
 def test_cli_recipes_lists_every_shipped_recipe_with_its_first_comment(capsys):
     from textvae.cli import main
 

@@ -50,7 +50,11 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.resume is not None:
         overrides.append(f"train.resume={args.resume}")
-    recipe = load_recipe(resolve_recipe_path(args.recipe), overrides)
+    path = resolve_recipe_path(args.recipe)
+    if not path.exists():
+        raise TextVAEError(f"recipe not found: {args.recipe} is neither a file nor a shipped recipe "
+                           "(`textvae recipes` lists them)")
+    recipe = load_recipe(path, overrides)
     from textvae.training import train  # torch/accelerate import only when training
 
     train(recipe)

@@ -129,9 +129,11 @@ def test_batch_rows_decode_as_they_would_alone():
     assert len({tuple(row) for row in batched}) > 1  # z matters: rows differ
 
 
-def test_generate_without_latents_says_what_it_needs():
-    with pytest.raises(TextVAEError, match="needs latents=z"):
+def test_generate_without_fitting_latents_says_what_it_needs():
+    with pytest.raises(TextVAEError, match=r"needs latents=z, a \(batch, 4\) tensor"):
         tiny_model(0).generate(max_new_tokens=3)
+    with pytest.raises(TextVAEError, match=r"latents must be \(batch, 4\) for this model, got \(2, 3\)"):
+        tiny_model(0).generate(latents=torch.zeros(2, 3), max_new_tokens=3)
 
 
 # ----------------------------------------------------------------------------- text API

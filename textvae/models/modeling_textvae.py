@@ -299,9 +299,12 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, latents: torch.Tensor | None = None,
                                       **kwargs) -> dict:
         """transformers' preparation, after checking that there are codes to decode from."""
+        d = self.config.latent_size
         if latents is None:
-            raise TextVAEError("TextVAEModel.generate needs latents=z, a (batch, latent_size) tensor: "
+            raise TextVAEError(f"TextVAEModel.generate needs latents=z, a (batch, {d}) tensor: "
                                "z ~ N(0, I) to sample, or model.encode(sentences)[0] to reconstruct")
+        if latents.dim() != 2 or latents.shape[1] != d:
+            raise TextVAEError(f"latents must be (batch, {d}) for this model, got {tuple(latents.shape)}")
         return super().prepare_inputs_for_generation(input_ids, latents=latents, **kwargs)
 
     @staticmethod
