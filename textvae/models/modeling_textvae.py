@@ -172,7 +172,7 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         Never touches a loaded weight: transformers' ``init`` functions skip tensors that
         ``from_pretrained`` flagged as loaded, and the invlip map, whose own init also
         re-orthonormalises the lift (which would change a loaded lift in its last bits),
-        is initialised only when none of its weights was loaded.
+        is initialised only when some of its weights were not loaded.
         """
         if isinstance(module, (ICNN, InverseLipschitzMap)):
             if not all(getattr(p, "_is_hf_initialized", False) for p in module.parameters()):
