@@ -300,7 +300,7 @@ class _SplitPass:
         self.correct += token_matches(predicted, input_ids[:, 1:], mask[:, 1:])[0]
         self.tokens += int(count_predicted_tokens(mask).sum())
         if bleu:
-            decoded = model.decode_ids(mu, "greedy", max_length=input_ids.shape[1] + _DECODE_SLACK)
+            decoded = model.decode_ids(mu, max_length=input_ids.shape[1] + _DECODE_SLACK)
             for row, i in enumerate(batch):
                 self.hypotheses[i], self.references[i] = decoded[row], list(ids[i][1:-1])
                 self.exact += decoded[row] == self.references[i]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from transformers import PretrainedConfig
+from transformers import PreTrainedConfig
 
 NetworkType = Literal["lstm", "transformer"]
 LatentPath = Literal["invlip", "concat", "none"]
 
 
-class TextVAEConfig(PretrainedConfig):
+class TextVAEConfig(PreTrainedConfig):
     r"""Every hyper-parameter of a sentence VAE.
 
     Args:
