@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.textvae-installed
 # torch is installed only when none is importable: a user's own (CUDA) torch is left alone.
 TORCH_SPEC ?= torch==2.13.0
+# Registered corpora (PTB) are read from here unless the caller set TEXTVAE_DATA.
+export TEXTVAE_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install demo test lint bench-speed bench-ptb clean
+.PHONY: install demo test test-lowest lint bench-speed bench-ptb clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv --system-site-packages $(VENV)
@@ -26,6 +28,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(BIN)/python -m pytest -q -n 2 tests
 
+# The lower bounds pyproject.toml claims for transformers and accelerate, installed over the
+# venv's copies (in .lowest/, first on the path) for one run of the suite.
+LOWEST = $(shell $(BIN)/python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(' '.join(d.replace('>=', '==') for d in deps if d.split('>=')[0] in ('transformers', 'accelerate')))")
+
+test-lowest: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps --target .lowest $(LOWEST)
+	PYTHONPATH=.lowest OMP_NUM_THREADS=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(BIN)/python -m pytest -q -n 2 tests
+
 lint: $(STAMP)
 	$(BIN)/ruff check textvae tests benchmarks
 
@@ -36,4 +46,4 @@ bench-ptb: $(STAMP)
 	$(BIN)/python benchmarks/ptb/run.py $(PTB_ARGS)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs .lowest

@@ -1,4 +1,6 @@
-"""Suite-wide settings: one torch thread per test process, a fresh Accelerate state per test.
+"""Suite-wide settings: one torch thread per test process, a fresh Accelerate state per test,
+and ``TEXTVAE_DATA`` pointing at ``../shared/data`` beside the checkout (unless already set),
+where the PTB copy the tests read lives.
 
 ``make test`` runs two pytest workers on two cores; with torch's default of one thread
 per core each, four spinning threads share two cores and small models run 10-40x
@@ -6,7 +8,9 @@ slower. Subprocesses started by tests inherit ``OMP_NUM_THREADS``.
 """
 
 import os
+from pathlib import Path
 
+os.environ.setdefault("TEXTVAE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -47,6 +47,24 @@ def test_evaluate_prints_a_table_and_writes_json_with_the_protocol(workspace, ca
     # The export keeps its own copy, written atomically (no temporary file left behind).
     assert json.loads((export / "evaluation.json").read_text(encoding="utf-8"))["nll_iw"] == results["nll_iw"]
     assert not [p for p in export.iterdir() if p.name.startswith(".evaluation.json")]
+    # ... and the model card's figures, which `textvae push` uploads beside it.
+    assert (export / "kl_per_dim.png").read_bytes()[:4] == b"\x89PNG"
+    assert (export / "latent_pca.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_without_matplotlib_still_writes_the_results_and_says_why_no_figures(workspace, capsys,
+                                                                                        monkeypatch):
+    import importlib.util
+
+    root, _, export = workspace
+    for figure in export.glob("*.png"):  # the workspace is shared with the tests above
+        figure.unlink()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    code, _, err = run_cli(capsys, "evaluate", export, "--iw-samples", 2, "--max-sentences", 12, "--no-progress")
+    assert code == 0 and (export / "evaluation.json").is_file()
+    assert not (export / "kl_per_dim.png").exists()
+    assert any("matplotlib is not installed" in line for line in err)
 
 
 def test_evaluate_plots_kl_pca_and_training_curves(workspace, capsys, tmp_path):

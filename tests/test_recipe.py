@@ -6,7 +6,7 @@ import pytest
 
 from textvae.errors import TextVAEError
 from textvae.recipe import Recipe, dump_recipe, load_recipe
-from textvae.training_commands import resolve_recipe_path
+from textvae.training_commands import resolve_recipe_path, shipped_recipes_dir
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
 
@@ -142,9 +142,32 @@ def test_bad_yaml_names_file_and_line(tmp_path):
         load_recipe(None, ["oops"])
 
 
-def test_shipped_recipes_resolve_by_name():
-    assert resolve_recipe_path("quickstart").name == "quickstart.yaml"
+def test_shipped_recipes_resolve_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_recipe_path("quickstart") == shipped_recipes_dir() / "quickstart.yaml"
     assert resolve_recipe_path("ptb/lstm-invlip").as_posix().endswith("recipes/ptb/lstm-invlip.yaml")
+    assert resolve_recipe_path("ptb/lstm-invlip").is_file()
+
+
+def test_cli_train_names_an_unknown_recipe_and_where_the_shipped_ones_are_listed(capsys, tmp_path, monkeypatch):
+    from textvae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "ptb/lstm-invlib"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("textvae: error: recipe not found: ptb/lstm-invlib is neither a file nor a shipped recipe "
+                   "(`textvae recipes` lists them)")
+
+
+def test_cli_recipes_lists_every_shipped_recipe_with_its_first_comment(capsys):
+    from textvae.cli import main
+
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line for line in lines if line and not line.startswith(" ")}
+    assert {"quickstart", "ptb/base", "ptb/lstm-invlip", "ptb/transformer-invlip"} <= set(listed)
+    assert "inverse-Lipschitz" in listed["ptb/lstm-invlip"]
+    assert lines[-1].startswith(f"{len(RECIPES)} recipes in ")
 
 
 def test_cli_reports_unknown_key_in_one_line(capsys):

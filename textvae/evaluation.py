@@ -335,7 +335,7 @@ class _SplitPass:
             self.tv_prior += next_token_total_variation(model, input_ids, mask, noise[2], noise[3])
         self.tokens += int(count_predicted_tokens(mask).sum())
         if bleu:
-            decoded = model.decode_ids(mu, "greedy", max_length=input_ids.shape[1] + _DECODE_SLACK)
+            decoded = model.decode_ids(mu, max_length=input_ids.shape[1] + _DECODE_SLACK)
             for row, i in enumerate(batch):
                 self.hypotheses[i], self.references[i] = decoded[row], list(ids[i][1:-1])
                 self.exact += decoded[row] == self.references[i]

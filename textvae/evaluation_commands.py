@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass
@@ -233,10 +234,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if args.output:
         print(f"wrote {write_json_atomic(args.output, results)}", file=sys.stderr)
+    figure_dirs = [Path(args.plots)] if args.plots else []
     if export is not None:
         print(f"wrote {write_json_atomic(export / 'evaluation.json', results)}", file=sys.stderr)
-    if args.plots:
-        for path in write_plots(model, split, results, export, Path(args.plots), args.batch_size):
+        # The figures go beside evaluation.json too: `textvae push` uploads them and the card shows them.
+        if importlib.util.find_spec("matplotlib") is not None:
+            figure_dirs.insert(0, export)
+        else:
+            print("textvae: note: matplotlib is not installed, so the export gets no figures for its model "
+                  "card (pip install textvae[plots])", file=sys.stderr)
+    for directory in figure_dirs:
+        for path in write_plots(model, split, results, export, directory, args.batch_size):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -44,8 +44,12 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, default: str = "gree
     parser.add_argument("--device", default=None, help="cpu or cuda (default: where the model loads)")
 
 
-def decoding_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """Check the decoding flags; return the strategy and its keyword options (no generator yet)."""
+def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the decoding flags; return the ``generate()`` options they stand for.
+
+    ``--decode sample`` is ancestral sampling from the whole vocabulary (``top_k=0``
+    switches off transformers' default top-50 filter), narrowed only by ``--top-p``.
+    """
     if args.decode not in STRATEGIES:
         raise TextVAEError(f"unknown --decode {args.decode!r} (use {', '.join(STRATEGIES)})")
     if args.max_length < 1:
@@ -58,13 +62,13 @@ def decoding_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if args.decode == "beam":
             if args.beam_size < 1:
                 raise TextVAEError(f"--beam-size must be at least 1, got {args.beam_size}")
-            return "beam", {"beam_size": args.beam_size}
-        return "greedy", {}
+            return {"num_beams": args.beam_size}
+        return {}
     if args.temperature is not None and args.temperature <= 0:
         raise TextVAEError(f"--temperature must be positive, got {args.temperature}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise TextVAEError(f"--top-p must be in (0, 1], got {args.top_p}")
-    return "sample", {k: v for k, v in sampling.items() if v is not None}
+    return {"do_sample": True, "top_k": 0, **{k: v for k, v in sampling.items() if v is not None}}
 
 
 def load(args: argparse.Namespace) -> tuple[TextVAEModel, Path | None]:
@@ -78,13 +82,9 @@ def load(args: argparse.Namespace) -> tuple[TextVAEModel, Path | None]:
     return model, export_directory(args.checkpoint)
 
 
-def decode(
-    model: TextVAEModel, z: torch.Tensor, strategy: str, options: dict[str, Any], args: argparse.Namespace
-) -> list[str]:
-    """Decode (N, d) latents; sampling draws from a generator seeded by ``--seed``."""
-    if strategy == "sample":
-        options = {**options, "generator": torch.Generator(device=model.device).manual_seed(args.seed)}
-    return model.decode(z, strategy, max_length=args.max_length, **options)
+def decode(model: TextVAEModel, z: torch.Tensor, options: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """Decode (N, d) latents; sampling is seeded by ``--seed``."""
+    return model.decode(z, max_length=args.max_length, seed=args.seed, **options)
 
 
 # --------------------------------------------------------------------------- collapse
@@ -182,12 +182,12 @@ def run_interpolate(args: argparse.Namespace) -> int:
         raise TextVAEError("interpolate needs two sentences (or --from-file PAIRS.tsv)")
     else:
         pairs = [(args.sentence_a, args.sentence_b)]
-    strategy, options = decoding_options(args)
+    options = decoding_options(args)
     model, export = load(args)
     mu, logvar = model.encode([s for pair in pairs for s in pair])  # (2P, d)
     ends = mu.view(len(pairs), 2, -1)
     z = torch.cat([interpolation_path(a, b, args.steps, args.path) for a, b in ends])  # (P * steps, d)
-    lines = decode(model, z, strategy, options, args)
+    lines = decode(model, z, options, args)
     warn_if_unused(model, export, "the interpolation points decode alike", posterior_kl(mu, logvar))
     for p in range(len(pairs)):
         if p:
@@ -199,10 +199,10 @@ def run_interpolate(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise TextVAEError(f"-n must be at least 1, got {args.n}")
-    strategy, options = decoding_options(args)
+    options = decoding_options(args)
     model, export = load(args)
     z = torch.randn(args.n, model.config.latent_size, generator=torch.Generator().manual_seed(args.seed))
-    lines = decode(model, z.to(model.device), strategy, options, args)
+    lines = decode(model, z.to(model.device), options, args)
     warn_if_unused(model, export, "samples from the prior differ only through the decoder's own sampling")
     print("\n".join(lines))
     return 0
@@ -213,7 +213,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise TextVAEError(f"--batch-size must be at least 1, got {args.batch_size}")
-    strategy, options = decoding_options(args)
+    options = decoding_options(args)
     if args.file == "-":
         sentences, _ = clean_lines(sys.stdin.read().splitlines(), "<stdin>")
     else:
@@ -224,7 +224,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         batch = sentences[start : start + args.batch_size]
         mu, logvar = model.encode(batch)
         kls.append(posterior_kl(mu, logvar))
-        for source, output in zip(batch, decode(model, mu, strategy, options, args), strict=True):
+        for source, output in zip(batch, decode(model, mu, options, args), strict=True):
             print(f"{source}\t{output}")
     warn_if_unused(model, export, "reconstructions do not depend on their sentences' codes", torch.cat(kls))
     return 0

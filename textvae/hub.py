@@ -38,7 +38,7 @@ from huggingface_hub.errors import (
 )
 
 from textvae.errors import TextVAEError
-from textvae.model_card import build_model_card, generate_examples
+from textvae.model_card import FIGURES, build_model_card, generate_examples
 from textvae.models.loading import load_model, resolve_export
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ EXPORT_PATTERNS = (
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
     "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
     "*.model", "chat_template.jinja", "textvae_tokenizer.json",
-    "recipe.yaml", "train_summary.json", "evaluation.json", "metrics.jsonl",
+    "recipe.yaml", "train_summary.json", "evaluation.json", "metrics.jsonl", *FIGURES,
 )
 METADATA_FILES = {"recipe": "recipe.yaml", "train_summary": "train_summary.json", "evaluation": "evaluation.json"}
 NO_TOKEN = "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass --token"
@@ -56,55 +56,54 @@ NO_TOKEN = "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or
 
 @dataclass
 class PushResult:
-    """Where the model went: the repo, the commit and the files it holds."""
+    """Where the model went: the repo, the commit (or pull request) and the files it holds."""
 
     repo_id: str
     commit_url: str
     commit_oid: str
     files: list[str]
+    pr_url: str | None = None
 
 
 # ------------------------------------------------------------------------ pushing
-def push_export(
-    source: str | Path,
-    repo_id: str,
-    *,
-    private: bool = False,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    token: str | None = None,
-    license: str = "apache-2.0",
-    endpoint: str | None = None,
-) -> PushResult:
+def push_export(source: str | Path, repo_id: str, **options: Any) -> PushResult:
     """Upload an export (or a run directory's ``final/``) with a generated model card.
 
-    Creates ``repo_id`` if needed; ``revision`` names a branch, created from ``main``
-    when missing. ``token`` defaults to ``HF_TOKEN`` or the ``hf auth login`` token.
+    Takes the keyword options of :func:`push_directory`.
     """
     export = Path(resolve_export(source))
-    model = load_model(export)
-    return _push(model, export, repo_id, private=private, revision=revision, commit_message=commit_message,
-                 token=token, license=license, endpoint=endpoint)
+    return push_directory(load_model(export), export, repo_id, **options)
 
 
-def push_model(model: TextVAEModel, repo_id: str, **options: Any) -> PushResult:
+def push_model(model: TextVAEModel, repo_id: str, *, max_shard_size: int | str | None = "50GB",
+               **options: Any) -> PushResult:
     """Upload an in-memory model the way :func:`push_export` uploads an export.
 
-    The model is saved (weights and tokenizer) to a temporary directory first; takes the
-    keyword options of :func:`push_export`. ``TextVAEModel.push_to_hub`` can delegate here.
+    The model is saved (weights, sharded at ``max_shard_size``, and tokenizer) to a
+    temporary directory first; the other options are :func:`push_directory`'s.
+    ``TextVAEModel.push_to_hub`` delegates here.
     """
     with tempfile.TemporaryDirectory(prefix="textvae-push-") as tmp:
-        model.save_pretrained(tmp)
-        return _push(model, Path(tmp), repo_id, **options)
+        model.save_pretrained(tmp, max_shard_size=max_shard_size)
+        return push_directory(model, Path(tmp), repo_id, **options)
 
 
-def _push(model, directory: Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-          commit_message: str | None = None, token: str | None = None, license: str = "apache-2.0",
-          endpoint: str | None = None) -> PushResult:
-    """Check everything local first (token, files, card inputs), then create, branch, commit."""
+def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, private: bool | None = None,
+                   revision: str | None = None, commit_message: str | None = None,
+                   commit_description: str | None = None, create_pr: bool = False,
+                   token: bool | str | None = None, tags: list[str] | None = None,
+                   license: str = "apache-2.0", endpoint: str | None = None) -> PushResult:
+    """Upload ``model``'s saved ``directory`` with a generated card: one commit, or one pull request.
+
+    Checks everything local first (token, files, card inputs), then creates the repo,
+    the branch and the commit. The options mean what they mean in transformers'
+    ``push_to_hub``: ``revision`` names a branch (created from ``main`` when missing; with
+    ``create_pr`` the branch the pull request targets), ``token`` defaults to (or with
+    ``True`` is) ``HF_TOKEN`` or the ``hf auth login`` token, ``tags`` go into the card.
+    """
     if model.tokenizer is None:
         raise TextVAEError(f"{directory}: no tokenizer beside the weights; a pushed model could not read or write text")
-    token = token or get_token()
+    token = get_token() if token is None or token is True else token
     if not token:
         raise TextVAEError(NO_TOKEN)
     files = export_files(directory)
@@ -113,20 +112,23 @@ def _push(model, directory: Path, repo_id: str, *, private: bool = False, revisi
     api = HfApi(endpoint=endpoint, token=token, library_name="textvae")
     try:
         repo_id = api.create_repo(repo_id, private=private or None, exist_ok=True).repo_id
-        card = build_model_card(model, repo_id, examples, license=license, **metadata)
+        card = build_model_card(model, repo_id, examples, license=license, tags=tags or (),
+                                figures=[path.name for path in files], **metadata)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=upload_content(path, repo_id))
                       for path in files]
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
         message = commit_message or f"Upload textvae model ({model.config.latent_path})"
-        info = api.create_commit(repo_id, operations, commit_message=message, revision=revision)
+        info = api.create_commit(repo_id, operations, commit_message=message, commit_description=commit_description,
+                                 revision=revision, create_pr=create_pr)
     except Exception as exc:  # noqa: BLE001 -- anything but a Hub failure is re-raised as it is
         failure = explain_hub_error(exc, repo_id, api.endpoint, writing=True)
         if failure is None:
             raise
     else:
-        return PushResult(repo_id, info.commit_url, info.oid, [path.name for path in files] + ["README.md"])
+        return PushResult(repo_id, info.commit_url, info.oid, [path.name for path in files] + ["README.md"],
+                          pr_url=info.pr_url)
     # Raised outside the handler, so no client exception (whose request holds the token) is chained.
     raise TextVAEError(redact(failure, token))
 
@@ -258,6 +260,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--private", action="store_true", help="create the repository private (if it is new)")
     parser.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main if missing)")
     parser.add_argument("--commit-message", metavar="MSG", help="message of the Hub commit")
+    parser.add_argument("--commit-description", metavar="TEXT", help="description of the Hub commit")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     parser.add_argument("--token", metavar="TOKEN",
                         help="Hub token; prefer HF_TOKEN or `hf auth login`, which keep it out of shell history")
     parser.add_argument("--license", default="apache-2.0", help="license tag of the model card (default: apache-2.0)")
@@ -266,6 +270,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_push(args: argparse.Namespace) -> int:
     result = push_export(args.export, args.repo_id, private=args.private, revision=args.revision,
-                         commit_message=args.commit_message, token=args.token, license=args.license)
-    print(f"pushed {len(result.files)} files to {result.repo_id}: {result.commit_url}")
+                         commit_message=args.commit_message, commit_description=args.commit_description,
+                         create_pr=args.create_pr, token=args.token, license=args.license)
+    where = f"a pull request {result.pr_url}" if result.pr_url else result.commit_url
+    print(f"pushed {len(result.files)} files to {result.repo_id}: {where}")
     return 0

@@ -11,11 +11,12 @@ produce the same card.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 if TYPE_CHECKING:
     from textvae.models import TextVAEModel
@@ -58,6 +59,12 @@ METRIC_ROWS = (
     ("active_units", "Active units", "Var_x E_q[z_j] >= delta = {delta}, out of d = {d}"),
     ("bleu_greedy", "Reconstruction BLEU", "greedy decodes from the posterior mean"),
 )
+# Figures `textvae evaluate` draws into an export, which the push uploads and the card shows.
+FIGURES = {
+    "kl_per_dim.png": "KL per latent dimension on the evaluation split: a collapsed dimension sits at 0.",
+    "latent_pca.png": "Posterior means of the evaluation sentences, first two principal components.",
+    "training_curves.png": "ELBO, reconstruction and KL during training.",
+}
 
 
 @dataclass
@@ -80,7 +87,7 @@ def generate_examples(
     vocabulary covers whatever corpus it was trained on.
     """
     generator = torch.Generator().manual_seed(seed)
-    samples = model.sample(num_samples, strategy="greedy", generator=generator, max_length=max_length)
+    samples = model.sample(num_samples, generator=generator, max_length=max_length)
     if not model.has_latent or len(samples) < 2:
         return Examples(seed, samples, [], None)
     endpoints = (samples[0], samples[1])
@@ -96,24 +103,51 @@ def build_model_card(
     evaluation: dict[str, Any] | None = None,
     train_summary: dict[str, Any] | None = None,
     license: str = "apache-2.0",
+    figures: Sequence[str] = (),
+    tags: Sequence[str] = (),
 ) -> ModelCard:
-    """The card for ``model`` as it will live at ``repo_id``; ``recipe`` etc. are the export's files."""
+    """The card for ``model`` as it will live at ``repo_id``.
+
+    ``recipe`` etc. are the export's files; ``figures`` names the :data:`FIGURES` uploaded
+    beside the card; ``tags`` are added to textvae's own. No ``pipeline_tag``: no
+    transformers pipeline runs a sentence VAE, and the Hub's widget would offer one that fails.
+    The evaluation goes into the metadata as model-index ``eval_results`` too, so the Hub
+    shows the metrics on the model page.
+    """
+    name = repo_id.split("/")[-1]
+    results = eval_results(evaluation, recipe)
     data = ModelCardData(
         library_name="textvae",
         license=license,
-        tags=list(TAGS) + [f"latent-{model.config.latent_path}"],
-        pipeline_tag="text-generation",
+        tags=list(dict.fromkeys([*TAGS, f"latent-{model.config.latent_path}", *tags])),
+        model_name=name if results else None,
+        eval_results=results or None,
     )
     sections = [
         _overview(model, repo_id, recipe),
         _architecture(model, recipe, train_summary),
         _evaluation(model, evaluation),
+        _figures(figures),
         _samples(examples),
         _usage(repo_id, examples),
     ]
     if model.config.latent_path == "invlip":
         sections.append(f"## Citation\n\nThe inverse-Lipschitz latent path follows:\n\n```bibtex\n{BIBTEX}\n```\n")
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections))
+
+
+def eval_results(evaluation: dict[str, Any] | None, recipe: dict[str, Any] | None) -> list[EvalResult]:
+    """The numeric :data:`METRIC_ROWS` of ``evaluation`` as model-index entries (one per metric)."""
+    if not evaluation:
+        return []
+    corpus = corpus_name(recipe) if recipe else str((evaluation.get("data") or {}).get("corpus") or "unknown")
+    split = (evaluation.get("data") or {}).get("split") or evaluation.get("split")
+    return [
+        EvalResult(task_type="text-generation", task_name="Sentence VAE", dataset_type=corpus, dataset_name=corpus,
+                   dataset_split=split, metric_type=key, metric_name=label, metric_value=_rounded(evaluation[key]))
+        for key, label, _ in METRIC_ROWS
+        if isinstance(evaluation.get(key), (int, float)) and not isinstance(evaluation.get(key), bool)
+    ]
 
 
 def corpus_name(recipe: dict[str, Any] | None) -> str:
@@ -191,6 +225,17 @@ def _evaluation(model, evaluation: dict[str, Any] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _figures(figures: Sequence[str]) -> str:
+    shown = [name for name in FIGURES if name in figures]
+    if not shown:
+        return ("## Latent space\n\nNo figures: run `textvae evaluate` on the export (with matplotlib "
+                "installed) before pushing, and the KL-per-dimension and latent PCA plots go up with it.\n")
+    lines = ["## Latent space", ""]
+    for name in shown:
+        lines += [f"![{FIGURES[name]}]({name})", "", f"*{FIGURES[name]}*", ""]
+    return "\n".join(lines)
+
+
 def _samples(examples: Examples) -> str:
     text = [
         "## Samples",
@@ -257,6 +302,11 @@ def _row(*cells: object) -> str:
 
 def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _rounded(value: float) -> float:
+    """What the card's table shows (4 significant digits), as a number for the metadata."""
+    return value if isinstance(value, int) or math.isinf(value) else float(f"{value:.4g}")
 
 
 def _number(value: float) -> str:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from textvae.cli import main
-from textvae.data.corpora import REPO_ROOT
 
-PTB_DIR = REPO_ROOT.parent / "shared" / "data" / "ptb"
+PTB_DIR = Path(os.environ["TEXTVAE_DATA"]) / "ptb"  # read before `hermetic` unsets it (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)

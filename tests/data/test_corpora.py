@@ -100,22 +100,24 @@ def test_registered_name_found_in_data_dir_then_env(make_corpus, tmp_path, monke
     assert resolve_corpus("yelp")["test"].parent == tmp_path / "data" / "yelp"
 
 
-def test_shared_data_is_searched_relative_to_the_working_directory(make_corpus, tmp_path, monkeypatch):
-    make_corpus("shared/data/snli")
+def test_registered_name_is_searched_in_data_dir_env_and_cache_only(make_corpus, tmp_path, monkeypatch):
+    make_corpus("shared/data/snli")  # where a checkout's ../shared/data would be: not guessed
     (tmp_path / "project").mkdir()
     monkeypatch.chdir(tmp_path / "project")
-    assert resolve_corpus("snli")["train"].resolve() == (tmp_path / "shared/data/snli/train.txt").resolve()
+    with pytest.raises(TextVAEError, match="corpus 'snli' not found"):
+        resolve_corpus("snli")
+    assert corpora.search_dirs("mine") == [Path("mine").resolve(), corpora.cache_dir().resolve()]
+    make_corpus("home/.cache/textvae/data/snli")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_corpus("snli")["train"] == tmp_path / "home/.cache/textvae/data/snli/train.txt"
 
 
-def test_synthetic_resolves_to_the_committed_copy():
-    assert resolve_corpus("synthetic")["train"] == corpora.REPO_ROOT / "data" / "synthetic" / "train.txt"
+def test_synthetic_resolves_to_the_package_data():
+    from importlib.resources import files
 
-
-def test_synthetic_is_generated_into_the_cache_without_a_checkout(monkeypatch, tmp_path):
-    monkeypatch.setattr(corpora, "REPO_ROOT", tmp_path / "site-packages")
-    files = resolve_corpus("synthetic")
-    assert files["train"] == Path.home() / ".cache/textvae/data/synthetic/train.txt"
-    assert files["train"].read_bytes() == (Path(__file__).parents[2] / "data/synthetic/train.txt").read_bytes()
+    expected = Path(str(files("textvae.data.synthetic_corpus"))) / "train.txt"
+    assert resolve_corpus("synthetic")["train"] == expected
+    assert expected.read_bytes() == (Path(__file__).parents[2] / "data/synthetic/train.txt").read_bytes()
 
 
 # -- the registry ------------------------------------------------------------------------

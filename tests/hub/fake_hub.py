@@ -14,7 +14,8 @@ Implemented:
 * ``POST /{repo}.git/info/lfs/objects/batch`` + ``PUT /_lfs/{oid}``: the legacy LFS upload
   (the client takes it only with Xet disabled)
 * ``POST /api/models/{repo}/commit/{rev}``: the NDJSON commit (``file`` base64 inline,
-  ``lfsFile`` by sha256 oid, ``deletedFile``)
+  ``lfsFile`` by sha256 oid, ``deletedFile``); with ``?create_pr=1`` the commit goes to a
+  new ``refs/pr/N`` and the reply carries its ``pullRequestUrl``
 * ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` and, for LFS
   files, ``X-Linked-Etag``/``X-Linked-Size``
 
@@ -35,7 +36,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
@@ -76,6 +77,7 @@ class Call:
     args: dict[str, str]  # named groups of the route's pattern
     body: bytes
     token: str | None  # the bearer token, already checked to be the valid one when present
+    query: dict[str, str] = field(default_factory=dict)  # the URL's query parameters
 
 
 Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
@@ -109,6 +111,7 @@ class FakeHub:
         self.lfs_patterns: tuple[str, ...] = ()
         self.refused: set[str] = set()
         self.fail_commits_with: int | None = None
+        self.descriptions: dict[str, str] = {}  # commit oid -> the commit's description
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -237,7 +240,8 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     match = re.match(pattern, path)
                     if method == self.command and match:
                         with hub._lock:
-                            status, headers, payload = fn(hub, Call(self.command, match.groupdict(), body, token))
+                            status, headers, payload = fn(hub, Call(self.command, match.groupdict(), body, token,
+                                                                dict(parse_qsl(urlsplit(self.path).query))))
                         break
                 else:
                     hub.unrouted.append(f"{self.command} {path}")
@@ -389,6 +393,7 @@ def _commit(hub: FakeHub, call: Call) -> Reply:
         value = item["value"]
         if item["key"] == "header":
             message = value["summary"]
+            description = value.get("description", "")
         elif item["key"] == "file":
             data = base64.b64decode(value["content"])
             tree[value["path"]] = FileEntry(hub.put_blob(data), git_blob_sha1(data), len(data), False)
@@ -401,9 +406,15 @@ def _commit(hub: FakeHub, call: Call) -> Reply:
             tree.pop(value["path"], None)
     oid = _commit_oid(tree, parent, message)
     repo.commits[oid] = tree
-    repo.branches[call.args["rev"]] = oid
-    return _json({"commitUrl": f"{hub.url}/{call.args['repo']}/commit/{oid}", "commitOid": oid,
-                  "success": True})
+    hub.descriptions[oid] = description
+    reply = {"commitUrl": f"{hub.url}/{call.args['repo']}/commit/{oid}", "commitOid": oid, "success": True}
+    if call.query.get("create_pr") == "1":  # a pull request: its own ref, the target branch unchanged
+        number = sum(branch.startswith("refs/pr/") for branch in repo.branches) + 1
+        repo.branches[f"refs/pr/{number}"] = oid
+        reply["pullRequestUrl"] = f"{hub.url}/{call.args['repo']}/discussions/{number}"
+    else:
+        repo.branches[call.args["rev"]] = oid
+    return _json(reply)
 
 
 def _resolve(hub: FakeHub, call: Call) -> Reply:

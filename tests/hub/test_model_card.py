@@ -38,7 +38,33 @@ def test_metadata_names_the_library_tags_and_license(model, examples, tmp_path):
     assert card.data.library_name == "textvae"
     assert set(TAGS) <= set(card.data.tags)
     assert card.data.license == "mit"
-    assert card.data.pipeline_tag == "text-generation"
+    assert card.data.pipeline_tag is None  # no transformers pipeline runs a sentence VAE
+
+
+def test_evaluation_goes_into_the_model_index_the_hub_displays(model, examples, tmp_path):
+    card = card_for(model, examples, tmp_path, recipe=RECIPE, evaluation=EVALUATION)
+
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert set(results) == {"elbo", "nll_iw", "ppl_iw", "ppl_elbo", "kl", "mi", "active_units", "bleu_greedy"}
+    assert results["nll_iw"].metric_value == 39.5 and results["active_units"].metric_value == 4
+    assert results["nll_iw"].metric_name == "NLL, importance-weighted"
+    assert {(r.dataset_name, r.dataset_split) for r in results.values()} == {("ptb", "test")}
+    assert card.data.model_name == "ptb-vae"
+    assert "model-index" in card.content
+    assert card_for(model, examples, tmp_path).data.eval_results is None  # nothing evaluated, nothing claimed
+
+
+def test_figures_pushed_beside_the_card_are_shown_in_it(model, examples, tmp_path):
+    text = card_for(model, examples, tmp_path, figures=["config.json", "kl_per_dim.png", "latent_pca.png"]).text
+
+    assert "![KL per latent dimension" in text and "](kl_per_dim.png)" in text
+    assert "](latent_pca.png)" in text and "training_curves.png" not in text
+    assert "No figures: run `textvae evaluate`" in card_for(model, examples, tmp_path).text
+
+
+def test_extra_tags_join_textvaes_own(model, examples, tmp_path):
+    tags = card_for(model, examples, tmp_path, tags=["my-experiment", "textvae"]).data.tags
+    assert set(TAGS) | {"my-experiment"} <= set(tags) and len(tags) == len(set(tags))
 
 
 def test_describes_corpus_architecture_and_latent_path(model, examples, tmp_path):

@@ -104,6 +104,45 @@ def test_card_on_the_hub_parses_and_its_usage_snippet_runs(fake_hub, tiny_export
     exec(compile(snippet, "model-card-usage", "exec"), {})  # downloads REPO and generates text
 
 
+def test_push_uploads_the_evaluation_figures_and_the_card_shows_them(fake_hub, tiny_export, fresh_cache):
+    from huggingface_hub import ModelCard
+
+    (tiny_export / "kl_per_dim.png").write_bytes(b"\x89PNG kl")
+    (tiny_export / "latent_pca.png").write_bytes(b"\x89PNG pca")
+    (tiny_export / "notes.png").write_bytes(b"\x89PNG private")  # not a card figure: stays local
+
+    push_export(tiny_export, REPO)
+    fresh_cache()
+
+    remote = fake_hub.files(REPO)
+    assert remote["kl_per_dim.png"] == b"\x89PNG kl" and remote["latent_pca.png"] == b"\x89PNG pca"
+    assert "notes.png" not in remote
+    text = ModelCard.load(REPO).text
+    assert "](kl_per_dim.png)" in text and "](latent_pca.png)" in text
+
+
+def test_push_to_hub_takes_transformers_keywords_and_opens_a_pull_request(fake_hub):
+    import inspect
+
+    from transformers.utils import PushToHubMixin
+
+    model = build_model()
+    theirs = set(inspect.signature(PushToHubMixin.push_to_hub).parameters)
+    assert theirs <= set(inspect.signature(type(model).push_to_hub).parameters)
+    model.push_to_hub(REPO)
+    main_before = fake_hub.files(REPO)
+
+    result = model.push_to_hub(REPO, create_pr=True, commit_message="retrained", commit_description="why: more data",
+                               tags=["experiment-7"], token=True, max_shard_size="50KB")
+
+    assert result.pr_url.endswith("/discussions/1")
+    assert fake_hub.files(REPO) == main_before  # main untouched until the PR is merged
+    in_pr = fake_hub.files(REPO, "refs/pr/1")
+    assert "model.safetensors.index.json" in in_pr  # sharded at max_shard_size
+    assert b"experiment-7" in in_pr["README.md"]
+    assert fake_hub.descriptions[result.commit_oid] == "why: more data"
+
+
 def test_cli_push_to_a_private_repo_on_a_branch(fake_hub, tiny_export, capsys):
     code = main(["push", str(tiny_export), "branch-vae", "--private", "--revision", "dev",
                  "--commit-message", "first upload"])

@@ -1,4 +1,5 @@
-"""textvae.models.generation: the text API (encode, decode, reconstruct, sample, interpolate)."""
+"""textvae.models.generation: ``generate(latents=z)`` and the text API over it
+(encode, decode, reconstruct, sample, interpolate)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,136 @@ import math
 
 import pytest
 import torch
+from transformers import LogitsProcessorList, NoBadWordsLogitsProcessor
 
-from tests.models import perturb_parameters, tiny_model, word_tokenizer
+from tests.models import BOS, EOS, perturb_parameters, step_logits, tiny_model, word_tokenizer
 from textvae.errors import TextVAEError
 from textvae.models.generation import interpolation_path
 
+MODELS = {
+    "lstm-invlip": dict(decoder_type="lstm", latent_path="invlip"),
+    "lstm-concat": dict(decoder_type="lstm", latent_path="concat"),
+    "tf-invlip": dict(decoder_type="transformer", latent_path="invlip"),
+    "tf-concat": dict(decoder_type="transformer", latent_path="concat"),
+}
+# Greedy decodes of `varied_model(0, eos_bias=1.5, ...)` from `codes(4)`, max_length 10, by the
+# hand-written decoder that generate() replaced (textvae.models.decoding at 1a351e7).
+GREEDY_BEFORE_GENERATE = {
+    "lstm-invlip": [[18] * 10, [17] + [0] * 9, [13, 13, 13, 3, 16, 16, 16, 16, 16, 16], [11] * 10],
+    "lstm-concat": [[16] * 8, [19, 19, 11, 11], [11] * 10, [5]],
+    "tf-invlip": [[6] * 10] * 4,
+    "tf-concat": [[16, 19, 18, 21, 4, 11, 18, 4, 11, 4], [1, 19, 1, 19, 1, 19, 19, 19, 19, 1],
+                  [8, 8, 8, 19, 8, 19, 8, 8, 8, 19], [1, 16, 16, 1, 19, 7, 7, 19, 16, 19]],
+}
+
 SENTENCES = ["the dog saw a cat .", "a small red cat ran", "the big old dog"]
+
+
+def varied_model(seed: int, eos_bias: float = 1.0, **options):
+    """A random model whose decoded sentences vary with the prefix and the code, and some end.
+
+    At the init the logits hardly depend on the prefix (one token repeated); perturbing the
+    decoder and the output layer, and raising EOS, gives varied and ending sentences.
+    """
+    model = tiny_model(seed, **options)
+    perturb_parameters(model.decoder, 0.5, seed)
+    perturb_parameters(model.head.output, 0.5, seed + 1)
+    with torch.no_grad():
+        model.head.output.bias[EOS] += eos_bias
+    return model
+
+
+def codes(n: int, seed: int = 0) -> torch.Tensor:
+    return 2 * torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------- generate(latents=z)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_greedy_generate_decodes_what_the_hand_written_decoder_did(name):
+    model = varied_model(0, eos_bias=1.5, **MODELS[name])
+    assert model.decode_ids(codes(4), max_length=10) == GREEDY_BEFORE_GENERATE[name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_greedy_is_the_chained_argmax_of_full_prefix_logits(name):
+    """The cache (LSTM state, Transformer keys/values) gives the logits of the whole prefix."""
+    model = varied_model(0, eos_bias=1.5, **MODELS[name])
+    z = codes(6)
+    decoded = model.decode_ids(z, max_length=12)
+    for row in range(6):
+        prefix = []
+        with torch.no_grad():
+            while len(prefix) < 12:
+                token = int(step_logits(model, torch.tensor([[BOS, *prefix]]), z[row : row + 1])[0, -1].argmax())
+                if token == EOS:
+                    break
+                prefix.append(token)
+        assert decoded[row] == prefix, row
+
+
+@pytest.mark.parametrize("name", ["lstm-concat", "tf-concat"])
+def test_a_beam_of_one_is_greedy_and_beams_reorder_the_cache(name):
+    model = varied_model(4, **MODELS[name])
+    z = codes(8, seed=4)
+    assert model.decode_ids(z, max_length=15, num_beams=1) == model.decode_ids(z, max_length=15)
+    beams = model.decode_ids(z, max_length=15, num_beams=4)
+    assert beams == model.decode_ids(z, max_length=15, num_beams=4, use_cache=False)  # prefix recomputed
+    assert beams != model.decode_ids(z, max_length=15)  # a wider beam finds other sentences
+
+
+def test_generate_takes_the_usual_sampling_options_and_logits_processors():
+    model = varied_model(7, decoder_type="transformer")
+    z = codes(6, seed=7)
+    sequences = model.generate(latents=z, max_new_tokens=9, do_sample=True, top_p=0.9, temperature=0.8)
+    assert sequences.shape[0] == 6 and sequences.shape[1] <= 10 and bool((sequences[:, 0] == BOS).all())
+    word = int(model.generate(latents=z, max_new_tokens=9)[0, 1])  # greedy's first word
+    banned = model.generate(latents=z, max_new_tokens=9, num_beams=4,
+                            logits_processor=LogitsProcessorList([NoBadWordsLogitsProcessor([[word]], EOS)]))
+    assert banned.shape[0] == 6 and not bool((banned == word).any())
+
+
+def test_seeded_sampling_is_reproducible_seed_dependent_and_leaves_the_global_rng_alone():
+    model = varied_model(7)
+    z = codes(6, seed=7)
+
+    def draw(seed):
+        return model.decode_ids(z, max_length=12, do_sample=True, top_k=0, seed=seed)
+
+    state = torch.random.get_rng_state()
+    assert draw(0) == draw(0)
+    assert draw(0) != draw(1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(0)
+    assert model.decode_ids(z, max_length=12, do_sample=True, top_k=0) == draw(0)
+
+
+@pytest.mark.parametrize("max_length", [1, 5])
+def test_decoded_rows_never_exceed_max_length_or_contain_eos(max_length):
+    model = varied_model(1, decoder_type="lstm")  # rarely emits EOS: rows run to the limit
+    for options in ({}, {"num_beams": 3}, {"do_sample": True, "seed": 0}):
+        rows = model.decode_ids(codes(4), max_length=max_length, **options)
+        assert all(len(row) <= max_length and EOS not in row for row in rows)
+        assert max(len(row) for row in rows) == max_length
+
+
+def test_batch_rows_decode_as_they_would_alone():
+    model = varied_model(4, eos_bias=1.5, decoder_type="transformer", latent_path="concat")
+    z = 2 * codes(6, seed=4)
+    batched = model.decode_ids(z, max_length=10)
+    assert batched == [model.decode_ids(z[i : i + 1], max_length=10)[0] for i in range(6)]
+    assert len({tuple(row) for row in batched}) > 1  # z matters: rows differ
+
+
+def test_generate_without_fitting_latents_says_what_it_needs():
+    with pytest.raises(TextVAEError, match=r"needs latents=z, a \(batch, 4\) tensor"):
+        tiny_model(0).generate(max_new_tokens=3)
+    with pytest.raises(TextVAEError, match=r"latents must be \(batch, 4\) for this model, got \(2, 3\)"):
+        tiny_model(0).generate(latents=torch.zeros(2, 3), max_new_tokens=3)
+
+
+# ----------------------------------------------------------------------------- text API
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +171,8 @@ def test_decode_is_the_tokenizer_view_of_decode_ids(model):
     assert texts == model.tokenizer.batch_decode(ids, skip_special_tokens=True)
     assert all(isinstance(t, str) for t in texts)
     assert all(len(t.split()) <= 8 for t in texts)
-    assert model.decode(z, "beam", max_length=8, beam_size=3) == model.tokenizer.batch_decode(
-        model.decode_ids(z, "beam", max_length=8, beam_size=3), skip_special_tokens=True
+    assert model.decode(z, max_length=8, num_beams=3) == model.tokenizer.batch_decode(
+        model.decode_ids(z, max_length=8, num_beams=3), skip_special_tokens=True
     )
 
 

@@ -15,7 +15,6 @@ from tests.models import (
 )
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEModel
-from textvae.models.decoding import greedy_or_sample
 from textvae.models.loading import load_model
 
 VARIANTS = [
@@ -41,7 +40,7 @@ def outputs(model: TextVAEModel) -> dict[str, torch.Tensor]:
     z = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         out = model(ids, mask, sample_posterior=False)
-        greedy = greedy_or_sample(model, z[:, 0], 10)
+        greedy = model.decode_ids(z[:, 0], max_length=10)
     return {
         **{k: out[k] for k in ("rec_log_likelihood", "kl", "kl_per_dim", "mu", "logvar", "z", "num_tokens")},
         "log_likelihood": model.log_likelihood(ids, z, mask),
@@ -80,7 +79,8 @@ def test_tied_embeddings_stay_tied_after_loading(tmp_path):
     model = trained_looking(2, tie_word_embeddings=True)
     model.save_pretrained(tmp_path)
     loaded = load_model(tmp_path)
-    assert loaded.head._tied[0] is loaded.decoder.embedding
+    assert loaded.head.output.weight is loaded.decoder.embedding.weight
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
     with torch.no_grad():
         loaded.decoder.embedding.weight[5].add_(1.0)
     assert not torch.equal(outputs(loaded)["log_likelihood"], outputs(model)["log_likelihood"])

@@ -382,6 +382,74 @@ def test_a_transformer_vae_trains_and_scores_under_bf16_autocast():
         exact = model.log_likelihood(ids, out.mu.detach(), mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model.log_likelihood(ids, out.mu.detach(), mask)
-            decoded = model.decode_ids(out.mu.detach(), "beam", max_length=5, beam_size=2)
+            decoded = model.decode_ids(out.mu.detach(), max_length=5, num_beams=2)
     torch.testing.assert_close(low, exact, rtol=0.05, atol=0.5)
     assert len(decoded) == 3
+
+
+# ------------------------------------------------------------------ transformers conventions
+
+
+def test_forward_returns_the_negative_elbo_and_the_logits_first():
+    model = tiny_model(20)
+    ids, mask = pad_batch(random_sentences(24, [5, 2, 7], seed=20))
+    out = model(ids, mask)
+    torch.testing.assert_close(out.loss, (out.kl - out.rec_log_likelihood).mean())
+    assert out.logits.shape == (3, ids.shape[1] - 1, 24)
+    assert list(out.keys())[:2] == ["loss", "logits"]
+    torch.manual_seed(0)
+    first = model(ids, mask, return_dict=False)[:2]
+    torch.manual_seed(0)
+    again = model(ids, mask)
+    assert torch.equal(first[0], again.loss) and torch.equal(first[1], again.logits)
+
+
+@pytest.mark.parametrize("decoder_type", DECODERS)
+def test_decoder_mode_continues_from_its_cache(decoder_type):
+    model = tiny_model(21, decoder_type=decoder_type, latent_path="concat")
+    ids = torch.tensor([[1, 5, 9, 7, 4]])
+    z = torch.randn(1, 4, generator=torch.Generator().manual_seed(21))
+    with torch.no_grad():
+        whole = model(ids, latents=z).logits
+        head = model(ids[:, :3], latents=z, use_cache=True)
+        tail = model(ids[:, 3:], latents=z, cache=head.cache, use_cache=True)
+    torch.testing.assert_close(torch.cat([head.logits, tail.logits], dim=1), whole, atol=1e-5, rtol=1e-5)
+    assert model(ids, latents=z).cache is None  # nothing kept without use_cache
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_output_embeddings_are_tied_to_the_input_embedding_the_transformers_way(tied):
+    model = tiny_model(22, tie_word_embeddings=tied)
+    assert model._tied_weights_keys == {"head.output.weight": "decoder.embedding.weight"}
+    assert model.get_input_embeddings() is model.decoder.embedding
+    assert model.get_output_embeddings() is model.head.output
+    assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) is tied
+
+
+@pytest.mark.parametrize("fraction", [0.4, 0.6, 0.8])
+def test_device_maps_keep_every_no_split_module_whole(fraction):
+    from accelerate import infer_auto_device_map
+
+    model = tiny_model(23, encoder_type="transformer", decoder_type="transformer", decoder_layers=3)
+    whole = [name for name, module in model.named_modules()
+             if type(module).__name__ in model._no_split_modules]
+    assert {"TransformerBlock", "InverseLipschitzMap"} <= {type(model.get_submodule(n)).__name__ for n in whole}
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    device_map = infer_auto_device_map(model, max_memory={"cpu": int(fraction * size), "disk": 10 * size},
+                                       no_split_module_classes=list(model._no_split_modules))
+    assert len(set(device_map.values())) == 2  # the model was split somewhere ...
+    assert not [key for key in device_map for name in whole if key.startswith(f"{name}.")]  # ... not inside these
+
+
+def test_init_weights_never_overwrites_loaded_weights(tmp_path):
+    model = tiny_model(24, tie_word_embeddings=True)
+    perturb_parameters(model, 0.2, seed=24)
+    model.save_pretrained(tmp_path)
+    loaded = TextVAEModel.from_pretrained(tmp_path)
+    loaded.apply(loaded._init_weights)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    fresh = tiny_model(24, tie_word_embeddings=True)  # the same call on unloaded weights does initialise
+    before = {key: value.clone() for key, value in fresh.state_dict().items()}
+    fresh.apply(fresh._init_weights)
+    assert not torch.equal(fresh.state_dict()["decoder.embedding.weight"], before["decoder.embedding.weight"])

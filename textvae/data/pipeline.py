@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import PreTrainedTokenizerFast
+from transformers import TokenizersBackend
 
 from textvae.data.corpora import SPLITS, resolve_corpus
 from textvae.data.reading import ReadReport, read_hf_splits, read_lines
@@ -73,7 +73,7 @@ class SplitData:
 
 @dataclass
 class PreparedData:
-    tokenizer: PreTrainedTokenizerFast
+    tokenizer: TokenizersBackend
     corpus_name: str
     splits: dict[str, SplitData] = field(default_factory=dict)
 
@@ -108,7 +108,7 @@ def _read(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, _Raw]]
     return Path(cfg.hf_dataset).resolve().name, {s: _Raw(lines, rep, None) for s, (lines, rep) in loaded.items()}
 
 
-def _encode(tok: PreTrainedTokenizerFast, lines: list[str]) -> list[list[int]]:
+def _encode(tok: TokenizersBackend, lines: list[str]) -> list[list[int]]:
     # The Rust batch encoder, bypassing the Python wrapper's per-call checks.
     return [enc.ids for enc in tok.backend_tokenizer.encode_batch(lines)]
 
@@ -130,7 +130,7 @@ def _apply_length_policy(raw: _Raw, ids: list[list[int]], report: SplitReport) -
     return SplitData([raw.lines[i] for i in keep], [ids[i] for i in keep], factors, report)
 
 
-def _tokenizer(cfg: DataConfig, corpus: str, train: _Raw | None) -> tuple[PreTrainedTokenizerFast, dict, Path | None]:
+def _tokenizer(cfg: DataConfig, corpus: str, train: _Raw | None) -> tuple[TokenizersBackend, dict, Path | None]:
     """Train one on the train split, or load ``cfg.tokenizer``; return it, its meta and
     the directory it was loaded from (``None`` when trained here)."""
     if cfg.tokenizer in KINDS:

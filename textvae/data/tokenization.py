@@ -1,6 +1,6 @@
 """Tokenizers trained on the corpus and saved the Hugging Face way.
 
-Every tokenizer is a ``tokenizers`` pipeline wrapped as ``PreTrainedTokenizerFast`` so
+Every tokenizer is a ``tokenizers`` pipeline wrapped as ``TokenizersBackend`` so
 that models, ``save_pretrained`` and the Hub treat it like any other. The contract the
 rest of textvae relies on: ``<pad>``=0, ``<bos>``=1, ``<eos>``=2, ``<unk>``=3, and every
 encoding is ``<bos> ... <eos>``, so ``tok(texts, padding=True, return_tensors="pt")`` is
@@ -30,7 +30,7 @@ from tokenizers import (
     processors,
     trainers,
 )
-from transformers import PreTrainedTokenizerFast
+from transformers import TokenizersBackend
 
 from textvae.atomic import staged_directory
 from textvae.errors import TextVAEError
@@ -82,7 +82,7 @@ def _build(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int,
 
 
 def train_tokenizer(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int = 1,
-                    lowercase: bool = False, *, model_max_length: int = 512) -> PreTrainedTokenizerFast:
+                    lowercase: bool = False, *, model_max_length: int = 512) -> TokenizersBackend:
     """Train a ``word``/``bpe``/``unigram`` tokenizer on ``lines``.
 
     ``model_max_length`` is the longest encoding (BOS and EOS included) the model accepts;
@@ -94,7 +94,7 @@ def train_tokenizer(kind: str, lines: Sequence[str], vocab_size: int, min_freque
         raise TextVAEError(f"data.vocab_size must be at least 1, got {vocab_size}")
     if min_frequency < 1:
         raise TextVAEError(f"data.min_frequency must be at least 1, got {min_frequency}")
-    return PreTrainedTokenizerFast(tokenizer_object=_build(kind, lines, vocab_size, min_frequency, lowercase),
+    return TokenizersBackend(tokenizer_object=_build(kind, lines, vocab_size, min_frequency, lowercase),
                                    pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK,
                                    model_max_length=model_max_length)
 
@@ -107,7 +107,7 @@ def fingerprint(lines: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | Path, meta: dict[str, Any]) -> Path:
+def save_tokenizer(tok: TokenizersBackend, directory: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``tok`` plus ``textvae_tokenizer.json`` (``meta``) to ``directory``.
 
     The files are written to a temporary sibling directory that is renamed into place,
@@ -135,11 +135,11 @@ def load_meta(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
+def load_tokenizer(directory: str | Path) -> TokenizersBackend:
     """Load a tokenizer written by :func:`save_tokenizer`; check the special-token ids."""
     load_meta(directory)
     try:
-        tok = PreTrainedTokenizerFast.from_pretrained(str(directory))
+        tok = TokenizersBackend.from_pretrained(str(directory))
     except Exception as exc:  # transformers raises many types for damaged files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TextVAEError(f"{directory}: corrupt tokenizer ({first})") from None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from transformers import PretrainedConfig
+from transformers import PreTrainedConfig
 
 NetworkType = Literal["lstm", "transformer"]
 LatentPath = Literal["invlip", "concat", "none"]
 InvlipLift = Literal["frozen", "learned", "plausible"]
 
 
-class TextVAEConfig(PretrainedConfig):
+class TextVAEConfig(PreTrainedConfig):
     r"""Every hyper-parameter of a sentence VAE.
 
     Args:

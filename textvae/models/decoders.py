@@ -20,17 +20,36 @@ A decoder turns the shifted sentence (BOS w_1 ... w_n) into states h_t; the
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from transformers import Cache, DynamicCache
 
+from textvae.errors import TextVAEError
 from textvae.models.configuration_textvae import TextVAEConfig
 from textvae.models.invlip import ICNN, InverseLipschitzMap
-from textvae.models.transformer import KVCache, TransformerStack
+from textvae.models.transformer import TransformerStack
 
 
 def latent_feeds_inputs(config: TextVAEConfig) -> bool:
     """Whether z enters the decoder's recurrence/attention (and not only its head)."""
     return config.latent_path == "concat" or (config.latent_path == "invlip" and config.invlip_condition_input)
+
+
+class LSTMState(Cache):
+    """The LSTM decoder's state ``(h, c)``, each (layers, B, H), as a transformers :class:`~transformers.Cache`.
+
+    ``generate()`` carries a model's cache from step to step and reorders it for beam
+    search; an LSTM's whole past is its state, so that is all this cache holds. It has no
+    per-position entries, so generate counts no cached positions (``get_seq_length`` is 0)
+    and, with a cache, passes only the newest token.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(layers=[])
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if self.state is not None:
+            self.state = tuple(s.index_select(1, beam_idx.to(s.device)) for s in self.state)
 
 
 class LSTMDecoder(nn.Module):
@@ -56,21 +75,21 @@ class LSTMDecoder(nn.Module):
             x = torch.cat([x, z.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)
         return x
 
-    def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """(B, T) ids, (B, d) z -> (B, T, H) states. Right padding never affects earlier positions."""
-        out, _ = self.lstm(self._inputs(input_ids, z), self.initial_state(z))
-        return out
-
-    def step(self, tokens: torch.Tensor, z: torch.Tensor | None, state):
-        """One step for generation: (B,) tokens -> (B, H) state output and the new state."""
-        if state is None:
-            state = self.initial_state(z)
-        out, state = self.lstm(self._inputs(tokens.unsqueeze(1), z), state)
-        return out[:, -1], state
-
     @staticmethod
-    def reorder_state(state, index: torch.Tensor):
-        return None if state is None else tuple(s.index_select(1, index) for s in state)
+    def new_cache() -> LSTMState:
+        return LSTMState()
+
+    def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None, cache: LSTMState | None = None) -> torch.Tensor:
+        """(B, T) ids, (B, d) z -> (B, T, H) states. Right padding never affects earlier positions.
+
+        With ``cache`` the tokens continue from its state (or start from z's when it is
+        empty), and the state after them is stored back.
+        """
+        state = cache.state if cache is not None and cache.state is not None else self.initial_state(z)
+        out, state = self.lstm(self._inputs(input_ids, z), state)
+        if cache is not None:
+            cache.state = state
+        return out
 
 
 class TransformerDecoder(nn.Module):
@@ -92,29 +111,28 @@ class TransformerDecoder(nn.Module):
 
     def _inputs(self, input_ids: torch.Tensor, z: torch.Tensor | None, start: int) -> torch.Tensor:
         """(B, T) ids at positions start.. -> (B, T, H) input vectors."""
-        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+        end, limit = start + input_ids.shape[1], self.positions.num_embeddings
+        if end > limit:
+            raise TextVAEError(f"the Transformer decoder has {limit} positions (BOS and at most {limit - 1} "
+                               f"tokens); asked for {end}")
+        positions = torch.arange(start, end, device=input_ids.device)
         x = self.input_proj(self.embedding(input_ids)) + self.positions(positions)
         if self.uses_latent:
             x = x + self.latent_proj(z).unsqueeze(1)
         return self.dropout(x)
 
-    def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """(B, T) ids, (B, d) z -> (B, T, H). Causal, so right padding changes nothing before it."""
-        return self.layers(self._inputs(input_ids, z, 0), causal=True)[0]
-
-    def step(self, tokens: torch.Tensor, z: torch.Tensor | None,
-             state: tuple[int, KVCache] | None) -> tuple[torch.Tensor, tuple[int, KVCache]]:
-        """One position: (B,) tokens -> (B, H); the state is (position, keys/values so far)."""
-        position, cache = state if state is not None else (0, None)
-        hidden, cache = self.layers(self._inputs(tokens.unsqueeze(1), z, position), causal=True, cache=cache)
-        return hidden[:, -1], (position + 1, cache)
-
     @staticmethod
-    def reorder_state(state: tuple[int, KVCache] | None, index: torch.Tensor) -> tuple[int, KVCache] | None:
-        if state is None:
-            return None
-        position, cache = state
-        return position, [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache]
+    def new_cache() -> DynamicCache:
+        return DynamicCache()
+
+    def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None, cache: Cache | None = None) -> torch.Tensor:
+        """(B, T) ids, (B, d) z -> (B, T, H). Causal, so right padding changes nothing before it.
+
+        With ``cache`` the tokens come after the positions it holds, and their keys and
+        values are appended to it.
+        """
+        start = cache.get_seq_length() if cache is not None else 0
+        return self.layers(self._inputs(input_ids, z, start), causal=True, cache=cache)
 
 
 DECODER_CLASSES = {"lstm": LSTMDecoder, "transformer": TransformerDecoder}
@@ -123,22 +141,18 @@ DECODER_CLASSES = {"lstm": LSTMDecoder, "transformer": TransformerDecoder}
 class OutputHead(nn.Module):
     """Decoder states (and z) -> next-token logits, with the ``invlip`` map inside."""
 
-    def __init__(self, config: TextVAEConfig, embedding: nn.Embedding):
+    def __init__(self, config: TextVAEConfig):
         super().__init__()
         self.dropout = nn.Dropout(config.dropout_output)
-        self.tied = config.tie_word_embeddings
-        if self.tied:
-            # Tied: project to the embedding width, then multiply by the input embedding.
-            # Held in a tuple so it is registered (and saved) once, under the decoder.
-            self._tied = (embedding,)
-            self.proj = (
-                nn.Linear(config.hidden_size, config.embedding_size, bias=False)
-                if config.hidden_size != config.embedding_size
-                else nn.Identity()
-            )
-            self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        else:
-            self.output = nn.Linear(config.hidden_size, config.vocab_size)
+        tied = config.tie_word_embeddings
+        # Tied: project to the embedding width; TextVAEModel ties `output.weight` to the
+        # decoder's input embedding (its `_tied_weights_keys`).
+        self.proj = (
+            nn.Linear(config.hidden_size, config.embedding_size, bias=False)
+            if tied and config.hidden_size != config.embedding_size
+            else nn.Identity()
+        )
+        self.output = nn.Linear(config.embedding_size if tied else config.hidden_size, config.vocab_size)
         self.invlip = None
         if config.latent_path == "invlip":
             self.state_proj = nn.Linear(config.hidden_size, config.invlip_state_size)
@@ -168,10 +182,7 @@ class OutputHead(nn.Module):
 
     def base_logits(self, h: torch.Tensor) -> torch.Tensor:
         """The part of the logits that does not see z directly: (..., H) -> (..., V)."""
-        h = self.dropout(h)
-        if self.tied:
-            return F.linear(self.proj(h), self._tied[0].weight, self.bias)
-        return self.output(h)
+        return self.output(self.proj(self.dropout(h)))
 
     def add_latent(self, base: torch.Tensor, h: torch.Tensor, z: torch.Tensor,
                    lift: torch.Tensor | None = None) -> torch.Tensor:

@@ -60,7 +60,7 @@ class TransformerEncoder(nn.Module):
         """(B, T) ids and mask -> (B, hidden) mean of the non-pad outputs."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.embedding(input_ids) + self.positions(positions)
-        x, _ = self.layers(x, causal=False, keep=attention_mask.bool())
+        x = self.layers(x, causal=False, keep=attention_mask.bool())
         weights = attention_mask.unsqueeze(-1).to(x.dtype)
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 

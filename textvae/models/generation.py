@@ -1,16 +1,20 @@
 """Text in, text out: encode, decode, reconstruct, sample and interpolate.
 
 Mixed into :class:`~textvae.models.TextVAEModel`; uses ``self.tokenizer`` (a
-``PreTrainedTokenizerFast`` attached by ``from_pretrained`` or the trainer).
+``TokenizersBackend`` attached by ``from_pretrained`` or the trainer). Decoding is
+transformers' ``generate(latents=z, ...)``: every method here takes its keyword options
+(``do_sample``, ``top_p``, ``temperature``, ``num_beams``, ``logits_processor``, a
+``generation_config``, ...) and only adds the sentence-level bookkeeping.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from textvae.data.batching import Collator
 from textvae.errors import TextVAEError
-from textvae.models.decoding import decode_latents
 
 
 def interpolation_path(a: torch.Tensor, b: torch.Tensor, steps: int, path: str = "lerp") -> torch.Tensor:
@@ -32,6 +36,18 @@ def interpolation_path(a: torch.Tensor, b: torch.Tensor, steps: int, path: str =
         direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / torch.sin(omega)
         return direction * ((1 - t) * na + t * nb)
     raise TextVAEError(f"unknown --path {path!r} (lerp, slerp)")
+
+
+def trim(rows: torch.Tensor, eos_id: int, max_length: int) -> list[list[int]]:
+    """(B, T) generated ids after BOS -> lists cut before the first EOS, at most ``max_length`` tokens.
+
+    Decoding runs ``max_length + 1`` steps so that a ``max_length``-word sentence can end
+    with EOS; a row that never emitted EOS has one token too many, cut here.
+    """
+    out = []
+    for row in rows.tolist():
+        out.append(row[: row.index(eos_id)] if eos_id in row else row[:max_length])
+    return out
 
 
 class TextGenerationMixin:
@@ -66,27 +82,42 @@ class TextGenerationMixin:
         return self.encode_ids(**self._tokenize(texts_or_ids))
 
     @torch.no_grad()
-    def decode_ids(self, z: torch.Tensor, strategy: str = "greedy", max_length: int = 64, **options) -> list[list[int]]:
-        """Token ids (no BOS/EOS) decoded from each row of z (B, d)."""
-        return decode_latents(self, z.to(self.device), strategy, max_length, **options)
+    def decode_ids(self, z: torch.Tensor, max_length: int = 64, seed: int | None = None,
+                   **generate_kwargs: Any) -> list[list[int]]:
+        """Token ids (no BOS/EOS) that ``generate(latents=z)`` decodes from each row of z (B, d).
 
-    def decode(self, z: torch.Tensor, strategy: str = "greedy", max_length: int = 64, **options) -> list[str]:
-        """Sentences decoded from each row of z (B, d): ``greedy``, ``beam`` or ``sample``."""
+        Args:
+            max_length: Longest sentence in tokens, EOS not counted.
+            seed: Seed the sampling (``do_sample=True``) draws from, without touching the
+                global random state; None uses (and advances) it, as ``generate`` does.
+            generate_kwargs: ``generate``'s own options; greedy decoding without any.
+        """
+        positions = self.config.max_position_embeddings
+        if self.config.decoder_type == "transformer" and max_length + 1 > positions:
+            raise TextVAEError(f"--max-length {max_length}: the Transformer decoder has {positions} positions "
+                               f"(BOS and at most {positions - 1} tokens)")
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            sequences = self.generate(latents=z.to(self.device), max_new_tokens=max_length + 1, **generate_kwargs)
+        return trim(sequences[:, 1:], self.config.eos_token_id, max_length)
+
+    def decode(self, z: torch.Tensor, max_length: int = 64, **options: Any) -> list[str]:
+        """Sentences decoded from each row of z (B, d); ``options`` as for :meth:`decode_ids`."""
         tokenizer = self._require_tokenizer()
-        ids = self.decode_ids(z, strategy, max_length, **options)
-        return tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return tokenizer.batch_decode(self.decode_ids(z, max_length, **options), skip_special_tokens=True)
 
-    def reconstruct(self, texts: list[str], strategy: str = "greedy", **options) -> list[str]:
+    def reconstruct(self, texts: list[str], **options: Any) -> list[str]:
         """Decode each sentence's posterior mean."""
         mu, _ = self.encode(texts)
-        return self.decode(mu, strategy, **options)
+        return self.decode(mu, **options)
 
-    def sample(self, n: int = 10, strategy: str = "greedy", generator: torch.Generator | None = None, **options) -> list[str]:
-        """Draw z ~ N(0, I) and decode each."""
+    def sample(self, n: int = 10, generator: torch.Generator | None = None, **options: Any) -> list[str]:
+        """Draw z ~ N(0, I) (from ``generator`` when given) and decode each."""
         z = torch.randn(n, self.config.latent_size, generator=generator).to(self.device)
-        return self.decode(z, strategy, **options)
+        return self.decode(z, **options)
 
-    def interpolate(self, a: str, b: str, steps: int = 8, path: str = "lerp", strategy: str = "greedy", **options) -> list[str]:
+    def interpolate(self, a: str, b: str, steps: int = 8, path: str = "lerp", **options: Any) -> list[str]:
         """Decode ``steps`` points between the posterior means of two sentences, ends included."""
         mu, _ = self.encode([a, b])
-        return self.decode(interpolation_path(mu[0], mu[1], steps, path), strategy, **options)
+        return self.decode(interpolation_path(mu[0], mu[1], steps, path), **options)

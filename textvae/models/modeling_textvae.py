@@ -4,8 +4,12 @@ Input format: ``input_ids`` as produced by textvae tokenizers, ``<bos> w_1 ... w
 right-padded with ``<pad>``; the decoder reads ``<bos> w_1 ... w_n`` and predicts
 ``w_1 ... w_n <eos>`` (n + 1 predicted tokens, BOS never predicted).
 
-The model returns raw terms (log-likelihood and KL per sentence and per dimension);
-how they are weighted (beta, annealing, free bits) is :mod:`textvae.objectives`' job.
+``forward`` has two modes. Without ``latents`` it is the VAE: encode, sample z, decode,
+and return ``loss`` (-ELBO at beta = 1), ``logits`` and the raw terms (log-likelihood and
+KL per sentence and per dimension); how training weights them (beta, annealing, free
+bits) is :mod:`textvae.objectives`' job. With ``latents`` it is the decoder alone, as
+transformers' ``generate()`` drives it: ``input_ids`` continue the sentences the cache
+holds, conditioned on z, and the output is next-token ``logits`` and the ``cache``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import Cache, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from textvae.errors import TextVAEError
@@ -36,17 +41,24 @@ _LOGITS_BLOCK = 2**25
 
 @dataclass
 class TextVAEOutput(ModelOutput):
-    """Raw terms of the ELBO for a batch of B sentences with a d-dimensional latent.
+    """The ELBO and its raw terms for B sentences with a d-dimensional latent, or (decoder
+    mode) next-token logits and the cache.
 
     Args:
+        loss: () mean over the batch of -ELBO = -log p(x|z) + KL, nats per sentence (beta = 1).
+        logits: (B, T - 1, V) next-token logits of the sentence's positions (VAE mode), or
+            (B, T, V) of the given decoder inputs (decoder mode).
         rec_log_likelihood: (B,) sum over predicted tokens of log p(x_t | x_<t, z).
         kl: (B,) KL(q(z|x) || N(0, I)), analytic.
         kl_per_dim: (B, d) its terms per latent dimension.
         mu, logvar: (B, d) posterior parameters.
         z: (B, d) the sample the decoder saw.
         num_tokens: (B,) predicted tokens per sentence (words + EOS).
+        cache: The decoder's state after the inputs (decoder mode with ``use_cache``).
     """
 
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
     rec_log_likelihood: torch.Tensor | None = None
     kl: torch.Tensor | None = None
     kl_per_dim: torch.Tensor | None = None
@@ -54,6 +66,7 @@ class TextVAEOutput(ModelOutput):
     logvar: torch.Tensor | None = None
     z: torch.Tensor | None = None
     num_tokens: torch.Tensor | None = None
+    cache: Cache | None = None
 
 
 def load_companion_tokenizer(name_or_path, config: TextVAEConfig, **hub_kwargs):
@@ -72,19 +85,38 @@ def load_companion_tokenizer(name_or_path, config: TextVAEConfig, **hub_kwargs):
     return tokenizer
 
 
-class TextVAEModel(TextGenerationMixin, PreTrainedModel):
+class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
     config_class = TextVAEConfig
     base_model_prefix = "textvae"
     main_input_name = "input_ids"
+    # With tie_word_embeddings the output layer shares the decoder's input embedding.
+    _tied_weights_keys = {"head.output.weight": "decoder.embedding.weight"}
+    # Kept whole by device maps and FSDP wrapping: a Transformer block, an LSTM (its fused
+    # weights), and the invlip map (its ICNN runs through `gradient`, not `forward`, so
+    # Accelerate's per-module device hooks would not move its inputs).
+    _no_split_modules = ["TransformerBlock", "LSTM", "InverseLipschitzMap"]
 
     def __init__(self, config: TextVAEConfig):
         super().__init__(config)
         self.posterior = GaussianPosterior(config) if config.latent_path != "none" else None
         embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
         self.decoder = DECODER_CLASSES[config.decoder_type](config, embedding)
-        self.head = OutputHead(config, embedding)
+        self.head = OutputHead(config)
         self.tokenizer = None  # attached by from_pretrained / the trainer; see TextGenerationMixin
         self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The decoder's token embedding (the encoder has its own, and keeps it)."""
+        return self.decoder.embedding
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.decoder.embedding = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.head.output
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.head.output = value
 
     # ---------------------------------------------------------- persistence
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -116,30 +148,40 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
         )
         return model
 
-    def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
-                    commit_message: str | None = None, token: str | None = None,
-                    license: str = "apache-2.0") -> PushResult:
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
+                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
+                    create_pr: bool = False, max_shard_size: int | str | None = "50GB",
+                    tags: list[str] | None = None, license: str = "apache-2.0") -> PushResult:
         """Weights, tokenizer and the textvae model card in one commit (see :func:`textvae.hub.push_model`).
 
-        Replaces transformers' ``push_to_hub``, which would upload no card of ours; its
-        other options (``create_pr``, sharding) are not offered.
+        transformers' own ``push_to_hub`` keywords, meaning what they mean there, plus the
+        card's ``license``. Overridden because transformers' version would upload an empty
+        card instead of ours, and its commit would lack the card's figures and examples.
         """
         from textvae.hub import push_model
 
-        return push_model(self, repo_id, private=private, revision=revision, commit_message=commit_message,
-                          token=token, license=license)
+        return push_model(self, repo_id, commit_message=commit_message, commit_description=commit_description,
+                          private=private, token=token, revision=revision, create_pr=create_pr,
+                          max_shard_size=max_shard_size, tags=tags, license=license)
 
     # ----------------------------------------------------------------- init
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Uniform init of recurrent weights and embeddings as in He et al. (2019)."""
+        """Uniform init of recurrent weights and embeddings as in He et al. (2019).
+
+        Never touches a loaded weight: transformers' ``init`` functions skip tensors that
+        ``from_pretrained`` flagged as loaded, and the invlip map, whose own init also
+        re-orthonormalises the lift (which would change a loaded lift in its last bits),
+        is initialised only when some of its weights were not loaded.
+        """
         if isinstance(module, (ICNN, InverseLipschitzMap)):
-            module.reset_parameters()
+            if not all(getattr(p, "_is_hf_initialized", False) for p in module.parameters()):
+                module.reset_parameters()
         elif isinstance(module, nn.LSTM):
             for param in module.parameters():
-                nn.init.uniform_(param, -0.1, 0.1)
+                init.uniform_(param, -0.1, 0.1)
         elif isinstance(module, nn.Embedding):
-            nn.init.uniform_(module.weight, -0.1, 0.1)
+            init.uniform_(module.weight, -0.1, 0.1)
         else:
             super()._init_weights(module)
 
@@ -186,17 +228,41 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
         word_dropout: float = 0.0,
         sample_posterior: bool = True,
-    ) -> TextVAEOutput:
-        """One pass of the VAE with one posterior sample per sentence.
+        return_dict: bool | None = None,
+    ) -> TextVAEOutput | tuple:
+        """The VAE on whole sentences, or (with ``latents``) the decoder alone.
 
         Args:
-            input_ids: (B, T) ``<bos> ... <eos>`` right-padded.
+            input_ids: (B, T) ``<bos> ... <eos>`` right-padded; with ``latents``, decoder
+                inputs that continue what ``cache`` holds (``<bos>`` first when it is empty).
             attention_mask: (B, T) 1 on real tokens; derived from ``<pad>`` when omitted.
+                Decoder mode reads no mask: the decoder is causal and generated rows are
+                never padded before their last token.
+            latents: (B, d) codes to decode from; selects decoder mode.
+            cache: The decoder's state so far (decoder mode; created when ``use_cache``).
+            use_cache: Return the decoder's state for the next call (decoder mode).
             word_dropout: Probability of replacing decoder inputs by ``<unk>`` (training only).
             sample_posterior: Decode from a sample of q(z|x) (the ELBO) or from its mean.
+            return_dict: ``False`` gives the output's non-None fields as a tuple.
         """
+        if latents is None:
+            output = self._vae_forward(input_ids, attention_mask, word_dropout, sample_posterior)
+        else:
+            if use_cache and cache is None:
+                cache = self.decoder.new_cache()
+            cache = cache if use_cache else None
+            z = latents.to(self.dtype)
+            output = TextVAEOutput(logits=self.head(self.decoder(input_ids, z, cache), z), cache=cache)
+        return output.to_tuple() if return_dict is False else output
+
+    def _vae_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                     word_dropout: float, sample_posterior: bool) -> TextVAEOutput:
+        """One pass of the VAE with one posterior sample per sentence."""
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         mu, logvar = self.encode_ids(input_ids, attention_mask)
@@ -209,15 +275,37 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
         logits = self.head(self.decoder(decoder_inputs, z), z)
         rec = self._sequence_log_likelihood(logits, input_ids[:, 1:], attention_mask[:, 1:])
         kl_per_dim = gaussian_kl_per_dim(mu, logvar)
+        kl = kl_per_dim.sum(-1)
         return TextVAEOutput(
+            loss=(kl - rec).mean(),
+            logits=logits,
             rec_log_likelihood=rec,
-            kl=kl_per_dim.sum(-1),
+            kl=kl,
             kl_per_dim=kl_per_dim,
             mu=mu,
             logvar=logvar,
             z=z,
             num_tokens=count_predicted_tokens(attention_mask),
         )
+
+    # ---------------------------------------------------------- generation
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        """No: the decoder builds its own cache on the first step (a ``DynamicCache`` for the
+        Transformer, an :class:`~textvae.models.decoders.LSTMState` for the LSTM), so
+        ``generate()`` must not hand an LSTM a key/value cache it cannot use."""
+        return False
+
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, latents: torch.Tensor | None = None,
+                                      **kwargs) -> dict:
+        """transformers' preparation, after checking that there are codes to decode from."""
+        d = self.config.latent_size
+        if latents is None:
+            raise TextVAEError(f"TextVAEModel.generate needs latents=z, a (batch, {d}) tensor: "
+                               "z ~ N(0, I) to sample, or model.encode(sentences)[0] to reconstruct")
+        if latents.dim() != 2 or latents.shape[1] != d:
+            raise TextVAEError(f"latents must be (batch, {d}) for this model, got {tuple(latents.shape)}")
+        return super().prepare_inputs_for_generation(input_ids, latents=latents, **kwargs)
 
     @staticmethod
     def _sequence_log_likelihood(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -267,8 +355,3 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel):
         """Teacher-forced next-token logits: (B, T) ``<bos> ... <eos>`` ids, (B, d) z -> (B, T-1, V)."""
         inputs = input_ids[:, :-1]
         return self.head(self.decoder(inputs, z), z)
-
-    def next_token_logits(self, tokens: torch.Tensor, z: torch.Tensor | None, state, lift: torch.Tensor | None = None):
-        """One decoding step: (B,) previous tokens -> (B, V) logits and the new decoder state."""
-        hidden, state = self.decoder.step(tokens, z, state)
-        return self.head(hidden.unsqueeze(1), z, lift)[:, 0], state

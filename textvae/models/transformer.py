@@ -1,9 +1,11 @@
 """Pre-norm Transformer layers with a key/value cache, shared by encoder and decoder.
 
 Written out (rather than ``nn.TransformerEncoderLayer``) for one reason: decoding. A
-causal decoder that caches each layer's keys and values runs one position per step; the
-torch layer can only re-encode the whole prefix at every step (quadratic in the length).
-Attention is ``F.scaled_dot_product_attention`` (flash/memory-efficient kernels on GPU).
+causal decoder that caches each layer's keys and values (in a transformers
+:class:`~transformers.Cache`, which ``generate()`` reorders for beam search) runs one
+position per step; the torch layer can only re-encode the whole prefix at every step
+(quadratic in the length). Attention is ``F.scaled_dot_product_attention``
+(flash/memory-efficient kernels on GPU).
 """
 
 from __future__ import annotations
@@ -11,11 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import Cache
 
 from textvae.models.configuration_textvae import TextVAEConfig
-
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]
-"""Per layer, keys and values of the positions seen so far, each (B, heads, S, head_dim)."""
 
 
 class TransformerBlock(nn.Module):
@@ -33,28 +33,30 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, *, causal: bool, keep: torch.Tensor | None = None,
-                cache: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """(B, T, W) -> (B, T, W) and this layer's keys/values including the T new positions.
+                cache: Cache | None = None, layer_index: int = 0) -> torch.Tensor:
+        """(B, T, W) -> (B, T, W).
 
         Args:
             causal: Position t attends to positions <= t only.
             keep: (B, S) True for keys that may be attended to (padding masks False).
-            cache: Keys and values of S - T earlier positions (incremental decoding; the
-                new positions come after all of them, so causality needs no mask).
+            cache: Keys and values of earlier positions (incremental decoding); this layer's
+                entry ``layer_index`` gains the T new positions.
         """
         batch, length, width = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         if cache is not None:
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            k, v = cache.update(k, v, layer_index)  # (B, heads, S, head_dim), earlier positions first
+        past = k.shape[2] - length
         mask = None if keep is None else keep[:, None, None, :]  # (B, 1, 1, S)
+        is_causal = causal and length > 1
+        if is_causal and past:  # T new positions after `past` cached ones: SDPA's is_causal aligns them wrongly
+            mask = torch.ones(length, past + length, dtype=torch.bool, device=x.device).tril(past)
+            is_causal = False
         attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0,
-            is_causal=causal and cache is None and length > 1,
+            q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0, is_causal=is_causal,
         )
         x = x + self.dropout(self.attn_out(attended.transpose(1, 2).reshape(batch, length, width)))
-        x = x + self.dropout(self.ff(self.ff_norm(x)))
-        return x, (k, v)
+        return x + self.dropout(self.ff(self.ff_norm(x)))
 
 
 class TransformerStack(nn.Module):
@@ -70,10 +72,8 @@ class TransformerStack(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size)
 
     def forward(self, x: torch.Tensor, *, causal: bool, keep: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
-        """(B, T, W) -> normalised (B, T, W) outputs and the updated cache."""
-        new_cache = []
+                cache: Cache | None = None) -> torch.Tensor:
+        """(B, T, W) -> normalised (B, T, W) outputs; ``cache`` (one entry per block) is updated in place."""
         for index, block in enumerate(self.blocks):
-            x, kv = block(x, causal=causal, keep=keep, cache=None if cache is None else cache[index])
-            new_cache.append(kv)
-        return self.norm(x), new_cache
+            x = block(x, causal=causal, keep=keep, cache=cache, layer_index=index)
+        return self.norm(x)
