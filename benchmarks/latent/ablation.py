@@ -157,7 +157,13 @@ def main() -> None:
         names = args.only or list(ROWS)
         threads = max(1, args.threads // args.jobs)
         with ThreadPoolExecutor(args.jobs) as pool:
-            for name, record in zip(names, pool.map(lambda n: run_row(n, threads, args.iw_samples), names)):
+            futures = {name: pool.submit(run_row, name, threads, args.iw_samples) for name in names}
+            for name, future in futures.items():  # a failed row is reported; the others are kept
+                try:
+                    record = future.result()
+                except subprocess.CalledProcessError as exc:
+                    print(f"{name}: failed ({exc}); see {RUNS / name}.*.log", flush=True)
+                    continue
                 results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
                 results[name] = record
                 RESULTS.write_text(json.dumps(results, indent=1) + "\n")
