@@ -196,7 +196,8 @@ class TrainConfig(Section):
     encoder alone is updated on fresh batches until the loss stops improving; switched off at
     the first validation whose mutual information I(x; z) is not above the previous one."""
     aggressive_max_inner_steps: int = 100
-    """Cap on the encoder-only steps before one decoder step (He et al.: 100)."""
+    """Cap on the encoder-only steps before one decoder step (He et al. loop while ``sub_iter < 100``:
+    at most 99)."""
     aggressive_check_every: int = 15
     """Encoder steps per window of the stopping rule: the loop stops when a window's loss per
     token is not below the previous window's (He et al.: 15)."""
