@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from textvae.errors import TextVAEError
+from textvae.errors import InvalidArgument, TextVAEError
 
 SPLITS = ("train", "valid", "test")
 
@@ -289,7 +289,7 @@ def download(name: str, data_dir: str | Path | None = None, *, timeout: float = 
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
     except OSError as exc:
-        raise TextVAEError(f"--data-dir {target.parent}: cannot write there ({exc.strerror})") from None
+        raise InvalidArgument("data_dir", f"{target.parent}: cannot write there ({exc.strerror})") from None
     try:
         for split, (url, sha) in spec.files.items():
             say(f"{name}: fetching {url}")

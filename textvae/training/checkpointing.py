@@ -74,12 +74,12 @@ def resolve_resume(run_dir: Path, resume: str, overwrite: bool = False) -> Path 
     if resume != "no":
         path = Path(resume)
         if not (path / "textvae_state.json").is_file():
-            raise TextVAEError(f"--resume {resume}: not a complete textvae checkpoint")
+            raise TextVAEError(f"train.resume={resume}: not a complete textvae checkpoint")
         return path
     existing = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
     if existing and not overwrite:
         raise TextVAEError(
-            f"output_dir {run_dir} already holds a run ({', '.join(existing)}): continue it with --resume, "
+            f"output_dir {run_dir} already holds a run ({', '.join(existing)}): continue it with train.resume=auto, "
             "start afresh with train.overwrite=true (deletes it), or choose another output_dir"
         )
     return None

@@ -29,6 +29,7 @@ from textvae.data.batching import make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
+from textvae.evaluation.metrics import LikelihoodTotals
 from textvae.models import TextVAEModel
 from textvae.training.aggressive import (
     AggressiveInference,
@@ -45,8 +46,9 @@ from textvae.training.checkpointing import (
     save_checkpoint,
     write_atomic_export,
 )
+from textvae.training.config import TrainConfig
 from textvae.training.objectives import Objective, ObjectiveTerms
-from textvae.training.recipe import Recipe, TrainConfig, dump_recipe
+from textvae.training.recipe import Recipe, dump_recipe
 
 
 def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
@@ -181,14 +183,15 @@ def validate(
     posteriors = gather_rows(accelerator, torch.cat(posteriors))
     model.train()
     rec, kl, tokens, count = sums.tolist()
+    likelihood = LikelihoodTotals(rec, kl, int(tokens), int(count)).numbers()
     mu, logvar = posteriors.chunk(2, dim=-1)
     metrics = {
-        "elbo": -(rec + kl) / count,
-        "rec": rec / count,
-        "kl": kl / count,
+        "elbo": likelihood["elbo"],
+        "rec": likelihood["rec"],
+        "kl": likelihood["kl"],
         "mi": float(mi_sum) / count,
         "mi_split": mutual_information(mu, logvar, generator=torch.Generator(device=mu.device).manual_seed(seed)),
-        "elbo_ppl": math.exp((rec + kl) / tokens),
+        "elbo_ppl": likelihood["ppl_elbo"],
         "active_units": active_units_from_sums(mu_sum, mu_sq_sum, int(count))[0],
     }
     if accelerator.unwrap_model(model).has_latent:
