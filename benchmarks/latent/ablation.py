@@ -71,6 +71,10 @@ ROWS: dict[str, list[str]] = {
     # 4 minutes for 40 decoder steps here)
     "frozen-d64-L3-aggressive": ["model.lipschitz=3", "model.latent_size=64", "train.aggressive=true",
                                  "train.aggressive_max_inner_steps=30"],
+    "frozen-d64-L3-aggressive-15ep": ["model.lipschitz=3", "model.latent_size=64", "train.aggressive=true",
+                                      "train.aggressive_max_inner_steps=30", "train.epochs=15"],
+    "frozen-d64-L4-aggressive-15ep": ["model.lipschitz=4", "model.latent_size=64", "train.aggressive=true",
+                                      "train.aggressive_max_inner_steps=30", "train.epochs=15"],
     "frozen-d64-L3-pretrain-15ep": ["model.lipschitz=3", "model.latent_size=64", "train.epochs=20",
                                     "objective.pretrain_steps=1565"],
     # LIDVAE's text decoder: a trained lift and a second Brenier map on the vocabulary
