@@ -128,7 +128,7 @@ def entry(name: str):
 def _loss_fn():
     """textvae's own objective when it exists (beta = 1), else -rec + KL, mean over sentences."""
     try:
-        from textvae.objectives import ConstantSchedule, Objective
+        from textvae.training.objectives import ConstantSchedule, Objective
     except ImportError:
         return lambda out: (out.kl - out.rec_log_likelihood).mean()
     objective = Objective(ConstantSchedule(1.0))
@@ -252,8 +252,8 @@ def trainer_tokens_per_s(sizes: Sizes, device: torch.device, batch_size: int, st
 
     from accelerate.state import AcceleratorState
 
-    from textvae.recipe import load_recipe
-    from textvae.training import train
+    from textvae.training.loop import train
+    from textvae.training.recipe import load_recipe
 
     total = warmup + steps
     overrides = [

@@ -17,7 +17,7 @@ import torch
 from textvae.data.synthetic import vocabulary, write_corpus
 from textvae.data.tokenization import train_tokenizer
 from textvae.models import TextVAEConfig, TextVAEModel
-from textvae.recipe import dump_recipe, load_recipe
+from textvae.training.recipe import dump_recipe, load_recipe
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from textvae.data.pipeline import prepare_data
 from textvae.data.synthetic import render, write_corpus
 from textvae.data.tokenization import BOS_ID, EOS_ID, load_meta
 from textvae.errors import TextVAEError
-from textvae.recipe import DataConfig
+from textvae.training.recipe import DataConfig
 
 LONG = "one two three four five six seven"
 

@@ -14,8 +14,8 @@ from tests.hub.conftest import (
 )
 from textvae.cli import main
 from textvae.errors import TextVAEError
-from textvae.hub import push_model
-from textvae.models.loading import load_model
+from textvae.hub.loading import load_model
+from textvae.hub.push import push_model
 
 REPO = "tester/hub-vae"
 

@@ -9,7 +9,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from tests.hub.conftest import EVALUATION, build_model
-from textvae.model_card import TAGS, build_model_card, generate_examples
+from textvae.hub.model_card import TAGS, build_model_card, generate_examples
 
 RECIPE = {"data": {"corpus": "ptb", "tokenizer": "word"}}
 SUMMARY = {"steps": 3000, "best_step": 2500}

@@ -24,7 +24,7 @@ from tests.hub.conftest import (
 )
 from textvae.cli import main
 from textvae.errors import TextVAEError
-from textvae.hub import push_export, push_model
+from textvae.hub.push import push_export, push_model
 
 REPO = "tester/tiny-vae"
 EXPORT_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -304,9 +304,9 @@ def test_trained_quickstart_export_reproduces_its_interpolation_from_the_hub(fak
     from huggingface_hub import ModelCard
 
     from textvae import TextVAEModel
-    from textvae.models.loading import load_model
-    from textvae.recipe import load_recipe
-    from textvae.training import train
+    from textvae.hub.loading import load_model
+    from textvae.training.loop import train
+    from textvae.training.recipe import load_recipe
 
     root = Path(__file__).resolve().parents[2]
     recipe = load_recipe(root / "recipes" / "quickstart.yaml", [

@@ -14,8 +14,8 @@ from tests.models import (
     word_tokenizer,
 )
 from textvae.errors import TextVAEError
+from textvae.hub.loading import load_model
 from textvae.models import TextVAEModel
-from textvae.models.loading import load_model
 
 VARIANTS = [
     dict(decoder_type=decoder, latent_path=path)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import textvae.training as training
+import textvae.training.loop as training
 from tests.training.conftest import REPO, assert_same_weights, copy_with_one_checkpoint
-from textvae.aggressive import encoder_parameters
 from textvae.errors import TextVAEError
-from textvae.recipe import load_recipe
-from textvae.training import train
+from textvae.training.aggressive import encoder_parameters
+from textvae.training.loop import train
+from textvae.training.recipe import load_recipe
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 AGGRESSIVE = ["train.aggressive=true", "train.aggressive_max_inner_steps=4", "train.aggressive_check_every=2"]

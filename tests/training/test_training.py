@@ -20,8 +20,8 @@ from tests.training.conftest import (
     textvae_command,
 )
 from textvae.errors import TextVAEError
-from textvae.recipe import load_recipe
-from textvae.training import train
+from textvae.training.loop import train
+from textvae.training.recipe import load_recipe
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 
@@ -43,7 +43,7 @@ def test_export_holds_weights_tokenizer_recipe_and_metrics(tiny_overrides):
     summary = json.loads((final / "train_summary.json").read_text())
     assert summary["best_step"] in (3, 6)
     assert [r["step"] for r in read_metrics(run_dir, "valid")] == [3, 6]
-    from textvae.models.loading import load_model
+    from textvae.hub.loading import load_model
 
     model = load_model(final)
     assert model.tokenizer is not None and len(model.tokenizer) == model.config.vocab_size
@@ -76,7 +76,7 @@ def test_overwrite_starts_afresh_with_a_new_tokenizer_and_metrics(tiny_overrides
     assert second == first
     assert sorted(p.name for p in (second / "checkpoints").iterdir()) == ["step-00000002"]
     assert [r["step"] for r in read_metrics(second, "valid")] == [2]
-    from textvae.models.loading import load_model
+    from textvae.hub.loading import load_model
 
     model = load_model(second / "final")
     assert model.config.vocab_size == len(model.tokenizer) < 100  # BPE, not the first run's ~170 words
@@ -109,7 +109,7 @@ def test_resumed_metrics_log_each_step_once(tiny_overrides):
 
 
 def test_tensorboard_without_the_package_is_a_clear_error(tiny_overrides, monkeypatch):
-    monkeypatch.setattr("textvae.training.is_tensorboard_available", lambda: False)
+    monkeypatch.setattr("textvae.training.loop.is_tensorboard_available", lambda: False)
     with pytest.raises(TextVAEError, match="'train.tensorboard'.*pip install tensorboard"):
         run([*tiny_overrides, "train.max_steps=2", "train.tensorboard=true"])
 
@@ -180,8 +180,8 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tiny_overrides, tmp_path):
 TWO_PROCESS_SCRIPT = r'''
 import json, sys, torch
 from accelerate import PartialState
-import textvae.training as training
-from textvae.recipe import load_recipe
+import textvae.training.loop as training
+from textvae.training.recipe import load_recipe
 
 from textvae.data import batching
 

@@ -29,7 +29,7 @@ from textvae.data.tokenization import (
     train_tokenizer,
 )
 from textvae.errors import TextVAEError
-from textvae.recipe import DataConfig
+from textvae.training.recipe import DataConfig
 
 FERTILITY_SAMPLE = 2000  # training sentences that set a tokenizer's tokens-per-word
 

@@ -7,7 +7,7 @@ right-padded with ``<pad>``; the decoder reads ``<bos> w_1 ... w_n`` and predict
 ``forward`` has two modes. Without ``latents`` it is the VAE: encode, sample z, decode,
 and return ``loss`` (-ELBO at beta = 1), ``logits`` and the raw terms (log-likelihood and
 KL per sentence and per dimension); how training weights them (beta, annealing, free
-bits) is :mod:`textvae.objectives`' job. With ``latents`` it is the decoder alone, as
+bits) is :mod:`textvae.training.objectives`' job. With ``latents`` it is the decoder alone, as
 transformers' ``generate()`` drives it: ``input_ids`` continue the sentences the cache
 holds, conditioned on z, and the output is next-token ``logits`` and the ``cache``.
 """
@@ -33,7 +33,7 @@ from textvae.models.generation import TextGenerationMixin
 from textvae.models.invlip import ICNN, InverseLipschitzMap
 
 if TYPE_CHECKING:
-    from textvae.hub import PushResult
+    from textvae.hub.push import PushResult
 
 # Upper bound on elements of one (samples x tokens x vocab) logits block in log_likelihood.
 _LOGITS_BLOCK = 2**25
@@ -158,7 +158,7 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         card's ``license``. Overridden because transformers' version would upload an empty
         card instead of ours, and its commit would lack the card's figures and examples.
         """
-        from textvae.hub import push_model
+        from textvae.hub.push import push_model
 
         return push_model(self, repo_id, commit_message=commit_message, commit_description=commit_description,
                           private=private, token=token, revision=revision, create_pr=create_pr,

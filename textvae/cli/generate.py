@@ -1,6 +1,6 @@
 """``textvae interpolate | sample | reconstruct``: look at what a model's latent space does.
 
-Each command loads an export with :func:`~textvae.models.loading.load_model`, works in
+Each command loads an export with :func:`~textvae.hub.loading.load_model`, works in
 batches (all interpolation points of all pairs are decoded in one call) and prints one
 sentence per line. When the latent code is unused -- a ``latent_path: none`` model, a
 posterior with KL ~ 0 on the sentences at hand, or an export whose own reports count 0
@@ -73,8 +73,8 @@ def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def load(args: argparse.Namespace) -> tuple[TextVAEModel, Path | None]:
     """The model of ``args.checkpoint`` (with its tokenizer) and its local export dir, if any."""
-    from textvae.evaluation_commands import export_directory, resolve_device
-    from textvae.models.loading import load_model
+    from textvae.cli.evaluate import export_directory, resolve_device
+    from textvae.hub.loading import load_model
 
     model = load_model(args.checkpoint, device=resolve_device(args.device))
     if model.tokenizer is None:

@@ -1,4 +1,4 @@
-"""Schedules, free bits and the loss/diagnostics of :mod:`textvae.objectives`."""
+"""Schedules, free bits and the loss/diagnostics of :mod:`textvae.training.objectives`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from textvae.errors import TextVAEError
-from textvae.objectives import (
+from textvae.training.objectives import (
     ConstantSchedule,
     CyclicalSchedule,
     Delayed,
@@ -18,7 +18,7 @@ from textvae.objectives import (
     Objective,
     free_bits_kl,
 )
-from textvae.recipe import ObjectiveConfig
+from textvae.training.recipe import ObjectiveConfig
 
 
 def make_output(rec_ll, kl_per_dim, num_tokens, requires_grad=False):

@@ -27,7 +27,7 @@ IW = [-10.5, -21.0, -7.75]
 
 CHILD = r"""
 import json, sys
-from textvae.metrics import load_metric
+from textvae.evaluation.metric import load_metric
 
 rec, kl, tokens, iw = json.loads(sys.argv[1])
 out = {}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import evaluate
 
-METRIC_DIR = Path(__file__).parent / "textvae_metrics"
+METRIC_PATH = Path(__file__).parent / "textvae_metrics.py"
 
 
 def load_metric(config_name: str | None = None, **kwargs: Any) -> evaluate.EvaluationModule:
@@ -30,7 +30,7 @@ def load_metric(config_name: str | None = None, **kwargs: Any) -> evaluate.Evalu
     """
     import evaluate
 
-    return evaluate.load(str(METRIC_DIR), config_name, **kwargs)
+    return evaluate.load(str(METRIC_PATH), config_name, **kwargs)
 
 
-__all__ = ["METRIC_DIR", "load_metric"]
+__all__ = ["METRIC_PATH", "load_metric"]

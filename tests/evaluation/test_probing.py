@@ -10,7 +10,12 @@ import torch
 
 from tests.helpers_models import offline_and_quiet  # noqa: F401 (autouse fixture)
 from textvae.errors import TextVAEError
-from textvae.probing import encode_factors, fit_probes, plugin_mutual_information, probe_factors
+from textvae.evaluation.probing import (
+    encode_factors,
+    fit_probes,
+    plugin_mutual_information,
+    probe_factors,
+)
 
 TENSES = ("past", "present", "future")
 
@@ -103,9 +108,9 @@ E2E_STEPS = 300
 
 
 def train_quickstart(tmp_path, latent_path: str):
-    from textvae.recipe import load_recipe
-    from textvae.training import train
-    from textvae.training_commands import resolve_recipe_path
+    from textvae.cli.train import resolve_recipe_path
+    from textvae.training.loop import train
+    from textvae.training.recipe import load_recipe
 
     overrides = [f"output_dir={tmp_path / latent_path}", f"model.latent_path={latent_path}",
                  f"train.max_steps={E2E_STEPS}", f"train.eval_every={E2E_STEPS}", "train.progress=false"]

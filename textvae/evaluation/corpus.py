@@ -13,7 +13,7 @@ estimated (the protocol dict travels with the numbers into ``evaluation.json``):
 * **AU** (Var_x E_q[z_j] >= delta) and the KL of each latent dimension.
 * **Reconstruction**: teacher-forced argmax token accuracy at z = mu, and corpus BLEU and
   exact-match rate of greedy reconstructions from mu.
-* **Factor probes** (:mod:`textvae.probing`) when the split has known factors.
+* **Factor probes** (:mod:`textvae.evaluation.probing`) when the split has known factors.
 * **Next-token TV**: how far apart the next-token distributions on the true prefix lie
   under two posterior samples, beside the same for two prior samples -- the effect of z
   in distribution space, where a logit-space guarantee may not be felt.
@@ -238,7 +238,7 @@ def evaluate(
         seed: Seeds the posterior samples and the MI estimate.
         progress: Show a tqdm bar on stderr.
         factors: One dict of known generative factors per sentence (embedded corpus): adds
-            linear probes of the posterior means (:func:`textvae.probing.probe_factors`).
+            linear probes of the posterior means (:func:`textvae.evaluation.probing.probe_factors`).
         sample_chunk: Importance samples per decoder call.
 
     Returns:
@@ -289,7 +289,7 @@ def evaluate(
         results["bleu_greedy"] = corpus_bleu(*split.bleu_texts())
         results["exact_match_greedy"] = split.exact / len(ids)
     if factors is not None:
-        from textvae.probing import probe_factors
+        from textvae.evaluation.probing import probe_factors
 
         with_length = [{**f, "length": len(r) - 2} for f, r in zip(factors, ids, strict=True)]
         results["probes"] = probe_factors(split.mu, with_length, seed=seed)

@@ -21,7 +21,7 @@ import torch
 
 from textvae.atomic import write_text
 from textvae.errors import TextVAEError
-from textvae.recipe import DataConfig, load_recipe
+from textvae.training.recipe import DataConfig, load_recipe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -49,7 +49,7 @@ class EvaluationSplit:
 
 def export_directory(checkpoint: str) -> Path | None:
     """The local export directory a checkpoint argument points to (None for a Hub id)."""
-    from textvae.models.loading import resolve_export
+    from textvae.hub.loading import resolve_export
 
     path = Path(resolve_export(checkpoint))
     return path if path.is_dir() else None
@@ -80,7 +80,7 @@ def _hub_file(repo_id: str, filename: str) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
-    from textvae.models.loading import describe_hub_failure
+    from textvae.hub.loading import describe_hub_failure
 
     try:
         return Path(hf_hub_download(repo_id, filename))
@@ -178,8 +178,8 @@ def write_plots(model: TextVAEModel, split: EvaluationSplit, results: dict[str, 
                 directory: Path, batch_size: int) -> list[Path]:
     """KL per dimension, PCA of posterior means (a panel for the length and one for each
     factor with few classes), training curves when the run's metrics.jsonl is there."""
-    from textvae import plots
-    from textvae.evaluation import posterior_parameters
+    from textvae.evaluation import plots
+    from textvae.evaluation.corpus import posterior_parameters
 
     written = []
     if model.has_latent:
@@ -202,8 +202,8 @@ def write_plots(model: TextVAEModel, split: EvaluationSplit, results: dict[str, 
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from textvae.evaluation import evaluate, format_markdown
-    from textvae.models.loading import load_model
+    from textvae.evaluation.corpus import evaluate, format_markdown
+    from textvae.hub.loading import load_model
 
     if args.split not in SPLITS:
         raise TextVAEError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}")

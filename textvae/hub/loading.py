@@ -60,7 +60,7 @@ def describe_hub_failure(exc: BaseException, repo_id: str, token: str | None = N
     """One line for a failed Hub download, without the token; None when the Hub is not the cause."""
     from huggingface_hub import constants, get_token
 
-    from textvae.hub import explain_hub_error, redact
+    from textvae.hub.push import explain_hub_error, redact
 
     message = explain_hub_error(exc, repo_id, constants.ENDPOINT, writing=False)
     return None if message is None else redact(message, token if isinstance(token, str) else get_token())

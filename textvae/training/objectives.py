@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from textvae.errors import TextVAEError
-from textvae.recipe import FreeBitsMode, ObjectiveConfig
+from textvae.training.recipe import FreeBitsMode, ObjectiveConfig
 
 FREE_BITS_MODES = get_args(FreeBitsMode)
 

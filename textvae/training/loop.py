@@ -24,10 +24,20 @@ from accelerate.utils import is_tensorboard_available, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from textvae.aggressive import AggressiveInference, encoder_parameters, encoder_updates, step_except
 from textvae.atomic import write_text
-from textvae.builders import LRSchedule, build_model, build_optimizer
-from textvae.checkpointing import (
+from textvae.data.batching import make_dataloader
+from textvae.data.pipeline import PreparedData, prepare_data
+from textvae.errors import TextVAEError
+from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
+from textvae.models import TextVAEModel
+from textvae.training.aggressive import (
+    AggressiveInference,
+    encoder_parameters,
+    encoder_updates,
+    step_except,
+)
+from textvae.training.builders import LRSchedule, build_model, build_optimizer
+from textvae.training.checkpointing import (
     TrainState,
     clean_partial,
     clear_run,
@@ -35,13 +45,8 @@ from textvae.checkpointing import (
     save_checkpoint,
     write_atomic_export,
 )
-from textvae.data.batching import make_dataloader
-from textvae.data.pipeline import PreparedData, prepare_data
-from textvae.errors import TextVAEError
-from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
-from textvae.models import TextVAEModel
-from textvae.objectives import Objective, ObjectiveTerms
-from textvae.recipe import Recipe, TrainConfig, dump_recipe
+from textvae.training.objectives import Objective, ObjectiveTerms
+from textvae.training.recipe import Recipe, TrainConfig, dump_recipe
 
 
 def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:

@@ -3,7 +3,7 @@
 One push is one Hub commit holding everything a stranger needs: the config and
 safetensors weights, the tokenizer (``TextVAEModel.from_pretrained`` re-attaches it), the
 recipe, the training summary, the evaluation numbers, and a model card generated from
-them (:mod:`textvae.model_card`). The commit is built from explicit
+them (:mod:`textvae.hub.model_card`). The commit is built from explicit
 ``CommitOperationAdd`` entries pointing at the export's files plus the card in memory,
 so the local export is only read, never written.
 
@@ -19,7 +19,6 @@ attached, whose HTTP request still carries the ``Authorization`` header.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import tempfile
@@ -38,8 +37,8 @@ from huggingface_hub.errors import (
 )
 
 from textvae.errors import TextVAEError
-from textvae.model_card import FIGURES, build_model_card, generate_examples
-from textvae.models.loading import load_model, resolve_export
+from textvae.hub.loading import load_model, resolve_export
+from textvae.hub.model_card import FIGURES, build_model_card, generate_examples
 
 if TYPE_CHECKING:
     from textvae.models import TextVAEModel
@@ -242,36 +241,3 @@ def _first_line(value: object) -> str:
 def redact(text: str, token: str | None) -> str:
     """``text`` without ``token``: for messages built from server or client text."""
     return text.replace(token, "***") if token else text
-
-
-# ------------------------------------------------------------------------ command line
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "push",
-        help="upload a trained model, its tokenizer and a model card to the Hugging Face Hub",
-        description=(
-            "Upload an export (or a run directory's final/ export) to a Hub model repository in one "
-            "commit: config, weights, tokenizer, recipe.yaml, train_summary.json, evaluation.json and "
-            "a generated README.md model card. The token comes from --token, HF_TOKEN or `hf auth login`."
-        ),
-    )
-    parser.add_argument("export", metavar="RUN_DIR_OR_EXPORT", help="a run directory or an export directory")
-    parser.add_argument("repo_id", metavar="REPO_ID", help="user/name, org/name, or name (in your namespace)")
-    parser.add_argument("--private", action="store_true", help="create the repository private (if it is new)")
-    parser.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main if missing)")
-    parser.add_argument("--commit-message", metavar="MSG", help="message of the Hub commit")
-    parser.add_argument("--commit-description", metavar="TEXT", help="description of the Hub commit")
-    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    parser.add_argument("--token", metavar="TOKEN",
-                        help="Hub token; prefer HF_TOKEN or `hf auth login`, which keep it out of shell history")
-    parser.add_argument("--license", default="apache-2.0", help="license tag of the model card (default: apache-2.0)")
-    parser.set_defaults(handler=run_push)
-
-
-def run_push(args: argparse.Namespace) -> int:
-    result = push_export(args.export, args.repo_id, private=args.private, revision=args.revision,
-                         commit_message=args.commit_message, commit_description=args.commit_description,
-                         create_pr=args.create_pr, token=args.token, license=args.license)
-    where = f"a pull request {result.pr_url}" if result.pr_url else result.commit_url
-    print(f"pushed {len(result.files)} files to {result.repo_id}: {where}")
-    return 0

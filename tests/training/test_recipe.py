@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from textvae.cli.train import resolve_recipe_path, shipped_recipes_dir
 from textvae.errors import TextVAEError
-from textvae.recipe import Recipe, dump_recipe, load_recipe
-from textvae.training_commands import resolve_recipe_path, shipped_recipes_dir
+from textvae.training.recipe import Recipe, dump_recipe, load_recipe
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml"))
 
 
 def test_recipes_are_shipped():
@@ -21,7 +21,7 @@ def test_recipes_are_shipped():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_every_shipped_recipe_validates_and_builds_its_parts(path):
     from textvae.models import TextVAEConfig
-    from textvae.objectives import Objective
+    from textvae.training.objectives import Objective
 
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
@@ -79,7 +79,7 @@ def test_a_value_out_of_range_is_named(override, message):
 
 
 def test_a_section_built_in_python_is_held_to_the_same_rules():
-    from textvae.recipe import TrainConfig
+    from textvae.training.recipe import TrainConfig
 
     with pytest.raises(TextVAEError, match=r"'train\.mixed_precision': expected one of"):
         TrainConfig(mixed_precision="fp8").check()

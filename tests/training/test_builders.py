@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from textvae.builders import LRSchedule, build_optimizer
 from textvae.errors import TextVAEError
-from textvae.recipe import OptimConfig
+from textvae.training.builders import LRSchedule, build_optimizer
+from textvae.training.recipe import OptimConfig
 
 # The schedules are stepped here without training steps in between.
 pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")

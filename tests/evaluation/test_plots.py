@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from textvae import plots
 from textvae.errors import TextVAEError
+from textvae.evaluation import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

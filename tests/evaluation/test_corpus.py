@@ -1,4 +1,4 @@
-"""Known answers for :mod:`textvae.evaluation`: IW-NLL against quadrature, PPL counting,
+"""Known answers for :mod:`textvae.evaluation.corpus`: IW-NLL against quadrature, PPL counting,
 exact NLL without a latent, and the invariances the protocol relies on."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.helpers_models import (  # noqa: F401
 )
 from textvae.errors import TextVAEError
 from textvae.estimators import standard_normal_log_density
-from textvae.evaluation import (
+from textvae.evaluation.corpus import (
     evaluate,
     format_markdown,
     importance_sampled_log_likelihood,

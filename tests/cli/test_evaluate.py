@@ -16,7 +16,7 @@ from tests.helpers_models import (  # noqa: F401
     use_latent,
     word_tokenizer,
 )
-from textvae.evaluation_commands import apply_length_policy, write_json_atomic
+from textvae.cli.evaluate import apply_length_policy, write_json_atomic
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
-"""The ``textvae`` command line.
+"""The command line: the top layer, the only one that knows about flags and exit codes.
 
-Each command group lives beside the code it drives and exposes ``register(subparsers)``;
-this module only collects them, runs the chosen handler and turns a
+It owns argument parsing (one module per command group, each exposing
+``register(subparsers)``), the wording of errors in terms of flags, and printing. This
+module collects the groups, runs the chosen handler and turns a
 :class:`~textvae.errors.TextVAEError` into one line on stderr with exit status 2.
 """
 
@@ -15,11 +16,11 @@ from textvae.errors import TextVAEError
 
 # Modules that add sub-commands; imported lazily so `textvae --help` stays fast.
 COMMAND_MODULES = (
-    "textvae.data.commands",
-    "textvae.training_commands",
-    "textvae.evaluation_commands",
-    "textvae.generation_commands",
-    "textvae.hub",
+    "textvae.cli.data",
+    "textvae.cli.train",
+    "textvae.cli.evaluate",
+    "textvae.cli.generate",
+    "textvae.cli.push",
 )
 
 

@@ -32,7 +32,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from textvae.data.pipeline import prepare_data  # imports transformers: only when needed
-    from textvae.recipe import load_recipe
+    from textvae.training.recipe import load_recipe
 
     # The first item is the recipe unless it is already an override.
     has_recipe = bool(args.items) and "=" not in args.items[0]

@@ -13,7 +13,7 @@ from tests.helpers_models import (  # noqa: F401
     use_latent,
     word_tokenizer,
 )
-from textvae.models.loading import load_model
+from textvae.hub.loading import load_model
 
 A = "the old dog saw a small cat ."
 B = "she will not find the red boxes ."

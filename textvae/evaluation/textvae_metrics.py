@@ -2,7 +2,7 @@
 
 Load it offline from the installed package (no Hub access needed)::
 
-    from textvae.metrics import load_metric
+    from textvae.evaluation.metric import load_metric
 
     metric = load_metric()            # ELBO-based numbers
     metric = load_metric("iw")        # also the importance-weighted bound

@@ -10,7 +10,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig, TextVAEModel
-from textvae.recipe import OptimConfig, Recipe
+from textvae.training.recipe import OptimConfig, Recipe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

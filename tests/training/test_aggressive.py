@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.models import pad_batch, random_sentences, tiny_model
-from textvae.aggressive import (
+from textvae.training.aggressive import (
     AggressiveInference,
     decoder_parameters,
     encoder_parameters,

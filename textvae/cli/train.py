@@ -7,7 +7,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from textvae.errors import TextVAEError
-from textvae.recipe import load_recipe
+from textvae.training.recipe import load_recipe
 
 
 def shipped_recipes_dir() -> Path:
@@ -55,7 +55,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise TextVAEError(f"recipe not found: {args.recipe} is neither a file nor a shipped recipe "
                            "(`textvae recipes` lists them)")
     recipe = load_recipe(path, overrides)
-    from textvae.training import train  # torch/accelerate import only when training
+    from textvae.training.loop import train  # torch/accelerate import only when training
 
     train(recipe)
     return 0
