@@ -67,8 +67,14 @@ ROWS: dict[str, list[str]] = {
     "ctx-rot8-d64-L3": ["model.lipschitz=3", "model.latent_size=64", "model.invlip_state_in_lift=false",
                         "model.invlip_state_size=64", "model.invlip_rotations=8"],
     # encoder-side help beside the constraint (He et al. 2019; Li et al. 2019)
-    # aggressive: 40 decoder steps in 4 minutes here (up to 100 encoder steps each); not finished
-    "frozen-d64-L3-aggressive": ["model.lipschitz=3", "model.latent_size=64", "train.aggressive=true"],
+    # aggressive, at most 30 encoder steps before each decoder step (He et al.: 100, which took
+    # 4 minutes for 40 decoder steps here)
+    "frozen-d64-L3-aggressive": ["model.lipschitz=3", "model.latent_size=64", "train.aggressive=true",
+                                 "train.aggressive_max_inner_steps=30"],
+    "frozen-d64-L3-aggressive-15ep": ["model.lipschitz=3", "model.latent_size=64", "train.aggressive=true",
+                                      "train.aggressive_max_inner_steps=30", "train.epochs=15"],
+    "frozen-d64-L4-aggressive-15ep": ["model.lipschitz=4", "model.latent_size=64", "train.aggressive=true",
+                                      "train.aggressive_max_inner_steps=30", "train.epochs=15"],
     "frozen-d64-L3-pretrain-15ep": ["model.lipschitz=3", "model.latent_size=64", "train.epochs=20",
                                     "objective.pretrain_steps=1565"],
     # LIDVAE's text decoder: a trained lift and a second Brenier map on the vocabulary

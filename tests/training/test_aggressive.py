@@ -11,6 +11,7 @@ from textvae.training.aggressive import (
     decoder_parameters,
     encoder_parameters,
     encoder_updates,
+    gradients_off,
     step_except,
 )
 
@@ -70,12 +71,12 @@ def test_inner_loop_stops_at_the_cap_while_the_loss_keeps_falling():
     assert (steps, drawn) == (7, 6)
 
 
-def test_inner_steps_change_only_encoder_parameters_and_leave_decoder_moments_alone():
-    model = tiny_model(0, latent_path="concat").train()
+def inner_loop(latent_path: str, skip_decoder_gradients: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    """Four encoder steps of a tiny model on one batch (seeded, so two calls see the same noise)."""
+    model = tiny_model(0, latent_path=latent_path).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     ids, mask = pad_batch(random_sentences(24, [3, 5, 8, 2], 0))
     batch = {"input_ids": ids, "attention_mask": mask}
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
 
     def backward(batches):
         out = model(**batches[0])
@@ -83,8 +84,16 @@ def test_inner_steps_change_only_encoder_parameters_and_leave_decoder_moments_al
         loss.backward()
         return float(loss.detach()) * len(out.kl), int(out.num_tokens.sum())
 
+    torch.manual_seed(1)
     steps = encoder_updates(model, backward, [batch], lambda: [batch], lambda frozen: step_except(optimizer, frozen),
-                            max_steps=4, check_every=2)
+                            max_steps=4, check_every=2, skip_decoder_gradients=skip_decoder_gradients)
+    return model, optimizer, steps
+
+
+@pytest.mark.parametrize("skip_decoder_gradients", [False, True])
+def test_inner_steps_change_only_encoder_parameters_and_leave_decoder_moments_alone(skip_decoder_gradients):
+    before = {name: p.detach().clone() for name, p in tiny_model(0, latent_path="concat").named_parameters()}
+    model, optimizer, steps = inner_loop("concat", skip_decoder_gradients)
     assert steps >= 2
     encoder = {id(p) for p in encoder_parameters(model)}
     for name, param in model.named_parameters():
@@ -95,6 +104,24 @@ def test_inner_steps_change_only_encoder_parameters_and_leave_decoder_moments_al
             assert not changed, name
             assert param not in optimizer.state, name
     assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # switched back on after the loop
+
+
+@pytest.mark.parametrize("latent_path", ["invlip", "concat"])
+def test_skipping_decoder_gradients_gives_the_same_encoder_updates(latent_path):
+    full, _, steps_full = inner_loop(latent_path, skip_decoder_gradients=False)
+    fast, _, steps_fast = inner_loop(latent_path, skip_decoder_gradients=True)
+    assert steps_full == steps_fast
+    for (name, a), b in zip(full.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_gradients_off_restores_the_flags_even_after_an_error():
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2), requires_grad=False)]
+    with pytest.raises(RuntimeError), gradients_off(params):
+        assert not any(p.requires_grad for p in params)
+        raise RuntimeError
+    assert [p.requires_grad for p in params] == [True, False]
 
 
 @pytest.mark.parametrize("latent_path", ["invlip", "concat"])

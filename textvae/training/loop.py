@@ -334,7 +334,8 @@ def train(recipe: Recipe) -> Path:
         encoder_steps = 0
         if aggressive.active:  # He et al.: the encoder catches up before the decoder steps
             encoder_steps = encoder_updates(raw_model, lambda b: backward(b)[1:], batches, draw, clip_and_step,
-                                            cfg.aggressive_max_inner_steps, cfg.aggressive_check_every)
+                                            cfg.aggressive_max_inner_steps, cfg.aggressive_check_every,
+                                            skip_decoder_gradients=accelerator.num_processes == 1)
         terms, _, step_tokens = backward(batches)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
         # The same verdict on every process (gradients are all-reduced). Under fp16 an
