@@ -23,7 +23,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "evaluation_batches", "make_dataloader"),
+    "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "evaluation_order", "make_dataloader"),
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
     "pipeline": ("PreparedData", "RawSplit", "SplitData", "SplitReport", "encode_split", "prepare_data",
                  "read_splits"),

@@ -141,19 +141,14 @@ class Collator:
         return pad_ids(batch, self.pad_id)
 
 
-def evaluation_batches(ids: Sequence[Sequence[int]], batch_size: int, pad_id: int, *, num_replicas: int = 1,
-                       rank: int = 0) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-    """This rank's batches of a split in the evaluation order, each with the indices it holds.
+def evaluation_order(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """A split's batches (lists of indices) in the evaluation order, longest sentences first.
 
-    Longest sentences first (the least padding, and the order every evaluation number was
-    computed in), padded by the :class:`Collator` training uses; every sentence is in
-    exactly one rank's batches.
+    The order every evaluation number is computed in, whatever the number of processes:
+    process ``r`` of ``R`` evaluates batches ``r::R`` of this one list (their counts need not
+    match, evaluation runs no collective inside its loop). Pad them with :class:`Collator`.
     """
-    collate = Collator(pad_id)
-    sampler = BucketBatchSampler([len(row) for row in ids], batch_size, shuffle=False, num_replicas=num_replicas,
-                                 rank=rank)
-    for batch in sampler:
-        yield batch, collate([ids[i] for i in batch])
+    return BucketBatchSampler(lengths, batch_size, shuffle=False).epoch_batches()
 
 
 def make_dataloader(ids: list[list[int]], batch_size: int, pad_id: int, *, shuffle: bool, seed: int = 0,

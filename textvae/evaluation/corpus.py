@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
-from textvae.data.batching import evaluation_batches
+from textvae.data.batching import Collator, evaluation_order
 from textvae.errors import InvalidArgument
 from textvae.estimators import (
     IWAccumulator,
@@ -49,6 +49,8 @@ from textvae.estimators import (
 from textvae.evaluation.metrics import LikelihoodTotals, latent_statistics, reconstruction_scores
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+
     from textvae.models import TextVAEModel
 
 MI_VARIANTS = ("split", "batch")
@@ -208,6 +210,7 @@ def evaluate_split(
     progress: bool = True,
     factors: Sequence[dict[str, Any]] | None = None,
     sample_chunk: int = 50,
+    accelerator: Accelerator | None = None,
 ) -> Evaluation:
     """Every evaluation number of ``model`` on sentences ``ids``, with its protocol, in one pass.
 
@@ -225,9 +228,15 @@ def evaluate_split(
         factors: One dict of known generative factors per sentence (embedded corpus): adds
             linear probes of the posterior means (:func:`textvae.evaluation.probing.probe_factors`).
         sample_chunk: Importance samples per decoder call.
+        accelerator: Share the batches among its processes (every process calls this):
+            process ``r`` of ``R`` evaluates batches ``r::R`` and the per-sentence results are
+            gathered with ``gather_for_metrics``. Each process draws the noise of every
+            batch, using its own batches' only, so each sentence sees the same samples, and
+            the numbers are those of one process up to float rounding.
 
     Returns:
-        The results (numbers, ``protocol``, ``checkpoint``) and the split's posteriors.
+        The results (numbers, ``protocol``, ``checkpoint``) and the split's posteriors, on
+        every process.
     """
     if mi not in MI_VARIANTS:
         raise InvalidArgument("mi", f"must be one of {', '.join(MI_VARIANTS)}, got {mi!r}")
@@ -245,13 +254,22 @@ def evaluate_split(
     generator = torch.Generator(device=model.device).manual_seed(seed)
     # The TV draws have their own stream, so the IW and MI numbers do not depend on them.
     split = _SplitPass(len(ids), config.latent_size, torch.Generator(device=model.device).manual_seed(seed + 1))
-    bar = tqdm(total=len(ids), desc="evaluate", unit="sent", disable=not progress, file=sys.stderr, leave=False)
+    processes, rank = (accelerator.num_processes, accelerator.process_index) if accelerator else (1, 0)
+    collate = Collator(config.pad_token_id)
+    bar = tqdm(total=len(ids), desc="evaluate", unit="sent", disable=not progress or rank > 0, file=sys.stderr,
+               leave=False)
     with torch.no_grad():
-        for batch, tensors in evaluation_batches(ids, batch_size, config.pad_token_id):
-            split.add(model, ids, batch, tensors, num_samples, sample_chunk, generator, bleu)
+        for number, batch in enumerate(evaluation_order([len(r) for r in ids], batch_size)):
+            if number % processes == rank:
+                split.add(model, ids, batch, collate([ids[i] for i in batch]), num_samples, sample_chunk, generator,
+                          bleu)
+            else:
+                split.skip(model, len(batch), num_samples, generator)
             bar.update(len(batch))
     bar.close()
     model.train(was_training)
+    if processes > 1:
+        split.gather(accelerator)
 
     kl = gaussian_kl_per_dim(split.mu.double(), split.logvar.double()).sum(-1) * float(has_latent)  # (N,)
     totals = LikelihoodTotals(float(-split.rec.sum()), float(kl.sum()), split.tokens, len(ids), float(-split.iw.sum()))
@@ -292,6 +310,37 @@ class _SplitPass:
         self.tv_generator = tv_generator
         self.hypotheses: list[list[int]] = [[] for _ in range(n)]
         self.references: list[list[int]] = [[] for _ in range(n)]
+        self.done: list[int] = []
+        """Indices of the sentences this process evaluated."""
+
+    def skip(self, model, size: int, num_samples: int, generator: torch.Generator) -> None:
+        """Draw the noise a batch of ``size`` sentences would use, and nothing else: another
+        process evaluates it, and every later batch must see the noise it sees on one process."""
+        shape, options = (size, model.config.latent_size), {"device": model.device, "dtype": torch.float32}
+        torch.randn((num_samples, *shape), generator=generator, **options)
+        if model.has_latent:
+            torch.randn((4, *shape), generator=self.tv_generator, **options)
+
+    def gather(self, accelerator: Accelerator) -> None:
+        """Every process's sentences and counts, on every process (``gather_for_metrics``)."""
+        index = torch.tensor(self.done, dtype=torch.long)
+        mine = {"index": index, "iw": self.iw[index], "rec": self.rec[index], "mu": self.mu[index],
+                "logvar": self.logvar[index], "hypotheses": [self.hypotheses[i] for i in self.done],
+                "references": [self.references[i] for i in self.done],
+                "counts": (self.tokens, self.correct, self.tv_posterior, self.tv_prior)}
+        parts = accelerator.gather_for_metrics([mine], use_gather_object=True)
+        self.tokens = self.correct = 0
+        self.tv_posterior = self.tv_prior = 0.0
+        for part in parts:
+            index = part["index"]
+            self.iw[index], self.rec[index] = part["iw"], part["rec"]
+            self.mu[index], self.logvar[index] = part["mu"], part["logvar"]
+            for i, hypothesis, reference in zip(index.tolist(), part["hypotheses"], part["references"], strict=True):
+                self.hypotheses[i], self.references[i] = hypothesis, reference
+            tokens, correct, tv_posterior, tv_prior = part["counts"]
+            self.tokens, self.correct = self.tokens + tokens, self.correct + correct
+            self.tv_posterior, self.tv_prior = self.tv_posterior + tv_posterior, self.tv_prior + tv_prior
+        self.done = sorted(i for part in parts for i in part["index"].tolist())
 
     def add(self, model, ids: Sequence[Sequence[int]], batch: list[int], tensors: dict[str, torch.Tensor],
             num_samples: int, sample_chunk: int, generator: torch.Generator, bleu: bool) -> None:
@@ -301,6 +350,7 @@ class _SplitPass:
         iw, rec = importance_sampled_log_likelihood(model, input_ids, mask, mu, logvar, num_samples, sample_chunk,
                                                     generator)
         index = torch.tensor(batch)
+        self.done += batch
         self.iw[index], self.rec[index] = iw.cpu(), rec.cpu()
         self.mu[index], self.logvar[index] = mu.cpu(), logvar.cpu()
         predicted = teacher_forced_predictions(model, input_ids, mu)  # (B, T-1)

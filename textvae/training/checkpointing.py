@@ -131,10 +131,11 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def write_atomic_export(model, directory: Path, extra_files: dict[str, str]) -> None:
-    """``save_pretrained`` into a temporary sibling, add ``extra_files``, then swap it in."""
+def write_atomic_export(model, directory: Path, extra_files: dict[str, str], state_dict: dict | None = None) -> None:
+    """``save_pretrained`` (of ``state_dict`` when given) into a temporary sibling, add
+    ``extra_files``, then swap it in."""
     with staged_directory(directory) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         for name, text in extra_files.items():
             (tmp / name).write_text(text, encoding="utf-8")
         _fsync_tree(tmp)

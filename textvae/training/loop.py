@@ -47,8 +47,9 @@ from textvae.training.checkpointing import (
     write_atomic_export,
 )
 from textvae.training.config import TrainConfig
-from textvae.training.objectives import Objective, ObjectiveTerms
+from textvae.training.objectives import Objective
 from textvae.training.recipe import Recipe, dump_recipe
+from textvae.training.step_totals import StepTotals
 
 
 def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
@@ -108,21 +109,19 @@ class StepBatches:
 
 
 def accumulate_gradients(model: torch.nn.Module, objective: Objective, batches: list[dict], step: int,
-                         accelerator: Accelerator) -> tuple[ObjectiveTerms, float, int]:
+                         accelerator: Accelerator) -> StepTotals:
     """Forward and backward over one optimiser step's micro-batches (gradients averaged over them).
 
-    Returns the last micro-batch's terms, the loss summed over every sentence, and the
-    predicted tokens of all micro-batches.
+    Returns the sums of every micro-batch's terms on this process (see :class:`StepTotals`).
     """
-    loss_sum, tokens = 0.0, 0
+    totals = StepTotals(accelerator.device)
     for micro, batch in enumerate(batches):
         sync = micro == len(batches) - 1
         with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
             terms = objective(model(**batch, word_dropout=objective.word_dropout), step)
         accelerator.backward(terms.loss / len(batches))
-        loss_sum += float(terms.loss.detach()) * terms.num_sentences
-        tokens += int(terms.num_tokens)
-    return terms, loss_sum, tokens
+        totals.add(terms)
+    return totals
 
 
 def restart_decoder(model: TextVAEModel, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
@@ -242,18 +241,27 @@ class MetricsLog:
         self.accelerator.log(numbers, step=record["step"])
 
 
-def export(model: TextVAEModel, run_dir: Path, recipe: Recipe, summary: dict) -> None:
-    """Write ``final/``: config, weights, tokenizer, the resolved recipe and the metrics so far."""
+def export(model: torch.nn.Module, accelerator: Accelerator, run_dir: Path, recipe: Recipe, summary: dict) -> None:
+    """Write ``final/``: config, weights, tokenizer, the resolved recipe and the metrics so far.
+
+    Every process calls this: the weights come from ``accelerator.get_state_dict``, which
+    gathers them when the prepared model holds only a shard (FSDP, DeepSpeed ZeRO-3); the
+    main process writes them.
+    """
+    state_dict = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return
     dump_recipe(recipe, run_dir / "recipe.yaml")
     metrics = run_dir / "metrics.jsonl"
     write_atomic_export(
-        model,
+        accelerator.unwrap_model(model),
         run_dir / "final",
         {
             "recipe.yaml": (run_dir / "recipe.yaml").read_text(encoding="utf-8"),
             "train_summary.json": json.dumps(summary, indent=2),
             "metrics.jsonl": metrics.read_text(encoding="utf-8") if metrics.exists() else "",
         },
+        state_dict,
     )
 
 
@@ -312,7 +320,7 @@ def train(recipe: Recipe) -> Path:
     draw = StepBatches(batch_stream(train_loader, state, accelerator.device), cfg.grad_accum)
     clip = recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf
 
-    def backward(micro_batches: list[dict]) -> tuple[ObjectiveTerms, float, int]:  # at the current step
+    def backward(micro_batches: list[dict]) -> StepTotals:  # at the current step
         return accumulate_gradients(model, objective, micro_batches, state.step, accelerator)
 
     def clip_and_step(frozen: list[torch.nn.Parameter]) -> None:
@@ -333,23 +341,24 @@ def train(recipe: Recipe) -> Path:
         batches = draw()
         encoder_steps = 0
         if aggressive.active:  # He et al.: the encoder catches up before the decoder steps
-            encoder_steps = encoder_updates(raw_model, lambda b: backward(b)[1:], batches, draw, clip_and_step,
+            encoder_steps = encoder_updates(raw_model, lambda b: backward(b).loss_and_tokens(), batches, draw, clip_and_step,
                                             cfg.aggressive_max_inner_steps, cfg.aggressive_check_every,
                                             skip_decoder_gradients=accelerator.num_processes == 1)
-        terms, _, step_tokens = backward(batches)
+        totals = backward(batches)
+        _, step_tokens = totals.loss_and_tokens()
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
         # The same verdict on every process (gradients are all-reduced). Under fp16 an
         # infinite gradient is an overflow the loss scaler skips, so only the loss counts.
-        finite = torch.isfinite(grad_norm if accelerator.scaler is None
-                                else accelerator.reduce(terms.loss.detach(), reduction="sum"))
+        finite = torch.isfinite(grad_norm if accelerator.scaler is None else totals.loss(accelerator))
         if not finite:
             raise TextVAEError(
-                f"non-finite loss/gradient at step {state.step + 1} (loss={float(terms.loss.detach()):.4g}); "
+                f"non-finite loss/gradient at step {state.step + 1} (loss={float(totals.sums[0] / totals.sums[5]):.4g} per sentence); "
                 f"nothing was saved from this step, the last checkpoint in {run_dir / 'checkpoints'} is intact "
                 "(try a lower optim.lr or optim.grad_clip)"
             )
         step_except(optimizer, encoder_parameters(raw_model) if aggressive.active else [])
-        schedule.step()
+        if not accelerator.optimizer_step_was_skipped:  # an fp16 overflow: no update, so no LR step
+            schedule.step()
         state.step += 1
         state.tokens_seen += step_tokens
         tokens_at_log += step_tokens
@@ -357,7 +366,7 @@ def train(recipe: Recipe) -> Path:
 
         if state.step % cfg.log_every == 0 or state.step == total_steps:
             now = time.time()
-            record = {"step": state.step, "epoch": state.epoch, "split": "train", **terms.to_dict(),
+            record = {"step": state.step, "epoch": state.epoch, "split": "train", **totals.record(accelerator),
                       "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
                       "tokens_per_s": tokens_at_log * accelerator.num_processes / max(now - time_at_log, 1e-9)}
             if lipschitz is not None:
@@ -381,10 +390,9 @@ def train(recipe: Recipe) -> Path:
                 schedule.validation(-metrics["elbo"])
                 if metrics["elbo"] > state.best_elbo:
                     state.best_elbo, state.bad_validations = metrics["elbo"], 0
-                    if accelerator.is_main_process:
-                        summary = {"best_step": state.step, "valid": metrics, "steps": total_steps,
-                                   "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
-                        export(raw_model, run_dir, recipe, summary)
+                    summary = {"best_step": state.step, "valid": metrics, "steps": total_steps,
+                               "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
+                    export(model, accelerator, run_dir, recipe, summary)
                 else:
                     state.bad_validations += 1
                     stop |= cfg.early_stopping > 0 and state.bad_validations >= cfg.early_stopping
