@@ -1,8 +1,10 @@
 """``textvae evaluate CHECKPOINT``: the paper numbers of a trained model on a corpus split.
 
-The split comes from the export's own ``recipe.yaml`` (the corpus and length limit it
-was trained with) unless ``--corpus`` names another; it is tokenised with the model's
-tokenizer. The Markdown table goes to stdout, the full results (numbers, protocol,
+The split comes from the export's own ``recipe.yaml`` (the corpus and length limit it was
+trained with) unless ``--corpus`` names another; it is tokenised with the model's
+tokenizer. ``accelerate launch --num_processes N -m textvae evaluate ...`` shares the
+sentences among N processes (:func:`textvae.evaluation.corpus.evaluate_split`), with the
+numbers of one process. The Markdown table goes to stdout, the full results (numbers, protocol,
 checkpoint identity) to ``--output`` and, for a local export, to its ``evaluation.json``.
 """
 
@@ -12,6 +14,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,22 +129,34 @@ def write_plots(model: TextVAEModel, split: SplitData, evaluation: Evaluation, e
 # --------------------------------------------------------------------------- command
 
 
+def launched_accelerator():
+    """An ``Accelerator`` when a launcher (``accelerate launch``, ``torchrun``) started several
+    processes, else None: one process evaluates where the model loads, as before."""
+    from accelerate import Accelerator
+
+    return Accelerator() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from textvae.evaluation.corpus import evaluate_split, format_markdown
     from textvae.hub.loading import load_model
 
+    accelerator = launched_accelerator()
+    device = args.device or (accelerator.device if accelerator is not None else None)
     export = export_directory(args.checkpoint)
     if export is None and not _looks_like_hub_id(args.checkpoint):
         raise TextVAEError(f"checkpoint not found: {args.checkpoint}")
     cfg = recipe_data_config(args.checkpoint, export, args.corpus)
     raw = read_split(cfg, args.split, args.max_sentences)
-    model = load_model(args.checkpoint, device=args.device)
+    model = load_model(args.checkpoint, device=device)
     if model.tokenizer is None:
         raise TextVAEError(f"{args.checkpoint}: the export has no tokenizer files")
     split = encode_split(model.tokenizer, raw, cfg, args.split)
     evaluation = evaluate_split(model, split.ids, iw_samples=args.iw_samples, delta=args.delta,
                                 batch_size=args.batch_size, mi=args.mi, seed=args.seed, factors=split.factors,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, accelerator=accelerator)
+    if accelerator is not None and not accelerator.is_main_process:
+        return 0  # the main process reports and writes
     results = evaluation.results
     results["data"] = split_info(cfg, split)
     print(format_markdown(results))
