@@ -125,7 +125,7 @@ def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
 
 
 def default_download_dir(data_dir: str | Path | None = None) -> Path:
-    """Where ``download`` writes: ``--data-dir``, else ``$TEXTVAE_DATA``, else the user cache."""
+    """Where ``download`` writes: ``data_dir``, else ``$TEXTVAE_DATA``, else the user cache."""
     if data_dir:
         return Path(data_dir)
     return Path(os.environ["TEXTVAE_DATA"]) if os.environ.get("TEXTVAE_DATA") else cache_dir()

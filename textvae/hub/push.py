@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
-from textvae.errors import TextVAEError
+from textvae.errors import InvalidArgument, TextVAEError
 from textvae.hub.failures import explain_hub_error, redact
 from textvae.hub.loading import load_model, resolve_export
 from textvae.hub.model_card import FIGURES, build_model_card, generate_examples
@@ -42,7 +42,6 @@ EXPORT_PATTERNS = (
     "recipe.yaml", "train_summary.json", "evaluation.json", "metrics.jsonl", *FIGURES,
 )
 METADATA_FILES = {"recipe": "recipe.yaml", "train_summary": "train_summary.json", "evaluation": "evaluation.json"}
-NO_TOKEN = "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass --token"
 
 
 @dataclass
@@ -96,7 +95,7 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
         raise TextVAEError(f"{directory}: no tokenizer beside the weights; a pushed model could not read or write text")
     token = get_token() if token is None or token is True else token
     if not token:
-        raise TextVAEError(NO_TOKEN)
+        raise InvalidArgument("token", "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass one")
     files = export_files(directory)
     metadata = read_export_metadata(directory)
     examples = generate_examples(model)

@@ -87,6 +87,9 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
     config_class = TextVAEConfig
     base_model_prefix = "textvae"
     main_input_name = "input_ids"
+    # The Transformer blocks (encoder and decoder) recompute their activations in the backward
+    # pass after gradient_checkpointing_enable(); an LSTM has no such layer.
+    supports_gradient_checkpointing = True
     # With tie_word_embeddings the output layer shares the decoder's input embedding.
     _tied_weights_keys = {"head.output.weight": "decoder.embedding.weight"}
     # Kept whole by device maps and FSDP wrapping: a Transformer block, an LSTM (its fused

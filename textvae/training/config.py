@@ -88,6 +88,14 @@ class TrainConfig:
     overwrite: bool = False
     """Start afresh in an ``output_dir`` that holds an earlier run, deleting that run first."""
     progress: bool = True
+    gradient_checkpointing: bool = False
+    """Recompute the Transformer blocks' activations in the backward pass instead of keeping
+    them (``gradient_checkpointing_enable()``): less memory, about a third more compute."""
+    fsdp: bool = False
+    """Shard weights, gradients and optimiser state over the processes (Accelerate's FSDP
+    with its default plugin; GPUs only). ``accelerate launch --use_fsdp`` does the same."""
+    compile: bool = False
+    """``torch.compile`` the prepared model (inductor): the first steps compile, later ones run faster."""
     aggressive: bool = False
     """He et al. (2019) aggressive inference-network training: before each decoder step the
     encoder alone is updated on fresh batches until the loss stops improving; switched off at

@@ -19,8 +19,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import is_tensorboard_available, set_seed
+from accelerate import Accelerator, FullyShardedDataParallelPlugin
+from accelerate.utils import is_tensorboard_available, parse_flag_from_env, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -51,8 +51,16 @@ from textvae.training.objectives import Objective
 from textvae.training.recipe import Recipe, dump_recipe
 from textvae.training.step_totals import StepTotals
 
+# torch.compile's backend for train.compile (the tests swap in a quick one).
+COMPILE_BACKEND = "inductor"
+
 
 def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
+    fsdp = cfg.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP")
+    if fsdp and not torch.cuda.is_available():
+        raise TextVAEError(f"{'recipe key ' + repr('train.fsdp') if cfg.fsdp else 'accelerate launch --use_fsdp'}: FSDP needs "
+                           "CUDA GPUs (Accelerate runs it on GPUs only; on CPU it would silently fall back to DDP "
+                           "or fail), and none is available: launch without FSDP for DDP")
     if cfg.tensorboard and not is_tensorboard_available():
         raise TextVAEError("recipe key 'train.tensorboard': true, but tensorboard is not installed (pip install tensorboard)")
     precision = cfg.mixed_precision
@@ -62,6 +70,7 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
         mixed_precision=precision,
         log_with="tensorboard" if cfg.tensorboard else None,
         project_dir=str(run_dir),
+        fsdp_plugin=FullyShardedDataParallelPlugin() if cfg.fsdp else None,
     )
 
 
@@ -254,7 +263,7 @@ def export(model: torch.nn.Module, accelerator: Accelerator, run_dir: Path, reci
     dump_recipe(recipe, run_dir / "recipe.yaml")
     metrics = run_dir / "metrics.jsonl"
     write_atomic_export(
-        accelerator.unwrap_model(model),
+        accelerator.unwrap_model(model, keep_torch_compile=False),
         run_dir / "final",
         {
             "recipe.yaml": (run_dir / "recipe.yaml").read_text(encoding="utf-8"),
@@ -287,6 +296,8 @@ def train(recipe: Recipe) -> Path:
             print(split.report.summary())
     tokenizer = data.tokenizer
     model = build_model(recipe, tokenizer)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,
                        bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
                        rank=accelerator.process_index)
@@ -301,7 +312,9 @@ def train(recipe: Recipe) -> Path:
     optimizer = build_optimizer(recipe.optim, model)
     schedule = LRSchedule(recipe.optim, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model = accelerator.unwrap_model(model)
+    if cfg.compile:  # after prepare, so it compiles the wrapped (DDP) model; Accelerate unwraps it again
+        model = torch.compile(model, backend=COMPILE_BACKEND)
+    raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     state = TrainState()
     aggressive = AggressiveInference(cfg.aggressive)
     # Registered only when used, so checkpoints of runs without it keep their layout.

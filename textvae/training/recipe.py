@@ -55,6 +55,10 @@ class Recipe:
                                                ("objective.pretrain_steps", self.objective.pretrain_steps > 0)) if used]
         if needs_encoder and self.model.get("latent_path") == "none":
             raise TextVAEError(f"recipe key '{needs_encoder[0]}': needs an encoder, but model.latent_path is 'none'")
+        config = TextVAEConfig(**self.model)
+        if self.train.gradient_checkpointing and "transformer" not in (config.encoder_type, config.decoder_type):
+            raise TextVAEError("recipe key 'train.gradient_checkpointing': checkpoints Transformer blocks, but "
+                               "model.encoder_type and model.decoder_type are both 'lstm'")
 
 
 def _build(values: Any) -> Recipe:
