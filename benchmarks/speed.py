@@ -128,7 +128,8 @@ def entry(name: str):
 def _loss_fn():
     """textvae's own objective when it exists (beta = 1), else -rec + KL, mean over sentences."""
     try:
-        from textvae.training.objectives import ConstantSchedule, Objective
+        from textvae.training.objectives import Objective
+        from textvae.training.schedules import ConstantSchedule
     except ImportError:
         return lambda out: (out.kl - out.rec_log_likelihood).mean()
     objective = Objective(ConstantSchedule(1.0))

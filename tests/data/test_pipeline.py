@@ -3,11 +3,11 @@ import dataclasses
 import pytest
 
 from tests.data.conftest import assert_one_line_error
+from textvae.data.config import DataConfig
 from textvae.data.pipeline import prepare_data
 from textvae.data.synthetic import render, write_corpus
 from textvae.data.tokenization import BOS_ID, EOS_ID, load_meta
 from textvae.errors import TextVAEError
-from textvae.training.recipe import DataConfig
 
 LONG = "one two three four five six seven"
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from textvae.errors import TextVAEError
-from textvae.training.builders import LRSchedule, build_optimizer
-from textvae.training.recipe import OptimConfig
+from textvae.training.builders import build_optimizer
+from textvae.training.config import OptimConfig
+from textvae.training.schedules import LRSchedule
 
 # The schedules are stepped here without training steps in between.
 pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")

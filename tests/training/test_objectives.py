@@ -10,15 +10,9 @@ import pytest
 import torch
 
 from textvae.errors import TextVAEError
-from textvae.training.objectives import (
-    ConstantSchedule,
-    CyclicalSchedule,
-    Delayed,
-    LinearWarmup,
-    Objective,
-    free_bits_kl,
-)
-from textvae.training.recipe import ObjectiveConfig
+from textvae.training.config import ObjectiveConfig
+from textvae.training.objectives import Objective, free_bits_kl
+from textvae.training.schedules import ConstantSchedule, CyclicalSchedule, Delayed, LinearWarmup
 
 
 def make_output(rec_ll, kl_per_dim, num_tokens, requires_grad=False):

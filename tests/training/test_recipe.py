@@ -79,7 +79,7 @@ def test_a_value_out_of_range_is_named(override, message):
 
 
 def test_a_section_built_in_python_is_held_to_the_same_rules():
-    from textvae.training.recipe import TrainConfig
+    from textvae.training.config import TrainConfig
 
     with pytest.raises(TextVAEError, match=r"'train\.mixed_precision': expected one of 'auto', .*, got 'fp8'"):
         TrainConfig(mixed_precision="fp8")

@@ -1,4 +1,11 @@
-"""Sentence VAE models: config, inverse-Lipschitz map, encoders/decoders."""
+"""The models layer: the sentence VAE as a transformers model, and nothing around it.
+
+It owns :class:`TextVAEConfig` (every architecture option), :class:`TextVAEModel` (the
+encoders, decoders, output head and inverse-Lipschitz latent path, returning the raw
+ELBO terms; ``generate()`` and the sentence-level text API), and their registration
+with transformers' Auto classes. It imports only the foundation modules (errors,
+estimators, padding): no corpora, training, evaluation, Hub or CLI code.
+"""
 
 from transformers import AutoConfig, AutoModel
 

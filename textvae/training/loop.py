@@ -37,7 +37,7 @@ from textvae.training.aggressive import (
     encoder_updates,
     step_except,
 )
-from textvae.training.builders import LRSchedule, build_model, build_optimizer
+from textvae.training.builders import build_model, build_optimizer
 from textvae.training.checkpointing import (
     TrainState,
     clean_partial,
@@ -49,6 +49,7 @@ from textvae.training.checkpointing import (
 from textvae.training.config import TrainConfig
 from textvae.training.objectives import Objective
 from textvae.training.recipe import Recipe, dump_recipe
+from textvae.training.schedules import LRSchedule
 from textvae.training.step_totals import StepTotals
 
 # torch.compile's backend for train.compile (the tests swap in a quick one).

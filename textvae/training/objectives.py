@@ -7,8 +7,8 @@ the schedule of the inverse-Lipschitz constant L, and the autoencoder phase of L
 al. (2019) that precedes them. Keeping the choices out of the
 model means evaluation always sees the true ELBO, whatever trick training used.
 
-Every schedule is a pure function of the optimiser step (no internal counter), so a
-trainer that saves its step resumes with exactly the same weights.
+The schedules themselves (KL weight, L, and the learning rate beside them) are in
+:mod:`textvae.training.schedules`.
 
 Normalisation: the loss is a mean over *sentences* (He et al. 2019; Bowman et al.
 2016), not over tokens, so the relative weight of the reconstruction and KL terms is
@@ -25,99 +25,15 @@ from torch import Tensor
 
 from textvae.errors import TextVAEError
 from textvae.training.config import FreeBitsMode, ObjectiveConfig
+from textvae.training.schedules import (
+    ConstantSchedule,
+    CyclicalSchedule,
+    Delayed,
+    LinearWarmup,
+    Schedule,
+)
 
 FREE_BITS_MODES = get_args(FreeBitsMode)
-
-
-# --------------------------------------------------------------------------- schedules
-
-
-class Schedule(Protocol):
-    """A weight as a pure function of the (0-based) optimiser step."""
-
-    def __call__(self, step: int) -> float: ...
-
-
-@dataclass(frozen=True)
-class ConstantSchedule:
-    """The same value at every step."""
-
-    value: float
-
-    def __call__(self, step: int) -> float:
-        return float(self.value)
-
-
-@dataclass(frozen=True)
-class LinearWarmup:
-    """Linear from ``start`` at step 0 to ``end`` at step ``steps``, then ``end``.
-
-    This is He et al. (2019)'s KL warm-up (``kl_start`` rising to 1 over the first
-    epochs) generalised to any end value; it also drives the inverse-Lipschitz
-    constant L from ``lipschitz_start`` to the model's L. ``steps <= 0`` means no
-    warm-up: the value is ``end`` from step 0.
-    """
-
-    start: float
-    end: float
-    steps: int
-
-    def __call__(self, step: int) -> float:
-        if self.steps <= 0 or step >= self.steps:
-            return float(self.end)
-        if step <= 0:
-            return float(self.start)
-        return float(self.start + (self.end - self.start) * step / self.steps)
-
-
-@dataclass(frozen=True)
-class CyclicalSchedule:
-    """Fu et al. (2019, NAACL) cyclical annealing ("linear" ramp variant).
-
-    ``total_steps`` are split into ``cycles`` cycles of length ``total_steps / cycles``.
-    Within a cycle the value rises linearly from 0 to ``end`` over the first ``ratio``
-    of the cycle and stays at ``end`` for the rest; each new cycle restarts at 0.
-    From ``total_steps`` on it stays at ``end``. The position in the cycle is computed
-    with integer arithmetic, so cycle starts are exact even when the cycle length is
-    not an integer.
-    """
-
-    total_steps: int
-    cycles: int
-    ratio: float
-    end: float
-
-    def __post_init__(self) -> None:
-        if self.total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
-        if self.cycles < 1:
-            raise ValueError(f"cycles must be >= 1, got {self.cycles}")
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
-
-    def __call__(self, step: int) -> float:
-        if step >= self.total_steps:
-            return float(self.end)
-        step = max(step, 0)
-        # Fraction of the current cycle already done, in [0, 1).
-        tau = (step * self.cycles) % self.total_steps / self.total_steps
-        return float(self.end * min(1.0, tau / self.ratio))
-
-
-@dataclass(frozen=True)
-class Delayed:
-    """``inner`` started ``delay`` steps late, ``before`` until then.
-
-    Li et al. (2019)'s phase 2 is a fresh run of its own: its KL annealing (and the L
-    warm-up) begin when the autoencoder phase ends, not at the run's step 0.
-    """
-
-    inner: Schedule
-    delay: int
-    before: float
-
-    def __call__(self, step: int) -> float:
-        return float(self.before) if step < self.delay else self.inner(step - self.delay)
 
 
 # --------------------------------------------------------------------------- free bits
