@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textvae.data.batching import BucketBatchSampler, Collator, make_dataloader
+from textvae.data.batching import BucketBatchSampler, Collator, evaluation_order, make_dataloader
 from textvae.errors import TextVAEError
 
 
@@ -149,3 +149,13 @@ def test_two_processes_see_every_index_exactly_once(tmp_path, monkeypatch):
     assert sorted(rank for rank, _, _ in results) == [0, 1]
     assert len({count for _, count, _ in results}) == 1
     assert sorted(i for _, _, seen in results for i in seen) == list(range(101))
+
+
+def test_the_evaluation_order_is_longest_first_over_the_whole_split():
+    lengths = lengths_of(1001)
+    batches = evaluation_order(lengths, 64)
+    order = [i for batch in batches for i in batch]
+    assert sorted(order) == list(range(1001))  # every sentence once
+    assert order == sorted(range(1001), key=lambda i: (-lengths[i], i))  # longest first, ties by index
+    assert [len(b) for b in batches] == [64] * 15 + [41]
+    assert evaluation_order(lengths, 64) == batches  # the same every time

@@ -4,7 +4,7 @@ import pytest
 
 from tests.data.conftest import assert_one_line_error
 from textvae.data.config import DataConfig
-from textvae.data.pipeline import prepare_data
+from textvae.data.pipeline import encode_split, prepare_data, read_splits
 from textvae.data.synthetic import render, write_corpus
 from textvae.data.tokenization import BOS_ID, EOS_ID, load_meta
 from textvae.errors import TextVAEError
@@ -194,3 +194,14 @@ def test_cli_prepare_missing_split(cli, make_corpus):
 def test_cli_prepare_hf_missing_column(cli, saved_dataset):
     rc, _, err = cli("data", "prepare", f"data.hf_dataset={saved_dataset}", "data.text_column=body")
     assert_one_line_error(rc, err, "data.text_column", "'body'", "sentence, label")
+
+
+@pytest.mark.parametrize("policy", ["truncate", "drop"])
+def test_a_split_encoded_for_evaluation_is_the_split_training_reads(long_corpus, policy):
+    cfg = DataConfig(corpus=str(long_corpus), max_length=3, length_policy=policy)
+    prepared = prepare_data(cfg).splits["valid"]
+    _, raw = read_splits(cfg, ["valid"])
+    evaluated = encode_split(prepare_data(cfg).tokenizer, raw["valid"], cfg, "valid")
+    assert evaluated.ids == prepared.ids and evaluated.lines == prepared.lines
+    assert evaluated.report == prepared.report
+    assert (prepared.report.truncated, prepared.report.dropped) == ((1, 0) if policy == "truncate" else (0, 1))
