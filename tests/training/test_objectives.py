@@ -1,4 +1,4 @@
-"""Schedules, free bits and the loss/diagnostics of :mod:`textvae.training.objectives`."""
+"""Free bits and the loss/diagnostics of :mod:`textvae.training.objectives` (its schedules: test_schedules.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from textvae.errors import TextVAEError
 from textvae.training.config import ObjectiveConfig
 from textvae.training.objectives import Objective, free_bits_kl
-from textvae.training.schedules import ConstantSchedule, CyclicalSchedule, Delayed, LinearWarmup
+from textvae.training.schedules import Delayed, LinearWarmup
 
 
 def make_output(rec_ll, kl_per_dim, num_tokens, requires_grad=False):
@@ -25,66 +25,6 @@ def make_output(rec_ll, kl_per_dim, num_tokens, requires_grad=False):
         kl=kpd.sum(dim=1),
         num_tokens=torch.tensor(num_tokens),
     )
-
-
-# --------------------------------------------------------------------------- schedules
-
-
-def test_constant_schedule_is_the_same_at_every_step():
-    s = ConstantSchedule(0.7)
-    assert [s(t) for t in (0, 1, 10**6)] == [0.7, 0.7, 0.7]
-
-
-@pytest.mark.parametrize(
-    ("step", "expected"),
-    [(0, 0.1), (5, 0.55), (10, 1.0), (11, 1.0), (10**6, 1.0)],
-)
-def test_linear_warmup_goes_from_start_to_end_then_stays(step, expected):
-    assert LinearWarmup(0.1, 1.0, 10)(step) == pytest.approx(expected)
-
-
-def test_linear_warmup_with_zero_steps_is_end_from_the_start():
-    assert LinearWarmup(0.0, 2.0, 0)(0) == 2.0
-
-
-@pytest.mark.parametrize(
-    ("step", "expected", "where"),
-    [
-        (0, 0.0, "start of cycle 1"),
-        (5, 0.5, "inside the ramp"),
-        (10, 1.0, "end of the ramp"),
-        (15, 1.0, "plateau"),
-        (19, 1.0, "last plateau step"),
-        (20, 0.0, "start of cycle 2"),
-        (22, 0.2, "ramp of cycle 2"),
-        (60, 0.0, "start of the last cycle"),
-        (79, 1.0, "plateau of the last cycle"),
-        (80, 1.0, "total_steps: stays at end"),
-        (1000, 1.0, "far past the end"),
-    ],
-)
-def test_cyclical_schedule_fu_et_al(step, expected, where):
-    # 80 steps, 4 cycles of 20, ramp over the first half of each cycle.
-    assert CyclicalSchedule(80, 4, 0.5, 1.0)(step) == pytest.approx(expected), where
-
-
-def test_cyclical_schedule_with_non_integer_cycle_length_restarts_at_exact_cycle_starts():
-    s = CyclicalSchedule(10, 3, 1.0, 2.0)  # cycles of 10/3 steps: 0, 3.33, 6.67
-    assert s(0) == 0.0
-    assert s(3) == pytest.approx(1.8)  # 3 / 3.33 = 0.9 of the first cycle
-    assert s(4) == pytest.approx(0.4)  # 0.67 / 3.33 = 0.2 into cycle 2
-    assert s(7) == pytest.approx(0.2)  # 0.33 / 3.33 = 0.1 into cycle 3
-
-
-def test_cyclical_schedule_scales_with_end_value():
-    assert CyclicalSchedule(80, 4, 0.5, 0.5)(5) == pytest.approx(0.25)
-
-
-def test_schedules_are_pure_functions_of_the_step():
-    s = CyclicalSchedule(80, 4, 0.5, 1.0)
-    forward = [s(t) for t in range(100)]
-    backward = [s(t) for t in reversed(range(100))][::-1]
-    assert forward == backward
 
 
 # --------------------------------------------------------------------------- free bits
