@@ -23,6 +23,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "config": ("DataConfig",),
     "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "evaluation_order", "make_dataloader"),
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
     "pipeline": ("PreparedData", "RawSplit", "SplitData", "SplitReport", "encode_split", "prepare_data",

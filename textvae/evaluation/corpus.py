@@ -22,6 +22,11 @@ estimated (the protocol dict travels with the numbers into ``evaluation.json``):
 
 A ``latent_path="none"`` model is a language model: log p(x) is exact, so one "sample"
 is used whatever K says, and KL/MI/AU are 0 by definition.
+
+The sentences are batched by the data layer (:func:`textvae.data.batching.evaluation_order`,
+padded by the training :class:`~textvae.data.batching.Collator`), and the corpus numbers are
+reduced by :mod:`textvae.evaluation.metrics`, as in training's validation. The pass keeps
+the posteriors (:class:`Evaluation`), so figures need no second encoding of the split.
 """
 
 from __future__ import annotations
