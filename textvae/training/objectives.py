@@ -115,22 +115,6 @@ class ObjectiveTerms:
     elbo_ppl: Tensor
     """() ``exp(neg_elbo_per_token)``: the perplexity bound He et al. (2019) report."""
 
-    def to_dict(self) -> dict[str, float]:
-        """Plain floats for loggers and progress bars (one host sync)."""
-        return {
-            "loss": float(self.loss.detach()),
-            "rec": float(self.rec),
-            "kl": float(self.kl),
-            "kl_term": float(self.kl_term),
-            "elbo": float(self.elbo),
-            "neg_elbo": float(self.neg_elbo),
-            "kl_weight": self.kl_weight,
-            "num_sentences": float(self.num_sentences),
-            "num_tokens": float(self.num_tokens),
-            "neg_elbo_per_token": float(self.neg_elbo_per_token),
-            "elbo_ppl": float(self.elbo_ppl),
-        }
-
 
 class Objective:
     """Combines the model's raw terms into the loss for a given step.
