@@ -16,7 +16,7 @@ from tests.helpers_models import (  # noqa: F401
     use_latent,
     word_tokenizer,
 )
-from textvae.cli.evaluate import apply_length_policy, write_json_atomic
+from textvae.cli.evaluate import write_json_atomic
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +100,9 @@ def test_corpus_option_replaces_the_recipe_and_max_sentences_limits(workspace, c
     [
         ("missing", [], "checkpoint not found"),
         ("corrupt", [], "could not load the checkpoint"),
-        (None, ["--iw-samples", "0"], "--iw-samples must be at least 1"),
-        (None, ["--split", "dev"], "--split must be one of train, valid, test"),
-        (None, ["--mi", "both"], "--mi must be split or batch"),
+        (None, ["--iw-samples", "0"], "argument --iw-samples: must be at least 1, got 0"),
+        (None, ["--split", "dev"], "argument --split: invalid choice: 'dev'"),
+        (None, ["--mi", "both"], "argument --mi: invalid choice: 'both'"),
         (None, ["--corpus", "/nonexistent/corpus"], "corpus directory not found"),
     ],
 )
@@ -117,15 +117,6 @@ def test_bad_inputs_exit_2_with_one_line(workspace, capsys, tmp_path, damage, ex
     assert code == 2
     assert len(err) == 1 and err[0].startswith("textvae: error: ") and message in err[0], err
     assert stdout == ""
-
-
-def test_length_policy_matches_training():
-    ids = [[1, 5, 6, 7, 8, 2], [1, 5, 2]]
-    factors = [{"n": 4}, {"n": 1}]
-    cut, kept, truncated, dropped = apply_length_policy([r[:] for r in ids], factors, 2, "truncate")
-    assert cut == [[1, 5, 6, 2], [1, 5, 2]] and (truncated, dropped) == (1, 0) and kept == factors
-    cut, kept, truncated, dropped = apply_length_policy([r[:] for r in ids], factors, 2, "drop")
-    assert cut == [[1, 5, 2]] and kept == [{"n": 1}] and (truncated, dropped) == (0, 1)
 
 
 def test_json_is_replaced_atomically(tmp_path):

@@ -102,14 +102,14 @@ def test_reconstruct_prints_input_and_reconstruction_per_line(exports, capsys, t
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["interpolate", "{used}", A, B, "--steps", "1"], "--steps must be at least 2, got 1"),
-        (["interpolate", "{used}", A, B, "--decode", "nucleus"], "unknown --decode 'nucleus' (use greedy, beam, sample)"),
-        (["interpolate", "{used}", A, B, "--path", "arc"], "unknown --path 'arc' (use lerp, slerp)"),
+        (["interpolate", "{used}", A, B, "--steps", "1"], "argument --steps: must be at least 2, got 1"),
+        (["interpolate", "{used}", A, B, "--decode", "nucleus"], "argument --decode: invalid choice: 'nucleus' (choose from 'greedy', 'beam', 'sample')"),
+        (["interpolate", "{used}", A, B, "--path", "arc"], "argument --path: invalid choice: 'arc' (choose from 'lerp', 'slerp')"),
         (["interpolate", "{used}", A], "interpolate needs two sentences (or --from-file PAIRS.tsv)"),
         (["interpolate", "{missing}", A, B], "checkpoint not found"),
         (["sample", "{used}", "--temperature", "0.5"], "--temperature only apply to --decode sample"),
-        (["sample", "{used}", "-n", "0"], "-n must be at least 1, got 0"),
-        (["sample", "{used}", "--decode", "sample", "--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+        (["sample", "{used}", "-n", "0"], "argument -n: must be at least 1, got 0"),
+        (["sample", "{used}", "--decode", "sample", "--top-p", "1.5"], "argument --top-p: must be in (0, 1], got 1.5"),
         (["reconstruct", "{used}", "{missing}"], "no such file"),
     ],
 )

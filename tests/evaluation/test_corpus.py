@@ -22,15 +22,20 @@ from textvae.evaluation.corpus import (
     evaluate,
     format_markdown,
     importance_sampled_log_likelihood,
-    pad_batch,
     teacher_forced_predictions,
 )
 from textvae.models import TextVAEConfig, TextVAEModel
+from textvae.padding import pad_ids
 
 # Vocabulary of 6: <pad> <bos> <eos> <unk> and the words 4, 5; sentences of 0-3 words.
 SENTENCES = [[1, 4, 2], [1, 5, 4, 2], [1, 4, 4, 5, 2], [1, 5, 5, 5, 2], [1, 2], [1, 5, 2]]
 KS = (1, 10, 100, 1000, 5000)
 CPU = torch.device("cpu")
+
+
+def padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = pad_ids(rows, 0)
+    return batch["input_ids"], batch["attention_mask"]
 
 
 def quadrature(model, ids, mask, points: int = 4001):
@@ -62,7 +67,7 @@ def one_dimensional_model(latent_path: str) -> tuple[TextVAEModel, torch.Tensor]
     if latent_path == "concat":  # make p(x|z) depend on z enough to move the posterior
         model.decoder.init_state.weight.mul_(10)
         model.head.output.weight.mul_(100)
-    ids, mask = pad_batch(SENTENCES, 0, CPU)
+    ids, mask = padded(SENTENCES)
     log_px, mean, var = quadrature(model, ids, mask)
     coarse, _, _ = quadrature(model, ids, mask, points=2001)
     assert torch.allclose(coarse, log_px, atol=1e-6), "the quadrature reference is not converged"
@@ -79,7 +84,7 @@ def one_dimensional_model(latent_path: str) -> tuple[TextVAEModel, torch.Tensor]
 @pytest.mark.parametrize("latent_path", ["invlip", "concat"])
 def test_iw_nll_converges_to_the_quadrature_log_likelihood_as_k_grows(latent_path):
     model, exact = one_dimensional_model(latent_path)
-    ids, mask = pad_batch(SENTENCES, 0, CPU)
+    ids, mask = padded(SENTENCES)
     mu, logvar = model.encode_ids(ids, mask)
     errors = []
     for k in KS:
@@ -126,7 +131,7 @@ def test_a_latent_free_model_reports_its_exact_nll_whatever_k(k):
     tok = word_tokenizer()
     model = tiny_model(tok, latent_path="none")
     sentences = tok(["the dog saw a cat .", "they will not find the red boxes ."])["input_ids"]
-    ids, mask = pad_batch(sentences, 0, CPU)
+    ids, mask = padded(sentences)
     exact = -model.log_likelihood(ids, torch.zeros(2, model.config.latent_size), mask).double().mean()
     results = evaluate(model, sentences, iw_samples=k, bleu=False, progress=False)
     assert results["nll_iw"] == pytest.approx(float(exact), rel=1e-9)
@@ -138,7 +143,7 @@ def test_a_latent_free_model_reports_its_exact_nll_whatever_k(k):
 @torch.no_grad()
 def test_iw_estimate_does_not_depend_on_the_sample_chunk_size():
     model, _ = one_dimensional_model("invlip")
-    ids, mask = pad_batch(SENTENCES, 0, CPU)
+    ids, mask = padded(SENTENCES)
     mu, logvar = model.encode_ids(ids, mask)
     runs = [importance_sampled_log_likelihood(model, ids, mask, mu, logvar, 64, chunk, torch.Generator().manual_seed(3))
             for chunk in (7, 64)]
@@ -216,7 +221,7 @@ def test_ids_without_bos_and_eos_are_a_user_error(used_model):
     model, _ = used_model
     with pytest.raises(TextVAEError, match="sentence 1 is not '<bos> ... <eos>'"):
         evaluate(model, [[1, 5, 2], [5, 6]], progress=False)
-    with pytest.raises(TextVAEError, match="mi must be one of"):
+    with pytest.raises(TextVAEError, match="mi: must be one of"):
         evaluate(model, [[1, 5, 2]], mi="both", progress=False)
 
 

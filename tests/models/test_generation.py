@@ -218,7 +218,7 @@ def test_a_transformer_refuses_lengths_beyond_its_positions():
     model.tokenizer = tokenizer
     with pytest.raises(TextVAEError, match="sentence 1 has 7 tokens with BOS/EOS; the Transformer has 6 positions"):
         model.encode(["the dog", "the big old dog saw"])
-    with pytest.raises(TextVAEError, match="--max-length 6: the Transformer decoder has 6 positions"):
+    with pytest.raises(TextVAEError, match="max_length: 6 is too long: the Transformer decoder has 6 positions"):
         model.decode(torch.zeros(1, 4), max_length=6)
     assert len(model.decode(torch.zeros(1, 4), max_length=5)) == 1
 
@@ -253,7 +253,7 @@ def test_slerp_of_nearly_parallel_codes_stays_finite():
     torch.testing.assert_close(path, interpolation_path(a, 2 * a, 4, "lerp"), atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.parametrize("steps,path,message", [(1, "lerp", "at least 2"), (3, "spline", "unknown --path")])
+@pytest.mark.parametrize("steps,path,message", [(1, "lerp", "at least 2"), (3, "spline", "path: unknown path 'spline'")])
 def test_bad_interpolation_options_are_user_errors(steps, path, message):
     with pytest.raises(TextVAEError, match=message):
         interpolation_path(torch.zeros(2), torch.ones(2), steps, path)

@@ -97,7 +97,8 @@ def test_icnn_gradient_is_monotone_so_psi_is_convex(seed, layers, param_scale):
 # ----------------------------------------------------------------- the inverse-Lipschitz bound
 
 finite = st.floats(-50.0, 50.0, allow_nan=False, allow_infinity=False)
-lipschitz_values = st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.0, 5.0]), st.floats(0.0, 10.0))
+# No subnormal L: L * x then underflows, and f(u) = f(v) in floating point whatever the map.
+lipschitz_values = st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.0, 5.0]), st.floats(0.0, 10.0, allow_subnormal=False))
 
 
 @settings(max_examples=80, deadline=None)

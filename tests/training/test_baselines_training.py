@@ -44,9 +44,9 @@ def test_inner_loop_of_the_trainer_changes_only_the_encoder(tiny_overrides, monk
     calls = []
     original = training.encoder_updates
 
-    def watched(model, *args):
+    def watched(model, *args, **kwargs):
         before = snapshot(model)
-        steps = original(model, *args)
+        steps = original(model, *args, **kwargs)
         calls.append((before, snapshot(model), encoder_names(model), steps))
         return steps
 

@@ -81,11 +81,13 @@ def test_a_value_out_of_range_is_named(override, message):
 def test_a_section_built_in_python_is_held_to_the_same_rules():
     from textvae.training.recipe import TrainConfig
 
-    with pytest.raises(TextVAEError, match=r"'train\.mixed_precision': expected one of"):
-        TrainConfig(mixed_precision="fp8").check()
+    with pytest.raises(TextVAEError, match=r"'train\.mixed_precision': expected one of 'auto', .*, got 'fp8'"):
+        TrainConfig(mixed_precision="fp8")
     recipe = load_recipe(None)
-    recipe.train.epochs = 0
-    with pytest.raises(TextVAEError, match=r"'train\.epochs'"):
+    with pytest.raises(TextVAEError, match=r"'train\.epochs': must be at least 1, got 0"):
+        recipe.train.epochs = 0
+    recipe.optim.min_lr = 0.5  # a rule across keys runs when the recipe is checked
+    with pytest.raises(TextVAEError, match=r"'optim\.min_lr': must be in \[0, optim.lr\], got 0.5"):
         recipe.check()
 
 

@@ -65,7 +65,7 @@ def test_checkpoints_are_pruned_to_keep_last(tiny_overrides):
 def test_a_fresh_run_into_a_used_output_dir_is_refused(tiny_overrides):
     run([*tiny_overrides, "train.max_steps=2"])
     with pytest.raises(TextVAEError, match=r"already holds a run \(checkpoints, metrics.jsonl, final, tokenizer, "
-                                           r"recipe.yaml\): continue it with --resume"):
+                                           r"recipe.yaml\): continue it with train.resume=auto"):
         run([*tiny_overrides, "train.max_steps=2"])
 
 
@@ -91,8 +91,10 @@ def test_resume_auto_without_a_checkpoint_starts_afresh(tiny_overrides):
 
 def test_a_bad_recipe_value_fails_before_the_run_dir_is_touched(tiny_overrides):
     recipe = load_recipe(QUICKSTART, tiny_overrides)
-    recipe.objective.kl_schedule = "bogus"
-    with pytest.raises(TextVAEError, match="objective.kl_schedule"):
+    with pytest.raises(TextVAEError, match="objective.kl_schedule"):  # a key's own rule: when it is set
+        recipe.objective.kl_schedule = "bogus"
+    recipe.optim.min_lr = 1.0  # above optim.lr: a rule across keys, checked when the run starts
+    with pytest.raises(TextVAEError, match="optim.min_lr"):
         train(recipe)
     assert not Path(recipe.output_dir).exists()
 

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from textvae.errors import TextVAEError
+from textvae.errors import InvalidArgument, TextVAEError
 
 # Modules that add sub-commands; imported lazily so `textvae --help` stays fast.
 COMMAND_MODULES = (
@@ -24,8 +24,16 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse with its usage errors in the one-line form of every other error (exit status 2)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("textvae").strip()
+        self.exit(2, f"textvae: error: {command + ': ' if command else ''}{message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="textvae",
         description="Train, evaluate and share sentence VAEs whose decoders do not collapse.",
     )
@@ -35,9 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cli_wording(exc: TextVAEError, args: argparse.Namespace) -> str:
+    """The error as the command line says it: a bad library argument that one of this
+    command's flags set is named by that flag (``max_length`` -> ``--max-length``)."""
+    if isinstance(exc, InvalidArgument) and exc.name in vars(args):
+        return f"--{exc.name.replace('_', '-')}: {exc.problem}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return int(exc.code or 0)
     # Commands draw their own progress bars; transformers' load/save bars are noise here.
     from transformers.utils import logging as hf_logging
 
@@ -45,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except TextVAEError as exc:
-        print(f"textvae: error: {exc}", file=sys.stderr)
+        print(f"textvae: error: {cli_wording(exc, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("textvae: interrupted", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from textvae.cli.arguments import at_least, device, export_directory, positive_float, positive_int
 from textvae.errors import TextVAEError
 
 if TYPE_CHECKING:
@@ -34,14 +35,23 @@ REPORT_FILES = ("evaluation.json", "train_summary.json")
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, default: str = "greedy") -> None:
-    parser.add_argument("--decode", default=default, metavar="greedy|beam|sample",
-                        help=f"decoding strategy (default: {default})")
-    parser.add_argument("--beam-size", type=int, default=5, help="beams for --decode beam (default: 5)")
-    parser.add_argument("--temperature", type=float, default=None, help="softmax temperature for --decode sample")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus mass for --decode sample")
-    parser.add_argument("--max-length", type=int, default=64, help="longest decoded sentence in tokens (default: 64)")
+    parser.add_argument("--decode", default=default, choices=STRATEGIES, help=f"decoding strategy (default: {default})")
+    parser.add_argument("--beam-size", type=positive_int, default=5, help="beams for --decode beam (default: 5)")
+    parser.add_argument("--temperature", type=positive_float, default=None,
+                        help="softmax temperature for --decode sample")
+    parser.add_argument("--top-p", type=nucleus_mass, default=None, help="nucleus mass for --decode sample")
+    parser.add_argument("--max-length", type=positive_int, default=64,
+                        help="longest decoded sentence in tokens (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of prior draws and sampling (default: 0)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: where the model loads)")
+    parser.add_argument("--device", type=device, default=None, help="cpu or cuda (default: where the model loads)")
+
+
+def nucleus_mass(text: str) -> float:
+    """A probability mass in (0, 1]."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
 
 
 def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,33 +60,20 @@ def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
     ``--decode sample`` is ancestral sampling from the whole vocabulary (``top_k=0``
     switches off transformers' default top-50 filter), narrowed only by ``--top-p``.
     """
-    if args.decode not in STRATEGIES:
-        raise TextVAEError(f"unknown --decode {args.decode!r} (use {', '.join(STRATEGIES)})")
-    if args.max_length < 1:
-        raise TextVAEError(f"--max-length must be at least 1, got {args.max_length}")
     sampling = {"temperature": args.temperature, "top_p": args.top_p}
     if args.decode != "sample":
         given = [f"--{k.replace('_', '-')}" for k, v in sampling.items() if v is not None]
         if given:
             raise TextVAEError(f"{' and '.join(given)} only apply to --decode sample")
-        if args.decode == "beam":
-            if args.beam_size < 1:
-                raise TextVAEError(f"--beam-size must be at least 1, got {args.beam_size}")
-            return {"num_beams": args.beam_size}
-        return {}
-    if args.temperature is not None and args.temperature <= 0:
-        raise TextVAEError(f"--temperature must be positive, got {args.temperature}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise TextVAEError(f"--top-p must be in (0, 1], got {args.top_p}")
+        return {"num_beams": args.beam_size} if args.decode == "beam" else {}
     return {"do_sample": True, "top_k": 0, **{k: v for k, v in sampling.items() if v is not None}}
 
 
 def load(args: argparse.Namespace) -> tuple[TextVAEModel, Path | None]:
     """The model of ``args.checkpoint`` (with its tokenizer) and its local export dir, if any."""
-    from textvae.cli.evaluate import export_directory, resolve_device
     from textvae.hub.loading import load_model
 
-    model = load_model(args.checkpoint, device=resolve_device(args.device))
+    model = load_model(args.checkpoint, device=args.device)
     if model.tokenizer is None:
         raise TextVAEError(f"{args.checkpoint}: the export has no tokenizer files")
     return model, export_directory(args.checkpoint)
@@ -170,10 +167,6 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
 def run_interpolate(args: argparse.Namespace) -> int:
     from textvae.models.generation import interpolation_path
 
-    if args.steps < 2:
-        raise TextVAEError(f"--steps must be at least 2, got {args.steps}")
-    if args.path not in PATHS:
-        raise TextVAEError(f"unknown --path {args.path!r} (use {', '.join(PATHS)})")
     if args.from_file is not None:
         if args.sentence_a is not None:
             raise TextVAEError("give either two sentences or --from-file PAIRS.tsv, not both")
@@ -197,8 +190,6 @@ def run_interpolate(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise TextVAEError(f"-n must be at least 1, got {args.n}")
     options = decoding_options(args)
     model, export = load(args)
     z = torch.randn(args.n, model.config.latent_size, generator=torch.Generator().manual_seed(args.seed))
@@ -211,8 +202,6 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_reconstruct(args: argparse.Namespace) -> int:
     from textvae.data.reading import clean_lines, read_lines
 
-    if args.batch_size < 1:
-        raise TextVAEError(f"--batch-size must be at least 1, got {args.batch_size}")
     options = decoding_options(args)
     if args.file == "-":
         sentences, _ = clean_lines(sys.stdin.read().splitlines(), "<stdin>")
@@ -240,21 +229,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="an export directory, a run directory or a Hub repo id")
     p.add_argument("sentence_a", nargs="?", default=None, metavar="SENTENCE_A")
     p.add_argument("sentence_b", nargs="?", default=None, metavar="SENTENCE_B")
-    p.add_argument("--steps", type=int, default=8, help="points on the path, ends included (default: 8)")
-    p.add_argument("--path", default="lerp", metavar="lerp|slerp", help="straight line or great circle (default: lerp)")
+    p.add_argument("--steps", type=at_least(2), default=8, help="points on the path, ends included (default: 8)")
+    p.add_argument("--path", default="lerp", choices=PATHS, help="straight line or great circle (default: lerp)")
     p.add_argument("--from-file", default=None, metavar="PAIRS.tsv", help="sentence pairs, tab-separated, one per line")
     add_decoding_arguments(p)
     p.set_defaults(handler=run_interpolate)
 
     p = subparsers.add_parser("sample", help="decode codes drawn from the prior N(0, I)")
     p.add_argument("checkpoint", help="an export directory, a run directory or a Hub repo id")
-    p.add_argument("-n", type=int, default=10, help="how many sentences (default: 10)")
+    p.add_argument("-n", type=positive_int, default=10, help="how many sentences (default: 10)")
     add_decoding_arguments(p)
     p.set_defaults(handler=run_sample)
 
     p = subparsers.add_parser("reconstruct", help="encode sentences and decode their posterior means")
     p.add_argument("checkpoint", help="an export directory, a run directory or a Hub repo id")
     p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="one sentence per line (default: stdin)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default: 64)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="sentences per batch (default: 64)")
     add_decoding_arguments(p)
     p.set_defaults(handler=run_reconstruct)

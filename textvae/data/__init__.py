@@ -1,4 +1,8 @@
-"""The data layer: corpora, tokenizers and batches.
+"""The data layer: corpora, tokenizers and batches (for training and evaluation alike).
+
+It owns reading and checking corpora, training and loading tokenizers, the length
+policy, and length-bucketed batches sharded over processes. It imports nothing from the
+models, training, evaluation, hub or CLI layers.
 
 Typical use (the trainer's)::
 
@@ -19,9 +23,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "make_dataloader"),
+    "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "evaluation_order", "make_dataloader"),
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
-    "pipeline": ("PreparedData", "SplitData", "SplitReport", "prepare_data"),
+    "pipeline": ("PreparedData", "RawSplit", "SplitData", "SplitReport", "encode_split", "prepare_data",
+                 "read_splits"),
     "reading": ("ReadReport", "read_hf_splits", "read_lines"),
     "stats": ("CorpusStats", "corpus_stats"),
     "synthetic": ("load_factors", "render", "write_corpus"),

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from textvae.errors import TextVAEError
+from textvae.padding import pad_ids
 
 
 def _balanced_count(count: int, n: int, num_replicas: int) -> int:
@@ -52,7 +53,8 @@ class BucketBatchSampler(Sampler[list[int]]):
     Args:
         lengths: length of every example (any unit; only the order matters).
         batch_size: examples per batch (a few batches may be split in two to balance ranks).
-        shuffle: random order per epoch; ``False`` gives a fixed, length-sorted order.
+        shuffle: random order per epoch; ``False`` gives the evaluation order: longest
+            sentences first over the whole split (ties in index order), every epoch alike.
         seed: with the epoch, fixes the order.
         bucket_batches: sorting happens within chunks of ``bucket_batches * batch_size``.
         num_replicas, rank: the process group (``Accelerator().num_processes``/``process_index``).
@@ -91,10 +93,13 @@ class BucketBatchSampler(Sampler[list[int]]):
         """All ranks' batches of the current epoch, in order (rank ``r`` takes ``r::R``)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         n = len(self.lengths)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
-        chunk = self.bucket_batches * self.batch_size
-        # One stable sort on (chunk, length): sorted within chunks, chunks kept in order.
-        order = order[np.lexsort((self.lengths[order], np.arange(n) // chunk))]
+        if self.shuffle:
+            order = rng.permutation(n)
+            chunk = self.bucket_batches * self.batch_size
+            # One stable sort on (chunk, length): sorted within chunks, chunks kept in order.
+            order = order[np.lexsort((self.lengths[order], np.arange(n) // chunk))]
+        else:
+            order = np.lexsort((np.arange(n), -self.lengths))
         batches = np.split(order, np.arange(self.batch_size, n, self.batch_size))
         batches = _balance(batches, n, self.num_replicas)
         if self.shuffle:
@@ -133,11 +138,17 @@ class Collator:
         self.pad_id = pad_id
 
     def __call__(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
-        lengths = torch.tensor([len(row) for row in batch])
-        input_ids = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(row, dtype=torch.long) for row in batch], batch_first=True, padding_value=self.pad_id)
-        attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # (B, T)
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return pad_ids(batch, self.pad_id)
+
+
+def evaluation_order(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """A split's batches (lists of indices) in the evaluation order, longest sentences first.
+
+    The order every evaluation number is computed in, whatever the number of processes:
+    process ``r`` of ``R`` evaluates batches ``r::R`` of this one list (their counts need not
+    match, evaluation runs no collective inside its loop). Pad them with :class:`Collator`.
+    """
+    return BucketBatchSampler(lengths, batch_size, shuffle=False).epoch_batches()
 
 
 def make_dataloader(ids: list[list[int]], batch_size: int, pad_id: int, *, shuffle: bool, seed: int = 0,

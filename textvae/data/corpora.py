@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from textvae.errors import TextVAEError
+from textvae.errors import InvalidArgument, TextVAEError
 
 SPLITS = ("train", "valid", "test")
 
@@ -125,7 +125,7 @@ def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
 
 
 def default_download_dir(data_dir: str | Path | None = None) -> Path:
-    """Where ``download`` writes: ``--data-dir``, else ``$TEXTVAE_DATA``, else the user cache."""
+    """Where ``download`` writes: ``data_dir``, else ``$TEXTVAE_DATA``, else the user cache."""
     if data_dir:
         return Path(data_dir)
     return Path(os.environ["TEXTVAE_DATA"]) if os.environ.get("TEXTVAE_DATA") else cache_dir()
@@ -289,7 +289,7 @@ def download(name: str, data_dir: str | Path | None = None, *, timeout: float = 
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
     except OSError as exc:
-        raise TextVAEError(f"--data-dir {target.parent}: cannot write there ({exc.strerror})") from None
+        raise InvalidArgument("data_dir", f"{target.parent}: cannot write there ({exc.strerror})") from None
     try:
         for split, (url, sha) in spec.files.items():
             say(f"{name}: fetching {url}")

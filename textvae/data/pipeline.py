@@ -1,8 +1,10 @@
-"""From a recipe's ``data`` section to token ids: the one entry point trainers call.
+"""From a recipe's ``data`` section to token ids: the one path trainers and evaluation take.
 
 ``prepare_data`` reads the splits (a corpus directory, a registered name or a local
 Hugging Face dataset), trains or loads the tokenizer, encodes every split in one batch
-call, applies the length policy and reports what it skipped, cut or dropped.
+call, applies the length policy and reports what it skipped, cut or dropped. Evaluation,
+which has the model's tokenizer already, runs the same steps through :func:`read_splits`
+and :func:`encode_split`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from transformers import TokenizersBackend
 
+from textvae.data.config import DataConfig
 from textvae.data.corpora import SPLITS, resolve_corpus
 from textvae.data.reading import ReadReport, read_hf_splits, read_lines
 from textvae.data.synthetic import factors_path, load_factors
@@ -29,7 +32,6 @@ from textvae.data.tokenization import (
     train_tokenizer,
 )
 from textvae.errors import TextVAEError
-from textvae.training.recipe import DataConfig
 
 FERTILITY_SAMPLE = 2000  # training sentences that set a tokenizer's tokens-per-word
 
@@ -79,13 +81,19 @@ class PreparedData:
 
 
 @dataclass
-class _Raw:
+class RawSplit:
+    """One split as read from its file or dataset, before tokenisation."""
+
     lines: list[str]
     report: ReadReport
     factors: list[dict[str, Any]] | None
 
+    def head(self, n: int) -> RawSplit:
+        """The first ``n`` sentences, with their factors."""
+        return RawSplit(self.lines[:n], self.report, self.factors[:n] if self.factors is not None else None)
 
-def _read_files(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, _Raw]]:
+
+def _read_files(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, RawSplit]]:
     files = resolve_corpus(cfg.corpus, cfg.data_dir, splits)
     raw = {}
     for split, path in files.items():
@@ -96,16 +104,17 @@ def _read_files(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, 
             if report.blank_skipped or len(factors) != len(lines):
                 raise TextVAEError(f"{factors_path(path.parent, split)}: {len(factors)} rows do not match "
                                    f"the {len(lines) + report.blank_skipped} lines of {path}")
-        raw[split] = _Raw(lines, report, factors)
+        raw[split] = RawSplit(lines, report, factors)
     name = cfg.corpus if not Path(cfg.corpus).is_dir() else Path(cfg.corpus).resolve().name
     return name, raw
 
 
-def _read(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, _Raw]]:
+def read_splits(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, RawSplit]]:
+    """The corpus name and the sentences (and factors, where the corpus ships them) of ``splits``."""
     if cfg.hf_dataset is None:
         return _read_files(cfg, splits)
     loaded = read_hf_splits(cfg.hf_dataset, cfg.text_column, splits)
-    return Path(cfg.hf_dataset).resolve().name, {s: _Raw(lines, rep, None) for s, (lines, rep) in loaded.items()}
+    return Path(cfg.hf_dataset).resolve().name, {s: RawSplit(lines, rep, None) for s, (lines, rep) in loaded.items()}
 
 
 def _encode(tok: TokenizersBackend, lines: list[str]) -> list[list[int]]:
@@ -113,7 +122,18 @@ def _encode(tok: TokenizersBackend, lines: list[str]) -> list[list[int]]:
     return [enc.ids for enc in tok.backend_tokenizer.encode_batch(lines)]
 
 
-def _apply_length_policy(raw: _Raw, ids: list[list[int]], report: SplitReport) -> SplitData:
+def _report(raw: RawSplit, cfg: DataConfig, split: str, limited_to: int | None = None) -> SplitReport:
+    return SplitReport(split, raw.report.source, raw.report.lines_read, raw.report.blank_skipped,
+                       cfg.max_length, cfg.length_policy, limited_to)
+
+
+def encode_split(tok: TokenizersBackend, raw: RawSplit, cfg: DataConfig, split: str) -> SplitData:
+    """Token ids of ``raw`` under ``cfg``'s length policy, encoded as :func:`prepare_data` does
+    (for a split read with :func:`read_splits` and a tokenizer that already exists)."""
+    return _apply_length_policy(raw, _encode(tok, raw.lines), _report(raw, cfg, split))
+
+
+def _apply_length_policy(raw: RawSplit, ids: list[list[int]], report: SplitReport) -> SplitData:
     limit = report.max_length + 2  # BOS and EOS do not count towards max_length
     if report.policy == "truncate":
         long_rows = [i for i, row in enumerate(ids) if len(row) > limit]
@@ -130,7 +150,7 @@ def _apply_length_policy(raw: _Raw, ids: list[list[int]], report: SplitReport) -
     return SplitData([raw.lines[i] for i in keep], [ids[i] for i in keep], factors, report)
 
 
-def _tokenizer(cfg: DataConfig, corpus: str, train: _Raw | None) -> tuple[TokenizersBackend, dict, Path | None]:
+def _tokenizer(cfg: DataConfig, corpus: str, train: RawSplit | None) -> tuple[TokenizersBackend, dict, Path | None]:
     """Train one on the train split, or load ``cfg.tokenizer``; return it, its meta and
     the directory it was loaded from (``None`` when trained here)."""
     if cfg.tokenizer in KINDS:
@@ -161,29 +181,24 @@ def prepare_data(cfg: DataConfig, *, tokenizer_dir: Path | None = None,
     Either way it is saved to ``tokenizer_dir`` when one is given, so a run directory
     always holds the tokenizer its model was trained with.
     """
-    cfg.check()
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise TextVAEError(f"unknown split(s) {unknown or list(splits)} (use {', '.join(SPLITS)})")
     needed = list(splits) if cfg.tokenizer not in KINDS or "train" in splits else ["train", *splits]
-    corpus, raw = _read(cfg, needed)
-    if cfg.max_train_lines is not None and "train" in raw and len(raw["train"].lines) > cfg.max_train_lines:
-        train = raw["train"]
-        n = cfg.max_train_lines
-        raw["train"] = _Raw(train.lines[:n], train.report, train.factors[:n] if train.factors else None)
-        limited = n
+    corpus, raw = read_splits(cfg, needed)
+    limited = cfg.max_train_lines
+    if limited is not None and "train" in raw and len(raw["train"].lines) > limited:
+        raw["train"] = raw["train"].head(limited)
     else:
         limited = None
     tok, meta, loaded_from = _tokenizer(cfg, corpus, raw.get("train"))
     prepared = PreparedData(tok, corpus)
     for split in splits:
         r = raw[split]
-        report = SplitReport(split, r.report.source, r.report.lines_read, r.report.blank_skipped,
-                             cfg.max_length, cfg.length_policy, limited if split == "train" else None)
         ids = _encode(tok, r.lines)
         if loaded_from is not None and split == splits[0]:
             check_fits_corpus(ids, r.lines, loaded_from, meta, corpus, split)
-        prepared.splits[split] = _apply_length_policy(r, ids, report)
+        prepared.splits[split] = _apply_length_policy(r, ids, _report(r, cfg, split, limited if split == "train" else None))
     if tokenizer_dir is not None and (loaded_from is None or Path(tokenizer_dir).resolve() != loaded_from.resolve()):
         save_tokenizer(tok, tokenizer_dir, meta)
     return prepared

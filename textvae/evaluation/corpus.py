@@ -30,28 +30,27 @@ import hashlib
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
 
-from textvae.data.batching import Collator
-from textvae.errors import TextVAEError
+from textvae.data.batching import Collator, evaluation_order
+from textvae.errors import InvalidArgument
 from textvae.estimators import (
     IWAccumulator,
-    active_units,
-    corpus_bleu,
     count_predicted_tokens,
     gaussian_kl_per_dim,
-    kl_per_dimension,
     latent_warning,
-    mutual_information,
-    perplexity,
     token_matches,
 )
+from textvae.evaluation.metrics import LikelihoodTotals, latent_statistics, reconstruction_scores
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+
     from textvae.models import TextVAEModel
 
 MI_VARIANTS = ("split", "batch")
@@ -59,31 +58,17 @@ MI_VARIANTS = ("split", "batch")
 _DECODE_SLACK = 10
 
 
-# --------------------------------------------------------------------------- batching
+# --------------------------------------------------------------------------- inputs
 
 
 def check_ids(ids: Sequence[Sequence[int]], bos_id: int, eos_id: int) -> None:
     """Every row must be model-ready ``<bos> w_1 ... w_n <eos>`` (what the tokenizer emits)."""
     if len(ids) == 0:
-        raise TextVAEError("evaluate: no sentences to evaluate")
+        raise InvalidArgument("ids", "no sentences to evaluate")
     for i, row in enumerate(ids):
         if len(row) < 2 or row[0] != bos_id or row[-1] != eos_id:
-            raise TextVAEError(
-                f"evaluate: sentence {i} is not '<bos> ... <eos>' token ids "
-                "(tokenise with the model's tokenizer, which adds them)"
-            )
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (less padding, same results)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists -> ``input_ids`` and ``attention_mask``, each (B, T) long, on ``device``."""
-    batch = Collator(pad_id)(rows)
-    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            raise InvalidArgument("ids", f"sentence {i} is not '<bos> ... <eos>' token ids "
+                                  "(tokenise with the model's tokenizer, which adds them)")
 
 
 # --------------------------------------------------------------------------- estimators
@@ -151,20 +136,6 @@ def next_token_total_variation(model: TextVAEModel, input_ids: torch.Tensor, mas
     return float((tv * mask[:, 1:]).sum())
 
 
-@torch.no_grad()
-def posterior_parameters(
-    model: TextVAEModel, ids: Sequence[Sequence[int]], batch_size: int = 64
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, logvar), each (N, d) on the CPU in the order of ``ids`` (for plots and probes)."""
-    mus = torch.zeros(len(ids), model.config.latent_size)
-    logvars = torch.zeros(len(ids), model.config.latent_size)
-    for batch in length_sorted_batches([len(r) for r in ids], batch_size):
-        input_ids, mask = pad_batch([ids[i] for i in batch], model.config.pad_token_id, model.device)
-        mu, logvar = model.encode_ids(input_ids, mask)
-        mus[batch], logvars[batch] = mu.float().cpu(), logvar.float().cpu()
-    return mus, logvars
-
-
 # --------------------------------------------------------------------------- identity
 
 
@@ -210,7 +181,23 @@ def checkpoint_identity(model: TextVAEModel) -> dict[str, Any]:
 # --------------------------------------------------------------------------- evaluate
 
 
-def evaluate(
+@dataclass
+class Evaluation:
+    """What one pass over a split gives: the report and the posteriors behind it."""
+
+    results: dict[str, Any]
+    """The numbers, ``protocol`` and ``checkpoint``: JSON-serialisable (``evaluation.json``)."""
+    mu: torch.Tensor
+    """(N, d) posterior means on the CPU, in the order of the sentences (for plots)."""
+    logvar: torch.Tensor
+
+
+def evaluate(model: TextVAEModel, ids: Sequence[Sequence[int]], **options: Any) -> dict[str, Any]:
+    """The numbers of :func:`evaluate_split` alone (``options`` are its keywords)."""
+    return evaluate_split(model, ids, **options).results
+
+
+def evaluate_split(
     model: TextVAEModel,
     ids: Sequence[Sequence[int]],
     *,
@@ -223,8 +210,9 @@ def evaluate(
     progress: bool = True,
     factors: Sequence[dict[str, Any]] | None = None,
     sample_chunk: int = 50,
-) -> dict[str, Any]:
-    """Every evaluation number of ``model`` on sentences ``ids``, with its protocol.
+    accelerator: Accelerator | None = None,
+) -> Evaluation:
+    """Every evaluation number of ``model`` on sentences ``ids``, with its protocol, in one pass.
 
     Args:
         model: A :class:`~textvae.models.TextVAEModel` (put in eval mode here).
@@ -240,16 +228,23 @@ def evaluate(
         factors: One dict of known generative factors per sentence (embedded corpus): adds
             linear probes of the posterior means (:func:`textvae.evaluation.probing.probe_factors`).
         sample_chunk: Importance samples per decoder call.
+        accelerator: Share the batches among its processes (every process calls this):
+            process ``r`` of ``R`` evaluates batches ``r::R`` and the per-sentence results are
+            gathered with ``gather_for_metrics``. Each process draws the noise of every
+            batch, using its own batches' only, so each sentence sees the same samples, and
+            the numbers are those of one process up to float rounding.
 
     Returns:
-        A JSON-serialisable dict: the numbers, ``protocol`` and ``checkpoint``.
+        The results (numbers, ``protocol``, ``checkpoint``) and the split's posteriors, on
+        every process.
     """
     if mi not in MI_VARIANTS:
-        raise TextVAEError(f"evaluate: mi must be one of {MI_VARIANTS}, got {mi!r}")
-    if iw_samples < 1 or batch_size < 1 or sample_chunk < 1:
-        raise TextVAEError("evaluate: --iw-samples, --batch-size and the sample chunk must be at least 1")
+        raise InvalidArgument("mi", f"must be one of {', '.join(MI_VARIANTS)}, got {mi!r}")
+    for name, value in (("iw_samples", iw_samples), ("batch_size", batch_size), ("sample_chunk", sample_chunk)):
+        if value < 1:
+            raise InvalidArgument(name, f"must be at least 1, got {value}")
     if factors is not None and len(factors) != len(ids):
-        raise TextVAEError(f"evaluate: {len(factors)} factor rows for {len(ids)} sentences")
+        raise InvalidArgument("factors", f"{len(factors)} factor rows for {len(ids)} sentences")
     config = model.config
     check_ids(ids, config.bos_token_id, config.eos_token_id)
     was_training = model.training
@@ -259,25 +254,26 @@ def evaluate(
     generator = torch.Generator(device=model.device).manual_seed(seed)
     # The TV draws have their own stream, so the IW and MI numbers do not depend on them.
     split = _SplitPass(len(ids), config.latent_size, torch.Generator(device=model.device).manual_seed(seed + 1))
-    bar = tqdm(total=len(ids), desc="evaluate", unit="sent", disable=not progress, file=sys.stderr, leave=False)
+    processes, rank = (accelerator.num_processes, accelerator.process_index) if accelerator else (1, 0)
+    collate = Collator(config.pad_token_id)
+    bar = tqdm(total=len(ids), desc="evaluate", unit="sent", disable=not progress or rank > 0, file=sys.stderr,
+               leave=False)
     with torch.no_grad():
-        for batch in length_sorted_batches([len(r) for r in ids], batch_size):
-            split.add(model, ids, batch, num_samples, sample_chunk, generator, bleu)
+        for number, batch in enumerate(evaluation_order([len(r) for r in ids], batch_size)):
+            if number % processes == rank:
+                split.add(model, ids, batch, collate([ids[i] for i in batch]), num_samples, sample_chunk, generator,
+                          bleu)
+            else:
+                split.skip(model, len(batch), num_samples, generator)
             bar.update(len(batch))
     bar.close()
     model.train(was_training)
+    if processes > 1:
+        split.gather(accelerator)
 
     kl = gaussian_kl_per_dim(split.mu.double(), split.logvar.double()).sum(-1) * float(has_latent)  # (N,)
-    elbo = split.rec - kl
-    results: dict[str, Any] = {
-        "elbo": float(elbo.mean()),
-        "rec": float(-split.rec.mean()),
-        "kl": float(kl.mean()),
-        "nll_elbo": float(-elbo.mean()),
-        "nll_iw": float(-split.iw.mean()),
-        "ppl_elbo": perplexity(float(-elbo.sum()), split.tokens),
-        "ppl_iw": perplexity(float(-split.iw.sum()), split.tokens),
-    }
+    totals = LikelihoodTotals(float(-split.rec.sum()), float(kl.sum()), split.tokens, len(ids), float(-split.iw.sum()))
+    results: dict[str, Any] = totals.numbers()
     results.update(_latent_statistics(split.mu, split.logvar, has_latent, delta, batch_size, mi, seed))
     results["token_accuracy_teacher_forced"] = split.correct / split.tokens
     if has_latent:
@@ -286,8 +282,8 @@ def evaluate(
     warning = latent_warning(results["kl"], results["mi_split"], results["active_units"], len(ids)) if has_latent else None
     results["warnings"] = [warning] if warning else []
     if bleu:
-        results["bleu_greedy"] = corpus_bleu(*split.bleu_texts())
-        results["exact_match_greedy"] = split.exact / len(ids)
+        scores = reconstruction_scores(split.hypotheses, split.references)
+        results["bleu_greedy"], results["exact_match_greedy"] = scores["bleu"], scores["exact_match"]
     if factors is not None:
         from textvae.evaluation.probing import probe_factors
 
@@ -295,7 +291,7 @@ def evaluate(
         results["probes"] = probe_factors(split.mu, with_length, seed=seed)
     results["protocol"] = _protocol(len(ids), split.tokens, iw_samples, has_latent, delta, batch_size, mi, bleu, seed)
     results["checkpoint"] = checkpoint_identity(model)
-    return results
+    return Evaluation(results, split.mu, split.logvar)
 
 
 class _SplitPass:
@@ -309,20 +305,52 @@ class _SplitPass:
         self.iw = torch.zeros(n, dtype=torch.float64)
         self.rec = torch.zeros(n, dtype=torch.float64)
         self.mu, self.logvar = torch.zeros(n, latent_size), torch.zeros(n, latent_size)
-        self.tokens = self.correct = self.exact = 0
+        self.tokens = self.correct = 0
         self.tv_posterior = self.tv_prior = 0.0
         self.tv_generator = tv_generator
         self.hypotheses: list[list[int]] = [[] for _ in range(n)]
         self.references: list[list[int]] = [[] for _ in range(n)]
+        self.done: list[int] = []
+        """Indices of the sentences this process evaluated."""
 
-    def add(self, model, ids: Sequence[Sequence[int]], batch: list[int], num_samples: int, sample_chunk: int,
-            generator: torch.Generator, bleu: bool) -> None:
-        """Evaluate sentences ``batch`` (indices into ``ids``) in one padded batch."""
-        input_ids, mask = pad_batch([ids[i] for i in batch], model.config.pad_token_id, model.device)
+    def skip(self, model, size: int, num_samples: int, generator: torch.Generator) -> None:
+        """Draw the noise a batch of ``size`` sentences would use, and nothing else: another
+        process evaluates it, and every later batch must see the noise it sees on one process."""
+        shape, options = (size, model.config.latent_size), {"device": model.device, "dtype": torch.float32}
+        torch.randn((num_samples, *shape), generator=generator, **options)
+        if model.has_latent:
+            torch.randn((4, *shape), generator=self.tv_generator, **options)
+
+    def gather(self, accelerator: Accelerator) -> None:
+        """Every process's sentences and counts, on every process (``gather_for_metrics``)."""
+        index = torch.tensor(self.done, dtype=torch.long)
+        mine = {"index": index, "iw": self.iw[index], "rec": self.rec[index], "mu": self.mu[index],
+                "logvar": self.logvar[index], "hypotheses": [self.hypotheses[i] for i in self.done],
+                "references": [self.references[i] for i in self.done],
+                "counts": (self.tokens, self.correct, self.tv_posterior, self.tv_prior)}
+        parts = accelerator.gather_for_metrics([mine], use_gather_object=True)
+        self.tokens = self.correct = 0
+        self.tv_posterior = self.tv_prior = 0.0
+        for part in parts:
+            index = part["index"]
+            self.iw[index], self.rec[index] = part["iw"], part["rec"]
+            self.mu[index], self.logvar[index] = part["mu"], part["logvar"]
+            for i, hypothesis, reference in zip(index.tolist(), part["hypotheses"], part["references"], strict=True):
+                self.hypotheses[i], self.references[i] = hypothesis, reference
+            tokens, correct, tv_posterior, tv_prior = part["counts"]
+            self.tokens, self.correct = self.tokens + tokens, self.correct + correct
+            self.tv_posterior, self.tv_prior = self.tv_posterior + tv_posterior, self.tv_prior + tv_prior
+        self.done = sorted(i for part in parts for i in part["index"].tolist())
+
+    def add(self, model, ids: Sequence[Sequence[int]], batch: list[int], tensors: dict[str, torch.Tensor],
+            num_samples: int, sample_chunk: int, generator: torch.Generator, bleu: bool) -> None:
+        """Evaluate sentences ``batch`` (indices into ``ids``), padded as ``tensors``."""
+        input_ids, mask = tensors["input_ids"].to(model.device), tensors["attention_mask"].to(model.device)
         mu, logvar = model.encode_ids(input_ids, mask)  # (B, d)
         iw, rec = importance_sampled_log_likelihood(model, input_ids, mask, mu, logvar, num_samples, sample_chunk,
                                                     generator)
         index = torch.tensor(batch)
+        self.done += batch
         self.iw[index], self.rec[index] = iw.cpu(), rec.cpu()
         self.mu[index], self.logvar[index] = mu.cpu(), logvar.cpu()
         predicted = teacher_forced_predictions(model, input_ids, mu)  # (B, T-1)
@@ -338,34 +366,16 @@ class _SplitPass:
             decoded = model.decode_ids(mu, max_length=input_ids.shape[1] + _DECODE_SLACK)
             for row, i in enumerate(batch):
                 self.hypotheses[i], self.references[i] = decoded[row], list(ids[i][1:-1])
-                self.exact += decoded[row] == self.references[i]
-
-    def bleu_texts(self) -> tuple[list[str], list[str]]:
-        """Hypotheses and references as space-joined token ids: BLEU over model tokens,
-        independent of detokenisation (and of special tokens such as PTB's literal <unk>)."""
-        hypotheses = [" ".join(map(str, row)) for row in self.hypotheses]
-        return hypotheses, [" ".join(map(str, row)) for row in self.references]
 
 
 def _latent_statistics(
     mus: torch.Tensor, logvars: torch.Tensor, has_latent: bool, delta: float, batch_size: int, mi: str, seed: int
 ) -> dict[str, Any]:
-    """MI (both variants), AU and KL per dimension from the (N, d) posteriors of the split."""
+    """MI (both variants, the headline one repeated as ``mi``), AU and KL per dimension."""
     if not has_latent:
         return {"mi": 0.0, "mi_split": 0.0, "mi_batch": 0.0, "active_units": 0, "kl_per_dim": [], "au_variances": []}
-    mi_split = mutual_information(mus, logvars, generator=torch.Generator().manual_seed(seed))
-    mi_batch = mutual_information(
-        mus, logvars, generator=torch.Generator().manual_seed(seed), batch_mi=True, batch_size=batch_size
-    )
-    count, variances = active_units(mus, delta)
-    return {
-        "mi": mi_split if mi == "split" else mi_batch,
-        "mi_split": mi_split,
-        "mi_batch": mi_batch,
-        "active_units": count,
-        "kl_per_dim": kl_per_dimension(mus, logvars).tolist(),
-        "au_variances": variances.tolist(),
-    }
+    stats = latent_statistics(mus, logvars, delta=delta, seed=seed, batch_size=batch_size)
+    return {"mi": stats["mi_" + mi], **stats}
 
 
 def _protocol(

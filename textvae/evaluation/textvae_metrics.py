@@ -20,8 +20,9 @@ Each example is one sentence; the inputs are the raw per-sentence terms of
 :func:`textvae.estimators.iw_log_likelihood` for the ``iw`` configuration), its
 posterior parameters (``latent``) or its greedy reconstruction (``reconstruction``).
 Everything is computed over the whole corpus at once, so batching does not change the
-result; the numbers are those of :mod:`textvae.estimators`, which ``textvae evaluate``
-uses too.
+result. The module is a thin adapter: every number comes from
+:mod:`textvae.evaluation.metrics`, the reductions ``textvae evaluate`` and training's
+validation use, so the three cannot drift apart.
 """
 
 from __future__ import annotations
@@ -30,13 +31,7 @@ import datasets
 import evaluate
 import torch
 
-from textvae.estimators import (
-    active_units,
-    corpus_bleu,
-    kl_per_dimension,
-    mutual_information,
-    perplexity,
-)
+from textvae.evaluation.metrics import LikelihoodTotals, latent_statistics, reconstruction_scores
 
 _DESCRIPTION = """\
 Corpus-level sentence-VAE numbers in the protocol of He et al. (2019): the ELBO and its
@@ -124,37 +119,23 @@ class TextvaeMetrics(evaluate.Metric):
 
 def _likelihood(rec_log_likelihood: list[float], kl: list[float], num_tokens: list[int],
                 iw_log_likelihood: list[float] | None = None) -> dict[str, float]:
-    n = len(rec_log_likelihood)
-    total_rec = -sum(rec_log_likelihood)
-    total_kl = sum(kl)
-    total_tokens = int(sum(num_tokens))
-    result = {
-        "elbo": -(total_rec + total_kl) / n,
-        "nll": (total_rec + total_kl) / n,
-        "rec": total_rec / n,
-        "kl": total_kl / n,
-        "ppl_elbo": perplexity(total_rec + total_kl, total_tokens),
-        "num_sentences": n,
-        "num_tokens": total_tokens,
-    }
+    totals = LikelihoodTotals(-sum(rec_log_likelihood), sum(kl), int(sum(num_tokens)), len(rec_log_likelihood),
+                              None if iw_log_likelihood is None else -sum(iw_log_likelihood))
+    numbers = totals.numbers()
+    result = {"elbo": numbers["elbo"], "nll": numbers["nll_elbo"], "rec": numbers["rec"], "kl": numbers["kl"],
+              "ppl_elbo": numbers["ppl_elbo"], "num_sentences": totals.sentences, "num_tokens": totals.tokens}
     if iw_log_likelihood is not None:
-        total_iw = -sum(iw_log_likelihood)
-        result["nll_iw"] = total_iw / n
-        result["ppl_iw"] = perplexity(total_iw, total_tokens)
+        result.update(nll_iw=numbers["nll_iw"], ppl_iw=numbers["ppl_iw"])
     return result
 
 
 def _latent(mu: list[list[float]], logvar: list[list[float]], delta: float = 0.01, seed: int = 0) -> dict:
-    mu_t = torch.tensor(mu, dtype=torch.float64)
-    logvar_t = torch.tensor(logvar, dtype=torch.float64)
-    per_dim = kl_per_dimension(mu_t, logvar_t)
-    count, variances = active_units(mu_t, delta)
-    mi = mutual_information(mu_t, logvar_t, generator=torch.Generator().manual_seed(seed))
-    return {"kl": float(per_dim.sum()), "kl_per_dim": per_dim.tolist(), "mi": mi, "active_units": count,
-            "au_variances": variances.tolist(), "num_sentences": len(mu)}
+    stats = latent_statistics(torch.tensor(mu, dtype=torch.float64), torch.tensor(logvar, dtype=torch.float64),
+                              delta=delta, seed=seed)
+    return {"kl": sum(stats["kl_per_dim"]), "kl_per_dim": stats["kl_per_dim"], "mi": stats["mi_split"],
+            "active_units": stats["active_units"], "au_variances": stats["au_variances"], "num_sentences": len(mu)}
 
 
 def _reconstruction(predictions: list[str], references: list[str]) -> dict:
-    exact = sum(p.split() == r.split() for p, r in zip(predictions, references, strict=True))
-    return {"bleu": corpus_bleu(predictions, references), "exact_match": exact / len(predictions),
-            "num_sentences": len(predictions)}
+    scores = reconstruction_scores([p.split() for p in predictions], [r.split() for r in references])
+    return {**scores, "num_sentences": len(predictions)}

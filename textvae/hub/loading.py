@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from textvae.errors import TextVAEError
-from textvae.models.modeling_textvae import TextVAEModel
+from textvae.models import TextVAEModel
 
 
 def resolve_export(name_or_path: str | Path) -> str:
@@ -60,7 +60,7 @@ def describe_hub_failure(exc: BaseException, repo_id: str, token: str | None = N
     """One line for a failed Hub download, without the token; None when the Hub is not the cause."""
     from huggingface_hub import constants, get_token
 
-    from textvae.hub.push import explain_hub_error, redact
+    from textvae.hub.failures import explain_hub_error, redact
 
     message = explain_hub_error(exc, repo_id, constants.ENDPOINT, writing=False)
     return None if message is None else redact(message, token if isinstance(token, str) else get_token())

@@ -24,24 +24,16 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
-from huggingface_hub.errors import (
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
-from textvae.errors import TextVAEError
+from textvae.errors import InvalidArgument, TextVAEError
+from textvae.hub.failures import explain_hub_error, redact
 from textvae.hub.loading import load_model, resolve_export
 from textvae.hub.model_card import FIGURES, build_model_card, generate_examples
-
-if TYPE_CHECKING:
-    from textvae.models import TextVAEModel
+from textvae.models import TextVAEModel
 
 EXPORT_PATTERNS = (
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
@@ -50,7 +42,6 @@ EXPORT_PATTERNS = (
     "recipe.yaml", "train_summary.json", "evaluation.json", "metrics.jsonl", *FIGURES,
 )
 METADATA_FILES = {"recipe": "recipe.yaml", "train_summary": "train_summary.json", "evaluation": "evaluation.json"}
-NO_TOKEN = "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass --token"
 
 
 @dataclass
@@ -104,7 +95,7 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
         raise TextVAEError(f"{directory}: no tokenizer beside the weights; a pushed model could not read or write text")
     token = get_token() if token is None or token is True else token
     if not token:
-        raise TextVAEError(NO_TOKEN)
+        raise InvalidArgument("token", "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass one")
     files = export_files(directory)
     metadata = read_export_metadata(directory)
     examples = generate_examples(model)
@@ -173,71 +164,5 @@ def read_export_metadata(directory: Path) -> dict[str, Any]:
     return out
 
 
-# ------------------------------------------------------------------------ errors
-def explain_hub_error(exc: BaseException, repo_id: str, endpoint: str, writing: bool) -> str | None:
-    """One line saying which Hub failure ``exc`` is, or None when it is not one.
-
-    Looks through the exception's causes, since transformers wraps the client's errors
-    in an ``OSError`` whose text names huggingface.co whatever the endpoint.
-    """
-    for err in _causes(exc):
-        if isinstance(err, OfflineModeIsEnabled) or (constants.HF_HUB_OFFLINE and isinstance(err, LocalEntryNotFoundError)):
-            if writing:
-                return "HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it to push"
-            return f"{repo_id}: not in the local cache, and HF_HUB_OFFLINE is set so it cannot be downloaded"
-        if isinstance(err, HfHubHTTPError) and err.response is not None:
-            return _explain_status(err, repo_id, endpoint, writing)
-        if _is_connection_error(err):
-            reason = _first_line(err) or type(err).__name__
-            missing = "" if writing else " and the model is not in the local cache"
-            return f"cannot reach the Hugging Face Hub at {endpoint} (connection error: {reason}){missing}"
-    return None
-
-
-def _explain_status(err: HfHubHTTPError, repo_id: str, endpoint: str, writing: bool) -> str:
-    status = err.response.status_code
-    if isinstance(err, RevisionNotFoundError):
-        return f"{repo_id}: revision not found on the Hub ({status})"
-    if isinstance(err, RepositoryNotFoundError):
-        return (f"{repo_id}: no such model repository at {endpoint} ({status}); if it is private, "
-                "log in with `hf auth login` or set HF_TOKEN")
-    if status == 401:
-        return ("the Hub rejected the token (401 Unauthorized): it is invalid or expired; "
-                "log in again with `hf auth login`, or fix HF_TOKEN / --token")
-    if status == 403:
-        if writing:
-            return f"the Hub refused the upload to {repo_id} (403 Forbidden): the token cannot write to this repository"
-        return f"{repo_id}: access refused (403 Forbidden): the repository is gated or the token cannot read it"
-    detail = _first_line(err.server_message) if err.server_message else ""
-    detail = f": {detail}" if detail else ""
-    action = f"the Hub refused the upload to {repo_id}" if writing else f"downloading {repo_id} failed"
-    return f"{action} (HTTP {status}{detail})"
-
-
-def _causes(exc: BaseException | None):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """A transport failure of whichever HTTP client huggingface_hub uses, or of the OS.
-
-    httpx/httpx2 raise subclasses of ``TransportError``, requests (older huggingface_hub)
-    its own ``ConnectionError``/``Timeout``; matching by class name avoids importing them.
-    """
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    return any(cls.__name__ in ("TransportError", "ConnectionError", "Timeout") for cls in type(exc).__mro__)
-
-
-def _first_line(value: object) -> str:
-    text = str(value).strip()
-    return text.splitlines()[0].strip() if text else ""
-
-
-def redact(text: str, token: str | None) -> str:
-    """``text`` without ``token``: for messages built from server or client text."""
-    return text.replace(token, "***") if token else text
+# The models layer cannot import this one; it declares the hook and the sharing layer fills it.
+TextVAEModel.hub_uploader = staticmethod(push_model)

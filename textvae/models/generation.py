@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from textvae.data.batching import Collator
-from textvae.errors import TextVAEError
+from textvae.errors import InvalidArgument, TextVAEError
+from textvae.padding import pad_ids
 
 
 def interpolation_path(a: torch.Tensor, b: torch.Tensor, steps: int, path: str = "lerp") -> torch.Tensor:
@@ -25,7 +25,7 @@ def interpolation_path(a: torch.Tensor, b: torch.Tensor, steps: int, path: str =
     origin under a Gaussian prior; ``lerp`` is the straight line.
     """
     if steps < 2:
-        raise TextVAEError(f"--steps must be at least 2, got {steps}")
+        raise InvalidArgument("steps", f"must be at least 2, got {steps}")
     t = torch.linspace(0.0, 1.0, steps, device=a.device, dtype=a.dtype).unsqueeze(1)
     if path == "lerp":
         return (1 - t) * a + t * b
@@ -35,7 +35,7 @@ def interpolation_path(a: torch.Tensor, b: torch.Tensor, steps: int, path: str =
         omega = torch.arccos((ua * ub).sum().clamp(-1 + 1e-7, 1 - 1e-7))
         direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / torch.sin(omega)
         return direction * ((1 - t) * na + t * nb)
-    raise TextVAEError(f"unknown --path {path!r} (lerp, slerp)")
+    raise InvalidArgument("path", f"unknown path {path!r} (lerp, slerp)")
 
 
 def trim(rows: torch.Tensor, eos_id: int, max_length: int) -> list[list[int]]:
@@ -68,8 +68,7 @@ class TextGenerationMixin:
             if too_long is not None:
                 raise TextVAEError(f"sentence {too_long} has {len(ids[too_long])} tokens with BOS/EOS; "
                                    f"the Transformer has {positions} positions")
-        batch = Collator(self.config.pad_token_id)(ids)
-        return {name: tensor.to(self.device) for name, tensor in batch.items()}
+        return {name: tensor.to(self.device) for name, tensor in pad_ids(ids, self.config.pad_token_id).items()}
 
     @torch.no_grad()
     def encode(self, texts_or_ids, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,8 +93,8 @@ class TextGenerationMixin:
         """
         positions = self.config.max_position_embeddings
         if self.config.decoder_type == "transformer" and max_length + 1 > positions:
-            raise TextVAEError(f"--max-length {max_length}: the Transformer decoder has {positions} positions "
-                               f"(BOS and at most {positions - 1} tokens)")
+            raise InvalidArgument("max_length", f"{max_length} is too long: the Transformer decoder has {positions} "
+                                  f"positions (BOS and at most {positions - 1} tokens)")
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)

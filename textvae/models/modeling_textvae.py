@@ -14,8 +14,9 @@ holds, conditioned on z, and the output is next-token ``logits`` and the ``cache
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,6 @@ from textvae.models.decoders import DECODER_CLASSES, OutputHead
 from textvae.models.encoders import GaussianPosterior
 from textvae.models.generation import TextGenerationMixin
 from textvae.models.invlip import ICNN, InverseLipschitzMap
-
-if TYPE_CHECKING:
-    from textvae.hub.push import PushResult
 
 # Upper bound on elements of one (samples x tokens x vocab) logits block in log_likelihood.
 _LOGITS_BLOCK = 2**25
@@ -89,12 +87,18 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
     config_class = TextVAEConfig
     base_model_prefix = "textvae"
     main_input_name = "input_ids"
+    # The Transformer blocks (encoder and decoder) recompute their activations in the backward
+    # pass after gradient_checkpointing_enable(); an LSTM has no such layer.
+    supports_gradient_checkpointing = True
     # With tie_word_embeddings the output layer shares the decoder's input embedding.
     _tied_weights_keys = {"head.output.weight": "decoder.embedding.weight"}
     # Kept whole by device maps and FSDP wrapping: a Transformer block, an LSTM (its fused
     # weights), and the invlip map (its ICNN runs through `gradient`, not `forward`, so
     # Accelerate's per-module device hooks would not move its inputs).
     _no_split_modules = ["TransformerBlock", "LSTM", "InverseLipschitzMap"]
+    # The upload behind push_to_hub, with its model card: set by textvae.hub.push, which the
+    # package imports (this layer cannot import the sharing layer that builds the card).
+    hub_uploader: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(self, config: TextVAEConfig):
         super().__init__(config)
@@ -151,18 +155,19 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
                     private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
                     create_pr: bool = False, max_shard_size: int | str | None = "50GB",
-                    tags: list[str] | None = None, license: str = "apache-2.0") -> PushResult:
-        """Weights, tokenizer and the textvae model card in one commit (see :func:`textvae.hub.push_model`).
+                    tags: list[str] | None = None, license: str = "apache-2.0") -> Any:
+        """Weights, tokenizer and the textvae model card in one commit; returns a
+        :class:`textvae.hub.push.PushResult` (see :func:`textvae.hub.push.push_model`).
 
         transformers' own ``push_to_hub`` keywords, meaning what they mean there, plus the
         card's ``license``. Overridden because transformers' version would upload an empty
         card instead of ours, and its commit would lack the card's figures and examples.
         """
-        from textvae.hub.push import push_model
-
-        return push_model(self, repo_id, commit_message=commit_message, commit_description=commit_description,
-                          private=private, token=token, revision=revision, create_pr=create_pr,
-                          max_shard_size=max_shard_size, tags=tags, license=license)
+        if self.hub_uploader is None:
+            raise TextVAEError("push_to_hub needs textvae's sharing layer: import textvae.hub.push first")
+        return self.hub_uploader(self, repo_id, commit_message=commit_message, commit_description=commit_description,
+                                 private=private, token=token, revision=revision, create_pr=create_pr,
+                                 max_shard_size=max_shard_size, tags=tags, license=license)
 
     # ----------------------------------------------------------------- init
     @torch.no_grad()

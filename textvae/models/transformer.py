@@ -14,12 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Cache
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from textvae.models.configuration_textvae import TextVAEConfig
 
 
-class TransformerBlock(nn.Module):
-    """x + Attn(LN(x)), then x + FFN(LN(x)) with a GELU feed-forward."""
+class TransformerBlock(GradientCheckpointingLayer):
+    """x + Attn(LN(x)), then x + FFN(LN(x)) with a GELU feed-forward.
+
+    A ``GradientCheckpointingLayer``: after ``model.gradient_checkpointing_enable()`` its
+    activations are recomputed in the backward pass instead of kept (training only).
+    """
 
     def __init__(self, width: int, heads: int, feed_forward: int, dropout: float):
         super().__init__()

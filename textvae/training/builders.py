@@ -10,7 +10,8 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig, TextVAEModel
-from textvae.training.recipe import OptimConfig, Recipe
+from textvae.training.config import OptimConfig
+from textvae.training.recipe import Recipe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -43,7 +44,6 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerFast) -> TextVAEMo
 
 
 def build_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    cfg.check()
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -63,7 +63,6 @@ class LRSchedule:
     """
 
     def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
-        cfg.check()
         self.cfg = cfg
         self.total_steps = total_steps
         self.scale = 1.0

@@ -74,12 +74,12 @@ def resolve_resume(run_dir: Path, resume: str, overwrite: bool = False) -> Path 
     if resume != "no":
         path = Path(resume)
         if not (path / "textvae_state.json").is_file():
-            raise TextVAEError(f"--resume {resume}: not a complete textvae checkpoint")
+            raise TextVAEError(f"train.resume={resume}: not a complete textvae checkpoint")
         return path
     existing = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
     if existing and not overwrite:
         raise TextVAEError(
-            f"output_dir {run_dir} already holds a run ({', '.join(existing)}): continue it with --resume, "
+            f"output_dir {run_dir} already holds a run ({', '.join(existing)}): continue it with train.resume=auto, "
             "start afresh with train.overwrite=true (deletes it), or choose another output_dir"
         )
     return None
@@ -131,10 +131,11 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def write_atomic_export(model, directory: Path, extra_files: dict[str, str]) -> None:
-    """``save_pretrained`` into a temporary sibling, add ``extra_files``, then swap it in."""
+def write_atomic_export(model, directory: Path, extra_files: dict[str, str], state_dict: dict | None = None) -> None:
+    """``save_pretrained`` (of ``state_dict`` when given) into a temporary sibling, add
+    ``extra_files``, then swap it in."""
     with staged_directory(directory) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         for name, text in extra_files.items():
             (tmp / name).write_text(text, encoding="utf-8")
         _fsync_tree(tmp)

@@ -19,8 +19,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import is_tensorboard_available, set_seed
+from accelerate import Accelerator, FullyShardedDataParallelPlugin
+from accelerate.utils import is_tensorboard_available, parse_flag_from_env, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -29,6 +29,7 @@ from textvae.data.batching import make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
+from textvae.evaluation.metrics import LikelihoodTotals
 from textvae.models import TextVAEModel
 from textvae.training.aggressive import (
     AggressiveInference,
@@ -45,11 +46,21 @@ from textvae.training.checkpointing import (
     save_checkpoint,
     write_atomic_export,
 )
-from textvae.training.objectives import Objective, ObjectiveTerms
-from textvae.training.recipe import Recipe, TrainConfig, dump_recipe
+from textvae.training.config import TrainConfig
+from textvae.training.objectives import Objective
+from textvae.training.recipe import Recipe, dump_recipe
+from textvae.training.step_totals import StepTotals
+
+# torch.compile's backend for train.compile (the tests swap in a quick one).
+COMPILE_BACKEND = "inductor"
 
 
 def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
+    fsdp = cfg.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP")
+    if fsdp and not torch.cuda.is_available():
+        raise TextVAEError(f"{'recipe key ' + repr('train.fsdp') if cfg.fsdp else 'accelerate launch --use_fsdp'}: FSDP needs "
+                           "CUDA GPUs (Accelerate runs it on GPUs only; on CPU it would silently fall back to DDP "
+                           "or fail), and none is available: launch without FSDP for DDP")
     if cfg.tensorboard and not is_tensorboard_available():
         raise TextVAEError("recipe key 'train.tensorboard': true, but tensorboard is not installed (pip install tensorboard)")
     precision = cfg.mixed_precision
@@ -59,6 +70,7 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
         mixed_precision=precision,
         log_with="tensorboard" if cfg.tensorboard else None,
         project_dir=str(run_dir),
+        fsdp_plugin=FullyShardedDataParallelPlugin() if cfg.fsdp else None,
     )
 
 
@@ -106,21 +118,19 @@ class StepBatches:
 
 
 def accumulate_gradients(model: torch.nn.Module, objective: Objective, batches: list[dict], step: int,
-                         accelerator: Accelerator) -> tuple[ObjectiveTerms, float, int]:
+                         accelerator: Accelerator) -> StepTotals:
     """Forward and backward over one optimiser step's micro-batches (gradients averaged over them).
 
-    Returns the last micro-batch's terms, the loss summed over every sentence, and the
-    predicted tokens of all micro-batches.
+    Returns the sums of every micro-batch's terms on this process (see :class:`StepTotals`).
     """
-    loss_sum, tokens = 0.0, 0
+    totals = StepTotals(accelerator.device)
     for micro, batch in enumerate(batches):
         sync = micro == len(batches) - 1
         with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
             terms = objective(model(**batch, word_dropout=objective.word_dropout), step)
         accelerator.backward(terms.loss / len(batches))
-        loss_sum += float(terms.loss.detach()) * terms.num_sentences
-        tokens += int(terms.num_tokens)
-    return terms, loss_sum, tokens
+        totals.add(terms)
+    return totals
 
 
 def restart_decoder(model: TextVAEModel, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
@@ -181,14 +191,15 @@ def validate(
     posteriors = gather_rows(accelerator, torch.cat(posteriors))
     model.train()
     rec, kl, tokens, count = sums.tolist()
+    likelihood = LikelihoodTotals(rec, kl, int(tokens), int(count)).numbers()
     mu, logvar = posteriors.chunk(2, dim=-1)
     metrics = {
-        "elbo": -(rec + kl) / count,
-        "rec": rec / count,
-        "kl": kl / count,
+        "elbo": likelihood["elbo"],
+        "rec": likelihood["rec"],
+        "kl": likelihood["kl"],
         "mi": float(mi_sum) / count,
         "mi_split": mutual_information(mu, logvar, generator=torch.Generator(device=mu.device).manual_seed(seed)),
-        "elbo_ppl": math.exp((rec + kl) / tokens),
+        "elbo_ppl": likelihood["ppl_elbo"],
         "active_units": active_units_from_sums(mu_sum, mu_sq_sum, int(count))[0],
     }
     if accelerator.unwrap_model(model).has_latent:
@@ -239,18 +250,27 @@ class MetricsLog:
         self.accelerator.log(numbers, step=record["step"])
 
 
-def export(model: TextVAEModel, run_dir: Path, recipe: Recipe, summary: dict) -> None:
-    """Write ``final/``: config, weights, tokenizer, the resolved recipe and the metrics so far."""
+def export(model: torch.nn.Module, accelerator: Accelerator, run_dir: Path, recipe: Recipe, summary: dict) -> None:
+    """Write ``final/``: config, weights, tokenizer, the resolved recipe and the metrics so far.
+
+    Every process calls this: the weights come from ``accelerator.get_state_dict``, which
+    gathers them when the prepared model holds only a shard (FSDP, DeepSpeed ZeRO-3); the
+    main process writes them.
+    """
+    state_dict = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return
     dump_recipe(recipe, run_dir / "recipe.yaml")
     metrics = run_dir / "metrics.jsonl"
     write_atomic_export(
-        model,
+        accelerator.unwrap_model(model, keep_torch_compile=False),
         run_dir / "final",
         {
             "recipe.yaml": (run_dir / "recipe.yaml").read_text(encoding="utf-8"),
             "train_summary.json": json.dumps(summary, indent=2),
             "metrics.jsonl": metrics.read_text(encoding="utf-8") if metrics.exists() else "",
         },
+        state_dict,
     )
 
 
@@ -276,6 +296,8 @@ def train(recipe: Recipe) -> Path:
             print(split.report.summary())
     tokenizer = data.tokenizer
     model = build_model(recipe, tokenizer)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,
                        bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
                        rank=accelerator.process_index)
@@ -290,7 +312,9 @@ def train(recipe: Recipe) -> Path:
     optimizer = build_optimizer(recipe.optim, model)
     schedule = LRSchedule(recipe.optim, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model = accelerator.unwrap_model(model)
+    if cfg.compile:  # after prepare, so it compiles the wrapped (DDP) model; Accelerate unwraps it again
+        model = torch.compile(model, backend=COMPILE_BACKEND)
+    raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     state = TrainState()
     aggressive = AggressiveInference(cfg.aggressive)
     # Registered only when used, so checkpoints of runs without it keep their layout.
@@ -309,7 +333,7 @@ def train(recipe: Recipe) -> Path:
     draw = StepBatches(batch_stream(train_loader, state, accelerator.device), cfg.grad_accum)
     clip = recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf
 
-    def backward(micro_batches: list[dict]) -> tuple[ObjectiveTerms, float, int]:  # at the current step
+    def backward(micro_batches: list[dict]) -> StepTotals:  # at the current step
         return accumulate_gradients(model, objective, micro_batches, state.step, accelerator)
 
     def clip_and_step(frozen: list[torch.nn.Parameter]) -> None:
@@ -330,23 +354,24 @@ def train(recipe: Recipe) -> Path:
         batches = draw()
         encoder_steps = 0
         if aggressive.active:  # He et al.: the encoder catches up before the decoder steps
-            encoder_steps = encoder_updates(raw_model, lambda b: backward(b)[1:], batches, draw, clip_and_step,
+            encoder_steps = encoder_updates(raw_model, lambda b: backward(b).loss_and_tokens(), batches, draw, clip_and_step,
                                             cfg.aggressive_max_inner_steps, cfg.aggressive_check_every,
                                             skip_decoder_gradients=accelerator.num_processes == 1)
-        terms, _, step_tokens = backward(batches)
+        totals = backward(batches)
+        _, step_tokens = totals.loss_and_tokens()
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
         # The same verdict on every process (gradients are all-reduced). Under fp16 an
         # infinite gradient is an overflow the loss scaler skips, so only the loss counts.
-        finite = torch.isfinite(grad_norm if accelerator.scaler is None
-                                else accelerator.reduce(terms.loss.detach(), reduction="sum"))
+        finite = torch.isfinite(grad_norm if accelerator.scaler is None else totals.loss(accelerator))
         if not finite:
             raise TextVAEError(
-                f"non-finite loss/gradient at step {state.step + 1} (loss={float(terms.loss.detach()):.4g}); "
+                f"non-finite loss/gradient at step {state.step + 1} (loss={float(totals.sums[0] / totals.sums[5]):.4g} per sentence); "
                 f"nothing was saved from this step, the last checkpoint in {run_dir / 'checkpoints'} is intact "
                 "(try a lower optim.lr or optim.grad_clip)"
             )
         step_except(optimizer, encoder_parameters(raw_model) if aggressive.active else [])
-        schedule.step()
+        if not accelerator.optimizer_step_was_skipped:  # an fp16 overflow: no update, so no LR step
+            schedule.step()
         state.step += 1
         state.tokens_seen += step_tokens
         tokens_at_log += step_tokens
@@ -354,7 +379,7 @@ def train(recipe: Recipe) -> Path:
 
         if state.step % cfg.log_every == 0 or state.step == total_steps:
             now = time.time()
-            record = {"step": state.step, "epoch": state.epoch, "split": "train", **terms.to_dict(),
+            record = {"step": state.step, "epoch": state.epoch, "split": "train", **totals.record(accelerator),
                       "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
                       "tokens_per_s": tokens_at_log * accelerator.num_processes / max(now - time_at_log, 1e-9)}
             if lipschitz is not None:
@@ -378,10 +403,9 @@ def train(recipe: Recipe) -> Path:
                 schedule.validation(-metrics["elbo"])
                 if metrics["elbo"] > state.best_elbo:
                     state.best_elbo, state.bad_validations = metrics["elbo"], 0
-                    if accelerator.is_main_process:
-                        summary = {"best_step": state.step, "valid": metrics, "steps": total_steps,
-                                   "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
-                        export(raw_model, run_dir, recipe, summary)
+                    summary = {"best_step": state.step, "valid": metrics, "steps": total_steps,
+                               "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
+                    export(model, accelerator, run_dir, recipe, summary)
                 else:
                     state.bad_validations += 1
                     stop |= cfg.early_stopping > 0 and state.bad_validations >= cfg.early_stopping

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from textvae.errors import TextVAEError
-from textvae.training.recipe import FreeBitsMode, ObjectiveConfig
+from textvae.training.config import FreeBitsMode, ObjectiveConfig
 
 FREE_BITS_MODES = get_args(FreeBitsMode)
 
@@ -261,7 +261,6 @@ class Objective:
         Raises:
             TextVAEError: naming the offending ``objective.*`` key.
         """
-        cfg.check()
         if cfg.pretrain_steps > 0 and cfg.pretrain_steps >= total_steps:
             raise TextVAEError(f"recipe key 'objective.pretrain_steps': {cfg.pretrain_steps} leaves no step of the "
                                f"run's {total_steps} for the VAE phase")

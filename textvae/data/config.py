@@ -1,0 +1,35 @@
+"""The recipe's ``data`` section: where the sentences come from and how they become batches."""
+
+
+from typing import Literal
+
+from textvae.schema import at_least, field, section
+
+
+@section("data")
+class DataConfig:
+    """Where the sentences come from and how they become batches."""
+
+    corpus: str = "synthetic"
+    """A registered corpus (``synthetic``, ``ptb``, ``yahoo``, ``yelp``, ``snli``) or a
+    directory holding ``train.txt``/``valid.txt``/``test.txt`` (one sentence a line)."""
+    data_dir: str | None = None
+    """Where registered corpora live; else ``$TEXTVAE_DATA``, ``../shared/data``, ``~/.cache/textvae``."""
+    hf_dataset: str | None = None
+    """A local Hugging Face ``datasets`` directory (``save_to_disk``) or data-files folder; replaces ``corpus``."""
+    text_column: str = "text"
+    tokenizer: str = "word"
+    """``word``, ``bpe``, ``unigram`` (trained on the train split) or a saved tokenizer directory."""
+    vocab_size: int = field(at_least(5), default=10000)
+    """At least the 4 special tokens and one word."""
+    min_frequency: int = field(at_least(1), default=1)
+    lowercase: bool = False
+    max_length: int = field(at_least(1), default=64)
+    """Longest sentence in tokens, BOS/EOS not counted."""
+    length_policy: Literal["truncate", "drop"] = "truncate"
+    """What happens to longer sentences: ``truncate`` or ``drop`` (both counted and reported)."""
+    batch_size: int = field(at_least(1), default=32)
+    max_train_lines: int | None = field(at_least(1), default=None)
+    """Use only the first N training sentences (quick runs)."""
+    bucket_batches: int = field(at_least(1), default=50)
+    """Length bucketing sorts within chunks of this many batches, then shuffles the batches."""

@@ -1,0 +1,20 @@
+"""The model's input format, ``<bos> w_1 ... w_n <eos>`` right-padded, built from id lists.
+
+A foundation module: the data layer's batches and the model's own text API both pad
+here, so the two cannot disagree about the format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def pad_ids(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad id lists into ``input_ids`` and ``attention_mask``, both (B, T) int64."""
+    lengths = torch.tensor([len(row) for row in rows])
+    input_ids = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(row, dtype=torch.long) for row in rows], batch_first=True, padding_value=pad_id)
+    attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # (B, T)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -1,0 +1,173 @@
+"""Recipe sections as declarative dataclasses, validated by huggingface_hub.
+
+A section is a ``@section("name")`` dataclass. huggingface_hub's strict dataclasses check
+every field's type on construction and on every assignment, and run the value rules
+declared on the field itself (``field(at_least(1), default=32)``); a rule across fields is
+a ``validate_<key>`` method, run after construction and by ``section.validate()``. This
+module adds what a recipe needs on top: the key of the first problem in a one-line
+:class:`~textvae.errors.TextVAEError` (``recipe key 'data.batch_size': must be at least 1,
+got 0``), and :func:`from_mapping`, which builds a section from YAML values.
+
+A foundation module: each layer declares its own section (``data`` in
+:mod:`textvae.data.config`, the training sections in :mod:`textvae.training.config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from huggingface_hub.dataclasses import strict, type_validator, validated_field
+from huggingface_hub.errors import (
+    StrictDataclassClassValidationError,
+    StrictDataclassFieldValidationError,
+)
+
+from textvae.errors import TextVAEError
+
+Rule = Callable[[Any], None]
+
+
+# --------------------------------------------------------------------------- value rules
+
+
+def at_least(minimum: float) -> Rule:
+    """``value >= minimum`` (None passes: an unset optional key)."""
+
+    def rule(value: Any) -> None:
+        if value is not None and value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}" if minimum else f"must be >= 0, got {value}")
+
+    return rule
+
+
+def in_interval(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Rule:
+    """``low <= value <= high``, either end open (None passes)."""
+    text = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+
+    def rule(value: Any) -> None:
+        if value is None:
+            return
+        if value < low or value > high or (open_low and value == low) or (open_high and value == high):
+            raise ValueError(f"must be in {text}, got {value}")
+
+    return rule
+
+
+def field(*rules: Rule, **options: Any) -> Any:
+    """A dataclass field with value ``rules`` (``default=``/``default_factory=`` as in dataclasses)."""
+    return validated_field(list(rules), **options)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def section(name: str) -> Callable[[type], type]:
+    """Make ``cls`` a validated recipe section called ``name`` (errors read ``recipe key 'name.key'``)."""
+
+    def wrap(cls: type) -> type:
+        cls = strict(dataclasses.dataclass(cls))
+        cls.NAME = name
+        init, setattr_, validate = cls.__init__, cls.__setattr__, cls.validate
+
+        @functools.wraps(init)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            with named_errors(cls, kwargs):
+                init(self, *args, **kwargs)
+
+        def __setattr__(self, key: str, value: Any) -> None:
+            with named_errors(cls, {key: value}):
+                setattr_(self, key, value)
+
+        def validate_all(self) -> None:
+            """Run the rules across fields again (the field rules ran on every assignment)."""
+            with named_errors(cls, {}):
+                validate(self)
+
+        cls.__init__, cls.__setattr__, cls.validate = __init__, __setattr__, validate_all
+        return cls
+
+    return wrap
+
+
+@contextmanager
+def named_errors(cls: type, values: dict[str, Any]) -> Iterator[None]:
+    """Turn huggingface_hub's validation errors into one line naming the recipe key
+    (``values``: what was being set, to show the offending one)."""
+    try:
+        yield
+    except StrictDataclassFieldValidationError as exc:
+        key = re.search(r"field '(\w+)'", str(exc)).group(1)
+        if isinstance(exc.__cause__, TypeError):
+            annotation = typing.get_type_hints(cls)[key]
+            raise TextVAEError(f"recipe key '{cls.NAME}.{key}': expected {_describe(annotation)}, "
+                               f"got {values.get(key, '?')!r}") from None
+        raise TextVAEError(f"recipe key '{cls.NAME}.{key}': {exc.__cause__}") from None
+    except StrictDataclassClassValidationError as exc:
+        key = re.search(r"validator '?validate_(\w+)", str(exc)).group(1)
+        raise TextVAEError(f"recipe key '{cls.NAME}.{key}': {exc.__cause__}") from None
+
+
+def check_value(key: str, value: Any, annotation: Any) -> Any:
+    """``value`` read from YAML for ``annotation`` (see :func:`from_yaml`), type-checked; for keys
+    outside a section (the model's), with the same one-line error."""
+    value = from_yaml(value, annotation)
+    try:
+        type_validator(key, value, annotation)
+    except TypeError:
+        raise TextVAEError(f"recipe key '{key}': expected {_describe(annotation)}, got {value!r}") from None
+    return value
+
+
+def from_mapping(cls: type, values: Any) -> Any:
+    """Build section ``cls`` from a YAML mapping: unknown keys and bad values are named."""
+    if not isinstance(values, dict):
+        raise TextVAEError(f"recipe section '{cls.NAME}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in values if key not in names]
+    if unknown:
+        raise TextVAEError(f"unknown recipe key '{cls.NAME}.{unknown[0]}' (known: {', '.join(sorted(names))})")
+    return cls(**{key: check_value(f"{cls.NAME}.{key}", value, hints[key]) for key, value in values.items()})
+
+
+def from_yaml(value: Any, annotation: Any) -> Any:
+    """Undo what YAML 1.1 and hand-written recipes do to a value of type ``annotation``.
+
+    An int where a float is meant (``lr: 1``), ``1e-4`` read as a string, a list for a
+    tuple, and a bare ``no``/``yes`` read as a boolean where the choice is the word. Anything
+    else is returned as it is, for the type check to judge.
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        return value if value is None or len(non_none) != 1 else from_yaml(value, non_none[0])
+    if origin is Literal and isinstance(value, bool) and ("yes" if value else "no") in args:
+        return "yes" if value else "no"
+    if origin is tuple and isinstance(value, list) and len(value) == len(args):
+        return tuple(from_yaml(v, a) for v, a in zip(value, args, strict=True))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _describe(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return f"a list of {len(args)} numbers"
+    return getattr(annotation, "__name__", str(annotation))

@@ -1,0 +1,108 @@
+"""The recipe's training sections: ``objective``, ``optim`` and ``train``.
+
+Each key's type and value rule are declared on its field (:mod:`textvae.schema`); rules
+across keys are ``validate_<key>`` methods.
+"""
+
+
+from typing import Literal
+
+from textvae.schema import at_least, field, in_interval, section
+
+KLSchedule = Literal["constant", "linear", "cyclical"]
+FreeBitsMode = Literal["dim", "total", "sentence"]
+
+
+@section("objective")
+class ObjectiveConfig:
+    """How the model's raw terms (log-likelihood, KL per dimension) become the loss."""
+
+    beta: float = field(at_least(0), default=1.0)
+    kl_schedule: KLSchedule = "constant"
+    """``constant`` (weight ``beta``), ``linear`` (He et al. 2019 warm-up from ``kl_start``) or
+    ``cyclical`` (Fu et al. 2019)."""
+    kl_start: float = field(at_least(0), default=0.0)
+    kl_warmup_steps: int = field(at_least(0), default=0)
+    kl_cycles: int = field(at_least(1), default=4)
+    kl_cycle_ratio: float = field(in_interval(0.0, 1.0, open_low=True), default=0.5)
+    kl_cycle_steps: int | None = field(at_least(1), default=None)
+    """Total steps the cycles span; defaults to the run's total steps."""
+    free_bits: float = field(at_least(0), default=0.0)
+    """Nats; 0 disables free bits."""
+    free_bits_mode: FreeBitsMode = "dim"
+    """``dim`` (Kingma et al. 2016, per dimension), ``total`` (a batch-level target rate) or
+    ``sentence`` (Li et al. 2019's ``fb=2``: ``free_bits / d`` per dimension of every sentence)."""
+    word_dropout: float = field(in_interval(0.0, 1.0), default=0.0)
+    """Probability of replacing a decoder input token by ``<unk>`` (Bowman et al. 2016)."""
+    lipschitz_start: float | None = field(at_least(0), default=None)
+    """If set, the inverse-Lipschitz constant L goes linearly from this to ``model.lipschitz``."""
+    lipschitz_warmup_steps: int = field(at_least(0), default=0)
+    pretrain_steps: int = field(at_least(0), default=0)
+    """Li et al. (2019) phase 1: the first N steps train an autoencoder (KL weight 0); then the
+    decoder is re-initialised, the optimiser restarted, and the KL and L schedules start from
+    their step 0. 0 disables."""
+
+
+@section("optim")
+class OptimConfig:
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = field(at_least(0), default=1e-3)
+    weight_decay: float = field(at_least(0), default=0.0)
+    momentum: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = field(at_least(0), default=5.0)
+    """Global gradient-norm clip; 0 disables."""
+    scheduler: Literal["constant", "plateau", "cosine"] = "constant"
+    """``plateau``: He et al. 2019, decay on validation stalls."""
+    warmup_steps: int = field(at_least(0), default=0)
+    plateau_factor: float = field(in_interval(0.0, 1.0, open_low=True), default=0.5)
+    plateau_patience: int = field(at_least(0), default=2)
+    min_lr: float = field(at_least(0), default=0.0)
+
+    def validate_min_lr(self) -> None:
+        if self.min_lr > self.lr:
+            raise ValueError(f"must be in [0, optim.lr], got {self.min_lr}")
+
+
+@section("train")
+class TrainConfig:
+    epochs: int = field(at_least(1), default=10)
+    max_steps: int | None = field(at_least(1), default=None)
+    """Stop after this many optimiser steps (overrides ``epochs``)."""
+    grad_accum: int = field(at_least(1), default=1)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """``auto``: bf16 on GPU, none on CPU (bf16 autocast crashes ``nn.LSTM`` there)."""
+    eval_every: int = field(at_least(0), default=0)
+    """Validate every N steps; 0 means once an epoch."""
+    eval_batches: int | None = field(at_least(1), default=None)
+    """Cap the validation batches (quick runs)."""
+    save_every: int = field(at_least(0), default=0)
+    """Write a resumable checkpoint every N steps; 0 means at every validation."""
+    keep_last: int = field(at_least(0), default=2)
+    early_stopping: int = field(at_least(0), default=0)
+    """Stop after N validations without a better ELBO; 0 disables."""
+    log_every: int = field(at_least(1), default=20)
+    tensorboard: bool = False
+    resume: str = "no"
+    """``no``, ``auto`` (the newest checkpoint in the run directory, if any) or a checkpoint path."""
+    overwrite: bool = False
+    """Start afresh in an ``output_dir`` that holds an earlier run, deleting that run first."""
+    progress: bool = True
+    gradient_checkpointing: bool = False
+    """Recompute the Transformer blocks' activations in the backward pass instead of keeping
+    them (``gradient_checkpointing_enable()``): less memory, about a third more compute."""
+    fsdp: bool = False
+    """Shard weights, gradients and optimiser state over the processes (Accelerate's FSDP
+    with its default plugin; GPUs only). ``accelerate launch --use_fsdp`` does the same."""
+    compile: bool = False
+    """``torch.compile`` the prepared model (inductor): the first steps compile, later ones run faster."""
+    aggressive: bool = False
+    """He et al. (2019) aggressive inference-network training: before each decoder step the
+    encoder alone is updated on fresh batches until the loss stops improving; switched off at
+    the first validation whose mutual information I(x; z) is not above the previous one."""
+    aggressive_max_inner_steps: int = field(at_least(1), default=100)
+    """Cap on the encoder-only steps before one decoder step (He et al. loop while ``sub_iter < 100``:
+    at most 99)."""
+    aggressive_check_every: int = field(at_least(1), default=15)
+    """Encoder steps per window of the stopping rule: the loop stops when a window's loss per
+    token is not below the previous window's (He et al.: 15)."""
