@@ -46,7 +46,7 @@ def _explain_status(err: HfHubHTTPError, repo_id: str, endpoint: str, writing: b
                 "log in with `hf auth login` or set HF_TOKEN")
     if status == 401:
         return ("the Hub rejected the token (401 Unauthorized): it is invalid or expired; "
-                "log in again with `hf auth login`, or fix HF_TOKEN / --token")
+                "log in again with `hf auth login`, or fix HF_TOKEN or the token given")
     if status == 403:
         if writing:
             return f"the Hub refused the upload to {repo_id} (403 Forbidden): the token cannot write to this repository"
