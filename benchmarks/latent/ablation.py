@@ -78,7 +78,6 @@ ROWS: dict[str, list[str]] = {
     # at L = 6 the amortisation gap is 3.9 nats (benchmarks/latent/gaps.py): does the encoder catch up?
     "frozen-d64-L6-aggressive": ["model.lipschitz=6", "model.latent_size=64", "train.aggressive=true",
                                  "train.aggressive_max_inner_steps=30"],
-    "frozen-d64-L6-enc2": ["model.lipschitz=6", "model.latent_size=64", "model.encoder_layers=2"],
     "frozen-d64-L3-pretrain-15ep": ["model.lipschitz=3", "model.latent_size=64", "train.epochs=20",
                                     "objective.pretrain_steps=1565"],
     # LIDVAE's text decoder: a trained lift and a second Brenier map on the vocabulary
