@@ -339,6 +339,19 @@ def test_log_likelihood_over_k_samples_equals_a_loop(path, decoder, block, monke
         assert float((batched[:, 0] - batched[:, 1]).abs().max()) > 0  # z matters
 
 
+@pytest.mark.parametrize("path", PATHS, ids=["invlip", "none", "concat", "invlip-cond"])
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_prefix_logits_over_k_samples_equal_one_call_per_sample(path, decoder):
+    model = tiny_model(10, decoder_type=decoder, **path).eval()
+    ids, _ = pad_batch(random_sentences(24, [3, 7, 1], seed=11))
+    z = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        batched = model.prefix_logits(ids, z)
+        loop = torch.stack([model.prefix_logits(ids, z[:, k]) for k in range(4)], dim=1)
+    assert batched.shape == (3, 4, ids.shape[1] - 1, 24)
+    torch.testing.assert_close(batched, loop, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("latent_path", ["invlip", "concat", "none"])
 def test_log_likelihood_at_the_mean_equals_forward_reconstruction(decoder, latent_path):

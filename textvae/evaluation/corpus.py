@@ -135,9 +135,8 @@ def next_token_total_variation(model: TextVAEModel, input_ids: torch.Tensor, mas
     the code moves what the decoder predicts, in distribution space: 0 when z is ignored,
     1 when the two latents put their mass on different tokens.
     """
-    p1 = torch.softmax(model.prefix_logits(input_ids, z1).float(), dim=-1)
-    p2 = torch.softmax(model.prefix_logits(input_ids, z2).float(), dim=-1)
-    tv = 0.5 * (p1 - p2).abs().sum(-1)  # (B, T-1)
+    probs = torch.softmax(model.prefix_logits(input_ids, torch.stack([z1, z2], dim=1)).float(), dim=-1)
+    tv = 0.5 * (probs[:, 0] - probs[:, 1]).abs().sum(-1)  # (B, T-1)
     return float((tv * mask[:, 1:]).sum())
 
 

@@ -14,7 +14,7 @@ holds, conditioned on z, and the output is next-token ``logits`` and the ``cache
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -334,13 +334,24 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
             attention_mask = (input_ids != self.config.pad_token_id).long()
         single = z.dim() == 2
         z = z.unsqueeze(1) if single else z
-        batch, num_samples, _ = z.shape
         inputs, targets, mask = input_ids[:, :-1], input_ids[:, 1:], attention_mask[:, 1:]
-        block = max(1, _LOGITS_BLOCK // (batch * inputs.shape[1] * self.config.vocab_size))
+        block = max(1, _LOGITS_BLOCK // (z.shape[0] * inputs.shape[1] * self.config.vocab_size))
+        out = [self._sequence_log_likelihood(logits, targets.unsqueeze(1).expand(-1, logits.shape[1], -1),
+                                             mask.unsqueeze(1))
+               for logits in self._logits_per_sample(inputs, z, block)]
+        result = torch.cat(out, dim=1)
+        return result[:, 0] if single else result
+
+    def _logits_per_sample(self, inputs: torch.Tensor, z: torch.Tensor, block: int) -> Iterator[torch.Tensor]:
+        """Teacher-forced logits for (B, K, d) latents, (B, k, T, V) for each block of k samples.
+
+        When z does not enter the decoder's recurrence (``invlip`` default, ``none``) the
+        decoder runs once for all samples and only the head sees each one.
+        """
+        batch = z.shape[0]
         lift = self.head.lift()
         shared = None if self.decoder.uses_latent else self.decoder(inputs, None).unsqueeze(1)  # (B, 1, T, H)
         base = None if shared is None else self.head.base_logits(shared)  # (B, 1, T, V)
-        out = []
         for zs in z.split(block, dim=1):  # zs: (B, k, d)
             k = zs.shape[1]
             if shared is None:
@@ -351,12 +362,12 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
                 logits = self.head.add_latent(base, shared, zs, lift)
             else:
                 logits = base
-            logits = logits.expand(batch, k, *logits.shape[2:])
-            out.append(self._sequence_log_likelihood(logits, targets.unsqueeze(1).expand(-1, k, -1), mask.unsqueeze(1)))
-        result = torch.cat(out, dim=1)
-        return result[:, 0] if single else result
+            yield logits.expand(batch, k, *logits.shape[2:])
 
     def prefix_logits(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """Teacher-forced next-token logits: (B, T) ``<bos> ... <eos>`` ids, (B, d) z -> (B, T-1, V)."""
+        """Teacher-forced next-token logits: (B, T) ``<bos> ... <eos>`` ids and (B, d) z -> (B, T-1, V);
+        (B, K, d) z -> (B, K, T-1, V), with the decoder run once when z is not in its recurrence."""
         inputs = input_ids[:, :-1]
+        if z is not None and z.dim() == 3:
+            return torch.cat(list(self._logits_per_sample(inputs, z, z.shape[1])), dim=1)
         return self.head(self.decoder(inputs, z), z)
