@@ -255,4 +255,10 @@ def test_cli_download_without_network_is_one_line(cli, tmp_path, monkeypatch):
 
 def test_cli_download_unknown_name(cli, tmp_path):
     rc, _, err = cli("data", "download", "wiki", "--data-dir", tmp_path)
-    assert_one_line_error(rc, err, "unknown corpus 'wiki'", "ptb")
+    assert_one_line_error(rc, err, "data download: argument NAME: invalid choice: 'wiki'", "'ptb'", "'synthetic'")
+
+
+def test_cli_verify_names_only_registered_downloads(cli):
+    rc, _, err = cli("data", "verify", "synthetic")
+    assert_one_line_error(rc, err, "data verify: argument NAME: invalid choice: 'synthetic'", "'ptb'")
+    assert "'synthetic'" not in err.split("choose from")[1]

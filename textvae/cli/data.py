@@ -59,12 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.set_defaults(handler=_stats)
 
     fetch = actions.add_parser("download", help="fetch a registered corpus and verify it")
-    fetch.add_argument("name", metavar="NAME", help=", ".join(CORPORA))
+    fetch.add_argument("name", metavar="NAME", choices=CORPORA, help=", ".join(CORPORA))
     fetch.add_argument("--data-dir", help="target folder (default: $TEXTVAE_DATA or ~/.cache/textvae/data)")
     fetch.set_defaults(handler=_download)
 
     check = actions.add_parser("verify", help="check a local copy of a registered corpus (line counts, SHA256)")
-    check.add_argument("name", metavar="NAME", help=", ".join(n for n in CORPORA if n != "synthetic"))
+    downloads = [n for n in CORPORA if n != "synthetic"]  # the generated corpus has nothing to verify
+    check.add_argument("name", metavar="NAME", choices=downloads, help=", ".join(downloads))
     check.add_argument("dir", nargs="?", default=None, metavar="DIR",
                        help="the corpus directory (default: where `textvae data stats NAME` finds it)")
     check.set_defaults(handler=_verify)
