@@ -20,31 +20,22 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from textvae.data.batching import Collator
-from textvae.estimators import iw_log_likelihood
+from textvae.estimators import gaussian_kl_per_dim, iw_log_likelihood
 from textvae.models import TextVAEModel
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def differentiable_log_likelihood(model: TextVAEModel, input_ids: torch.Tensor, mask: torch.Tensor,
-                                  z: torch.Tensor) -> torch.Tensor:
-    """log p(x|z) with gradients w.r.t. z: (B, T) ids and mask, (B, K, d) z -> (B, K)."""
-    batch, k, d = z.shape
-    logits = model.prefix_logits(input_ids.repeat_interleave(k, 0), z.reshape(batch * k, d))
-    targets, target_mask = input_ids[:, 1:].repeat_interleave(k, 0), mask[:, 1:].repeat_interleave(k, 0)
-    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(targets.shape)
-    return -(nll * target_mask).sum(-1).view(batch, k)
-
-
 def elbo(model: TextVAEModel, input_ids: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
          logvar: torch.Tensor, samples: int) -> torch.Tensor:
-    """Monte-Carlo ELBO with the analytic KL, per sentence: (B,)."""
-    z = model.reparameterize(mu, logvar, samples)
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(-1)
-    return differentiable_log_likelihood(model, input_ids, mask, z).mean(1) - kl
+    """Monte-Carlo ELBO with the analytic KL, per sentence: (B,), differentiable w.r.t. mu and logvar."""
+    z = model.reparameterize(mu, logvar, samples)  # (B, K, d)
+    logits = model.prefix_logits(input_ids, z)  # (B, K, T-1, V), the decoder run once per sentence
+    targets, target_mask = input_ids[:, 1:].unsqueeze(1), mask[:, 1:].unsqueeze(1)
+    rec = model._sequence_log_likelihood(logits, targets.expand(-1, samples, -1), target_mask)
+    return rec.mean(1) - gaussian_kl_per_dim(mu, logvar).sum(-1)
 
 
 def optimised_elbo(model: TextVAEModel, input_ids: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
@@ -63,10 +54,10 @@ def optimised_elbo(model: TextVAEModel, input_ids: torch.Tensor, mask: torch.Ten
 
 @torch.no_grad()
 def iw_bounds(model: TextVAEModel, input_ids: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
-              logvar: torch.Tensor, ks: list[int], chunk: int = 100) -> dict[int, torch.Tensor]:
+              logvar: torch.Tensor, ks: list[int]) -> dict[int, torch.Tensor]:
     """IW estimates of log p(x) at each K, the smaller K on a prefix of the same samples."""
     z = model.reparameterize(mu, logvar, max(ks))
-    log_px_z = torch.cat([model.log_likelihood(input_ids, part, mask) for part in z.split(chunk, dim=1)], dim=1)
+    log_px_z = model.log_likelihood(input_ids, z, mask)  # (B, K), in memory-bounded blocks
     return {k: iw_log_likelihood(log_px_z[:, :k], z[:, :k], mu, logvar) for k in ks}
 
 
