@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import types
 import typing
@@ -38,26 +39,48 @@ Rule = Callable[[Any], None]
 
 
 def at_least(minimum: float) -> Rule:
-    """``value >= minimum`` (None passes: an unset optional key)."""
+    """``value >= minimum`` (None passes: an unset optional key; NaN fails)."""
 
     def rule(value: Any) -> None:
-        if value is not None and value < minimum:
+        if value is not None and not value >= minimum:
             raise ValueError(f"must be at least {minimum}, got {value}" if minimum else f"must be >= 0, got {value}")
 
     return rule
 
 
 def in_interval(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Rule:
-    """``low <= value <= high``, either end open (None passes)."""
+    """``low <= value <= high``, either end open (None passes; NaN fails)."""
     text = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
 
     def rule(value: Any) -> None:
         if value is None:
             return
-        if value < low or value > high or (open_low and value == low) or (open_high and value == high):
+        if not low <= value <= high or (open_low and value == low) or (open_high and value == high):
             raise ValueError(f"must be in {text}, got {value}")
 
     return rule
+
+
+def each(rule: Rule) -> Rule:
+    """``rule`` for every item of a tuple value (``betas``)."""
+
+    def check(value: Any) -> None:
+        for item in value or ():
+            rule(item)
+
+    return check
+
+
+def require_finite(key: str, value: Any) -> None:
+    """Every float a recipe holds (a key's value or an item of its tuple) is a finite number.
+
+    Applied to every float key of every section and of ``model:``, whatever its own rule:
+    NaN compares false with everything, so ``x < minimum`` rules let it through, and inf
+    overflows the first sum it enters.
+    """
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    if any(isinstance(item, float) and not math.isfinite(item) for item in items):
+        raise TextVAEError(f"recipe key '{key}': must be a finite number, got {value!r}")
 
 
 def field(*rules: Rule, **options: Any) -> Any:
@@ -82,6 +105,7 @@ def section(name: str) -> Callable[[type], type]:
                 init(self, *args, **kwargs)
 
         def __setattr__(self, key: str, value: Any) -> None:
+            require_finite(f"{name}.{key}", value)
             with named_errors(cls, {key: value}):
                 setattr_(self, key, value)
 
@@ -122,6 +146,7 @@ def check_value(key: str, value: Any, annotation: Any) -> Any:
         type_validator(key, value, annotation)
     except TypeError:
         raise TextVAEError(f"recipe key '{key}': expected {_describe(annotation)}, got {value!r}") from None
+    require_finite(key, value)
     return value
 
 

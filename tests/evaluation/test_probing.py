@@ -108,7 +108,7 @@ E2E_STEPS = 300
 
 
 def train_quickstart(tmp_path, latent_path: str):
-    from textvae.cli.train import resolve_recipe_path
+    from textvae.training.recipe import resolve_recipe_path
     from textvae.training.loop import train
     from textvae.training.recipe import load_recipe
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from textvae.cli.train import resolve_recipe_path, shipped_recipes_dir
+from textvae.training.recipe import resolve_recipe_path, shipped_recipes_dir
 from textvae.errors import TextVAEError
 from textvae.training.recipe import Recipe, dump_recipe, load_recipe
 
@@ -138,7 +138,7 @@ def test_bad_yaml_names_file_and_line(tmp_path):
     path.write_text("data:\n  batch_size: [1,\n")
     with pytest.raises(TextVAEError, match=r"bad\.yaml:\d+: not valid YAML"):
         load_recipe(path)
-    with pytest.raises(TextVAEError, match="recipe file not found"):
+    with pytest.raises(TextVAEError, match="recipe not found: .*missing.yaml is neither a file nor a shipped recipe"):
         load_recipe(tmp_path / "missing.yaml")
     with pytest.raises(TextVAEError, match="not of the form"):
         load_recipe(None, ["oops"])

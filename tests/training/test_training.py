@@ -30,6 +30,11 @@ def run(overrides: list[str]) -> Path:
     return train(load_recipe(QUICKSTART, overrides))
 
 
+def run_files(run_dir: Path) -> dict[Path, bytes]:
+    """Every file a run holds (the lock file aside) and its content."""
+    return {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".textvae.lock"}
+
+
 def read_metrics(run_dir: Path, split: str) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["split"] == split]
@@ -82,11 +87,20 @@ def test_overwrite_starts_afresh_with_a_new_tokenizer_and_metrics(tiny_overrides
     assert model.config.vocab_size == len(model.tokenizer) < 100  # BPE, not the first run's ~170 words
 
 
-def test_resume_auto_without_a_checkpoint_starts_afresh(tiny_overrides):
-    run_dir = Path(tiny_overrides[1].split("=", 1)[1])
-    (run_dir / "tokenizer").mkdir(parents=True)  # what a run killed before its first checkpoint leaves
-    run([*tiny_overrides, "train.max_steps=2", "train.resume=auto"])
+def test_resume_in_a_run_without_checkpoints_is_refused_and_deletes_nothing(tiny_overrides):
+    run_dir = run([*tiny_overrides, "train.max_steps=2"])
+    shutil.rmtree(run_dir / "checkpoints")  # deleted by hand, or the run died before its first save
+    before = run_files(run_dir)
+    with pytest.raises(TextVAEError, match=r"holds a run \(metrics.jsonl, final, tokenizer, recipe.yaml\) "
+                                           r"but no checkpoint to resume from"):
+        run([*tiny_overrides, "train.max_steps=2", "train.resume=auto"])
+    assert run_files(run_dir) == before
+
+
+def test_resume_in_an_empty_output_dir_starts_afresh(tiny_overrides, capsys):
+    run_dir = run([*tiny_overrides, "train.max_steps=2", "train.resume=auto"])
     assert (run_dir / "final" / "model.safetensors").is_file()
+    assert "nothing to resume in" in capsys.readouterr().err
 
 
 def test_a_bad_recipe_value_fails_before_the_run_dir_is_touched(tiny_overrides):
@@ -257,7 +271,7 @@ def test_an_early_stop_is_checkpointed_between_save_steps(tiny_overrides):
 def test_gradient_accumulation_takes_one_step_per_grad_accum_batches(tiny_overrides):
     # 384 sentences in batches of 32: 12 batches, so 6 optimiser steps make one epoch.
     run_dir = run([*tiny_overrides, "train.grad_accum=2", "train.epochs=1", "train.log_every=1"])
-    state = json.loads((run_dir / "checkpoints" / "step-00000006" / "textvae_state.json").read_text())
+    state = json.loads((run_dir / "checkpoints" / "step-00000006" / "textvae_state.json").read_text())["train_state"]
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 0)
     assert [r["step"] for r in read_metrics(run_dir, "train")] == [1, 2, 3, 4, 5, 6]
     assert state["tokens_seen"] == sum(len(line.split()) + 1 for line in

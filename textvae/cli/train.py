@@ -3,39 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from importlib.resources import files
 from pathlib import Path
 
-from textvae.errors import TextVAEError
-from textvae.training.recipe import load_recipe
-
-
-def shipped_recipes_dir() -> Path:
-    """The recipes installed with the package (``textvae.recipes``), wherever it is installed.
-
-    A real directory is needed because a recipe names its ``base:`` by a relative path;
-    pip unpacks wheels, so only a zip-imported textvae lacks one.
-    """
-    root = files("textvae.recipes")
-    if not isinstance(root, Path):
-        raise TextVAEError(f"the shipped recipes are inside an archive ({root}); install textvae with pip")
-    return root
-
-
-def shipped_recipes() -> dict[str, Path]:
-    """Recipe name (``quickstart``, ``ptb/lstm-invlip``) -> file, sorted by name."""
-    root = shipped_recipes_dir()
-    return {path.relative_to(root).with_suffix("").as_posix(): path for path in sorted(root.rglob("*.yaml"))}
-
-
-def resolve_recipe_path(name: str) -> Path:
-    """A path as given, else a shipped recipe by name (``quickstart``, ``ptb/lstm-invlip``)."""
-    path = Path(name)
-    root = shipped_recipes_dir()
-    if path.exists() or path.suffix in (".yaml", ".yml") and not (root / name).exists():
-        return path
-    shipped = root / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
-    return shipped if shipped.exists() else path
+from textvae.training.recipe import load_recipe, shipped_recipes, shipped_recipes_dir
 
 
 def describe(recipe: Path) -> str:
@@ -50,11 +20,7 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.resume is not None:
         overrides.append(f"train.resume={args.resume}")
-    path = resolve_recipe_path(args.recipe)
-    if not path.exists():
-        raise TextVAEError(f"recipe not found: {args.recipe} is neither a file nor a shipped recipe "
-                           "(`textvae recipes` lists them)")
-    recipe = load_recipe(path, overrides)
+    recipe = load_recipe(args.recipe, overrides)
     from textvae.training.loop import train  # torch/accelerate import only when training
 
     train(recipe)

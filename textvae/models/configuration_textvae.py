@@ -134,9 +134,9 @@ class TextVAEConfig(PreTrainedConfig):
                                  f"(the map's outputs + 1 and up), got {invlip_top_k}")
         if invlip_rotations < 0 or (invlip_rotations and invlip_state_in_lift):
             raise ValueError(f"invlip_rotations must be >= 0 and needs invlip_state_in_lift=False, got {invlip_rotations}")
-        if lipschitz < 0:
-            raise ValueError(f"lipschitz must be >= 0, got {lipschitz}")
-        if posterior_bn_gamma is not None and posterior_bn_gamma <= 0:
+        if not 0 <= lipschitz < float("inf"):  # NaN fails too
+            raise ValueError(f"lipschitz must be a finite number >= 0, got {lipschitz}")
+        if posterior_bn_gamma is not None and not 0 < posterior_bn_gamma < float("inf"):
             raise ValueError(f"posterior_bn_gamma must be > 0 (or None), got {posterior_bn_gamma}")
         self.vocab_size = vocab_size
         self.unk_token_id = unk_token_id

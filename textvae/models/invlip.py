@@ -170,8 +170,8 @@ class InverseLipschitzMap(nn.Module):
                 self.lift_raw.copy_(self._orthonormalise(self.lift_raw))
 
     def set_lipschitz(self, lipschitz: float) -> None:
-        if lipschitz < 0:
-            raise ValueError(f"the inverse-Lipschitz constant must be >= 0, got {lipschitz}")
+        if not 0 <= lipschitz < float("inf"):  # NaN fails too
+            raise ValueError(f"the inverse-Lipschitz constant must be a finite number >= 0, got {lipschitz}")
         self.lipschitz = float(lipschitz)
 
     @property

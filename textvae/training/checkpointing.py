@@ -1,26 +1,51 @@
-"""Atomic, resumable checkpoints of a training run.
+"""Atomic, verifiable checkpoints of a training run.
 
 A checkpoint is ``accelerator.save_state`` (model, optimiser, RNG states of every
 process, and the objects registered for checkpointing: the loop counters and the LR
 schedule) written into ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N``
 only when complete. A run killed at any moment therefore leaves either the previous
-checkpoint or the new one, never half of one; resuming picks the newest complete one.
+checkpoint or the new one, never half of one.
+
+What happens to a checkpoint after it is written (a disk error, a truncated copy, a file
+deleted by hand) is found by :func:`inspect_checkpoint` before Accelerate reads a byte of
+it: ``textvae_state.json`` is the checkpoint's manifest, recording the size and SHA256 of
+every file beside the loop counters, the resolved recipe, the number of processes and a
+fingerprint of the training data, so that a resume can also tell whether it would continue
+exactly (:mod:`textvae.training.resume`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+import struct
+import zipfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from accelerate import Accelerator
 
 from textvae.atomic import staged_directory
-from textvae.errors import TextVAEError
 
 PREFIX = "step-"
+STATE_FILE = "textvae_state.json"
+MODEL_FILE = "model.safetensors"
+# Without these a checkpoint cannot be resumed at all; every other file only makes the
+# resume exact (:data:`CARRIES` says what each holds).
+REQUIRED = (MODEL_FILE, STATE_FILE)
+CARRIES = {
+    "model": "model weights",
+    "optimizer": "optimiser state (Adam moments)",
+    "random_states": "RNG state (dropout, sampling)",
+    "scaler": "fp16 loss-scaler state",
+    "custom_checkpoint_0": "loop counters (epoch, batch, best ELBO)",
+    "custom_checkpoint_1": "LR schedule state",
+    "custom_checkpoint_2": "aggressive-training state",
+    "textvae_state": "manifest and loop counters",
+}
 
 
 @dataclass
@@ -47,7 +72,7 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints (renamed into place), oldest first."""
     root = checkpoint_dir(run_dir)
     if not root.is_dir():
         return []
@@ -55,48 +80,24 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
 
-# What a run leaves in its directory; a fresh run must not mix with an earlier one.
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "final", "tokenizer", "recipe.yaml")
+def carries(name: str) -> str:
+    """What the checkpoint file ``name`` holds, for messages."""
+    stem = name.split(".")[0]
+    key = stem if stem in CARRIES else stem.rstrip("0123456789").rstrip("_")
+    process = f" of process {stem.rsplit('_', 1)[1]}" if key == "random_states" else ""
+    return CARRIES.get(key, "state") + process
 
 
-def resolve_resume(run_dir: Path, resume: str, overwrite: bool = False) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh run.
+# --------------------------------------------------------------------------- writing
 
-    ``resume``: ``no`` -> fresh, ``auto`` -> the newest checkpoint (fresh if there is
-    none: nothing is resumable), else a checkpoint path that must exist. With ``no``, a
-    directory that already holds a run is refused unless ``overwrite``: the new run's
-    checkpoints would be pruned by step number against the old run's, and its tokenizer
-    and metrics mixed with them. The caller clears the directory for a fresh run.
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, keep_last: int,
+                    identity: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically and keep only the newest ``keep_last``; all processes call this.
+
+    ``identity``: what the run was (``recipe``, ``data`` fingerprint), recorded in the
+    manifest so a resume can compare itself with it.
     """
-    if resume == "auto":
-        found = list_checkpoints(run_dir)
-        return found[-1] if found else None
-    if resume != "no":
-        path = Path(resume)
-        if not (path / "textvae_state.json").is_file():
-            raise TextVAEError(f"train.resume={resume}: not a complete textvae checkpoint")
-        return path
-    existing = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-    if existing and not overwrite:
-        raise TextVAEError(
-            f"output_dir {run_dir} already holds a run ({', '.join(existing)}): continue it with train.resume=auto, "
-            "start afresh with train.overwrite=true (deletes it), or choose another output_dir"
-        )
-    return None
-
-
-def clear_run(run_dir: Path) -> None:
-    """Delete what an earlier run left in ``run_dir`` (``train.overwrite``)."""
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, keep_last: int) -> Path:
-    """Write a checkpoint atomically and keep only the newest ``keep_last``; all processes call this."""
     root = checkpoint_dir(run_dir)
     final = root / f"{PREFIX}{state.step:08d}"
     tmp = root / f".tmp-{PREFIX}{state.step:08d}"
@@ -107,7 +108,11 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, 
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "textvae_state.json").write_text(json.dumps(state.state_dict()))
+        files = {path.name: file_record(path) for path in sorted(tmp.iterdir()) if path.is_file()}
+        manifest = {"train_state": state.state_dict(), "processes": accelerator.num_processes, **identity,
+                    "files": files}
+        with open(tmp / STATE_FILE, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1)
         _fsync_tree(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -117,11 +122,28 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, 
     return final
 
 
+def file_record(path: Path) -> dict[str, Any]:
+    """Size and SHA256 of a file (the manifest's entry for it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
 def clean_partial(run_dir: Path) -> None:
-    """Remove what an interrupted save left behind."""
+    """Remove what an interrupted save (or resume) left behind."""
     root = checkpoint_dir(run_dir)
-    for tmp in root.glob(f".tmp-{PREFIX}*") if root.is_dir() else []:
+    for tmp in root.glob(".tmp-*") if root.is_dir() else []:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def state_files(accelerator: Accelerator, registered: int) -> list[str]:
+    """The files ``accelerator.load_state`` reads for this run (Accelerate's names), with
+    ``registered`` objects registered for checkpointing."""
+    return [MODEL_FILE, "optimizer.bin", *(f"random_states_{i}.pkl" for i in range(accelerator.num_processes)),
+            *(f"custom_checkpoint_{i}.pkl" for i in range(registered)),
+            *(["scaler.pt"] if accelerator.scaler is not None else [])]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -139,3 +161,108 @@ def write_atomic_export(model, directory: Path, extra_files: dict[str, str], sta
         for name, text in extra_files.items():
             (tmp / name).write_text(text, encoding="utf-8")
         _fsync_tree(tmp)
+
+
+# --------------------------------------------------------------------------- checking
+
+
+@dataclass
+class CheckpointCheck:
+    """What :func:`inspect_checkpoint` found: the manifest and every file's problem, if any."""
+
+    path: Path
+    manifest: dict[str, Any] | None
+    problems: dict[str, str] = field(default_factory=dict)
+    """file name -> what is wrong with it (``missing``, ``truncated: ...``, ...)."""
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    @property
+    def usable(self) -> bool:
+        """Weights and counters are intact: an inexact resume is possible."""
+        return not any(name in self.problems for name in REQUIRED)
+
+    @property
+    def step(self) -> int:
+        return int(self.path.name[len(PREFIX):])
+
+    def describe(self) -> str:
+        """``model.safetensors (model weights): truncated ...; optimizer.bin (...): missing``."""
+        return "; ".join(f"{name} ({carries(name)}): {problem}" for name, problem in sorted(self.problems.items()))
+
+
+def inspect_checkpoint(path: Path) -> CheckpointCheck:
+    """Check every file of a checkpoint against its manifest and its format, reading no state.
+
+    A checkpoint written before manifests existed (a ``textvae_state.json`` holding only the
+    counters) is checked by format alone.
+    """
+    manifest, problem = _read_manifest(path / STATE_FILE)
+    check = CheckpointCheck(path, manifest)
+    if problem:
+        check.problems[STATE_FILE] = problem
+    recorded = (manifest or {}).get("files") or {}
+    for name in sorted({*recorded, MODEL_FILE}):
+        problem = _file_problem(path / name, recorded.get(name))
+        if problem:
+            check.problems[name] = problem
+    return check
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable ({type(exc).__name__})"
+    if not isinstance(manifest, dict):
+        return None, "not a JSON object"
+    if "files" not in manifest:  # the counters alone, as checkpoints before manifests held them
+        return {"train_state": manifest}, None
+    if not isinstance(manifest.get("train_state"), dict) or not isinstance(manifest["files"], dict):
+        return None, "not a textvae checkpoint manifest"
+    return manifest, None
+
+
+def _file_problem(path: Path, record: dict[str, Any] | None) -> str | None:
+    """What is wrong with one checkpoint file (None when nothing is)."""
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if record is not None:
+        if size != record.get("bytes"):
+            return f"truncated or extended ({size:,} bytes, the manifest says {record.get('bytes'):,})"
+        if file_record(path)["sha256"] != record.get("sha256"):
+            return "content differs from its manifest checksum"
+    return _format_problem(path, size)
+
+
+def _format_problem(path: Path, size: int) -> str | None:
+    """A structural check by format: a safetensors header that accounts for every byte, a
+    torch archive whose members pass their CRCs, JSON that parses."""
+    try:
+        if path.suffix == ".safetensors":
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+                if len(head) < 8:
+                    return f"truncated ({size:,} bytes)"
+                (length,) = struct.unpack("<Q", head)
+                if length > size - 8:
+                    return f"truncated ({size:,} bytes, its header alone needs {length + 8:,})"
+                header = json.loads(handle.read(length))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            if 8 + length + end != size:
+                return f"truncated or extended ({size:,} bytes, its header accounts for {8 + length + end:,})"
+        elif path.suffix in (".bin", ".pkl", ".pt"):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                return f"damaged (member {bad} fails its CRC)"
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
+        return f"damaged ({type(exc).__name__})"
+    return None

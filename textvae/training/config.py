@@ -7,7 +7,7 @@ across keys are ``validate_<key>`` methods.
 
 from typing import Literal
 
-from textvae.schema import at_least, field, in_interval, section
+from textvae.schema import at_least, each, field, in_interval, section
 
 KLSchedule = Literal["constant", "linear", "cyclical"]
 FreeBitsMode = Literal["dim", "total", "sentence"]
@@ -48,8 +48,8 @@ class OptimConfig:
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = field(at_least(0), default=1e-3)
     weight_decay: float = field(at_least(0), default=0.0)
-    momentum: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = field(at_least(0), default=0.0)
+    betas: tuple[float, float] = field(each(in_interval(0.0, 1.0, open_high=True)), default=(0.9, 0.999))
     grad_clip: float = field(at_least(0), default=5.0)
     """Global gradient-norm clip; 0 disables."""
     scheduler: Literal["constant", "plateau", "cosine"] = "constant"
@@ -84,7 +84,11 @@ class TrainConfig:
     log_every: int = field(at_least(1), default=20)
     tensorboard: bool = False
     resume: str = "no"
-    """``no``, ``auto`` (the newest checkpoint in the run directory, if any) or a checkpoint path."""
+    """``no``, ``auto`` (the newest intact checkpoint of the run directory) or a checkpoint path."""
+    resume_inexact: bool = False
+    """Accept a resume that cannot continue exactly as the uninterrupted run would (a checkpoint
+    without its RNG, optimiser or schedule state, another number of processes, other data or
+    recipe values); the log says what differs. Without it such a resume is refused."""
     overwrite: bool = False
     """Start afresh in an ``output_dir`` that holds an earlier run, deleting that run first."""
     progress: bool = True

@@ -24,13 +24,13 @@ from accelerate.utils import is_tensorboard_available, parse_flag_from_env, set_
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from textvae.atomic import write_text
+from textvae.atomic import ensure_directory, write_text
 from textvae.data.batching import make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
 from textvae.evaluation.metrics import LikelihoodTotals
-from textvae.models import TextVAEModel
+from textvae.models import TextVAEConfig, TextVAEModel
 from textvae.training.aggressive import (
     AggressiveInference,
     encoder_parameters,
@@ -40,15 +40,26 @@ from textvae.training.aggressive import (
 from textvae.training.builders import build_model, build_optimizer
 from textvae.training.checkpointing import (
     TrainState,
-    clean_partial,
-    clear_run,
-    resolve_resume,
     save_checkpoint,
+    state_files,
     write_atomic_export,
 )
 from textvae.training.config import TrainConfig
 from textvae.training.objectives import Objective
 from textvae.training.recipe import Recipe, dump_recipe
+from textvae.training.resume import (
+    ResumePoint,
+    accept_differences,
+    choose_checkpoint,
+    claim_run_directory,
+    data_fingerprint,
+    differences,
+    load_checkpoint,
+    prepare_run_directory,
+    run_identity,
+    set_aside,
+    undone_on_failure,
+)
 from textvae.training.schedules import LRSchedule
 from textvae.training.step_totals import StepTotals
 
@@ -56,7 +67,8 @@ from textvae.training.step_totals import StepTotals
 COMPILE_BACKEND = "inductor"
 
 
-def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
+def make_accelerator(cfg: TrainConfig, run_dir: Path, model: TextVAEConfig | None = None) -> Accelerator:
+    """The Accelerator for ``cfg``; settings this machine cannot run are refused in one line."""
     fsdp = cfg.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP")
     if fsdp and not torch.cuda.is_available():
         raise TextVAEError(f"{'recipe key ' + repr('train.fsdp') if cfg.fsdp else 'accelerate launch --use_fsdp'}: FSDP needs "
@@ -67,6 +79,13 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
     precision = cfg.mixed_precision
     if precision == "auto":  # bf16 autocast crashes nn.LSTM on CPU; fp16 is ignored there
         precision = "bf16" if torch.cuda.is_available() else "no"
+    if precision != "no" and not torch.cuda.is_available() and model is not None:
+        lstm = "lstm" in (model.encoder_type, model.decoder_type)
+        if precision == "fp16" or lstm:
+            why = ("fp16 autocast does nothing on a CPU" if precision == "fp16"
+                   else "bf16 autocast crashes nn.LSTM on a CPU (oneDNN has no bf16 LSTM primitive)")
+            raise TextVAEError(f"recipe key 'train.mixed_precision': {precision}, but {why} and no GPU is "
+                               "available: use auto or no")
     return Accelerator(
         mixed_precision=precision,
         log_with="tensorboard" if cfg.tensorboard else None,
@@ -279,56 +298,68 @@ def train(recipe: Recipe) -> Path:
     """Train the model a recipe describes; returns the run directory (export in ``final/``)."""
     recipe.check()  # a bad value fails here, before anything is read or written
     run_dir = Path(recipe.output_dir)
-    cfg = recipe.train
-    accelerator = make_accelerator(cfg, run_dir)
-    resume_from = resolve_resume(run_dir, cfg.resume, cfg.overwrite)
-    accelerator.wait_for_everyone()  # every process has looked before the main one clears
-    if accelerator.is_main_process:
-        if resume_from is None:
-            clear_run(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        clean_partial(run_dir)
-    set_seed(recipe.seed)
+    accelerator = make_accelerator(recipe.train, run_dir, TextVAEConfig(**recipe.model))
+    created = not run_dir.exists()
+    ensure_directory(run_dir, "output_dir")
+    with claim_run_directory(run_dir, accelerator):
+        point = choose_checkpoint(run_dir, recipe.train.resume, recipe.train.overwrite, recipe.train.resume_inexact)
+        accelerator.wait_for_everyone()  # every process has looked before the main one clears
+        if accelerator.is_main_process:
+            prepare_run_directory(run_dir, fresh=point is None, overwrite=recipe.train.overwrite)
+        _train(recipe, accelerator, run_dir, point, created)
+    return run_dir
 
-    # Data, model, objective, optimiser.
-    data = load_run_data(recipe, run_dir, accelerator, resuming=resume_from is not None)
-    if accelerator.is_main_process:
-        for split in data.splits.values():
-            print(split.report.summary())
-    tokenizer = data.tokenizer
-    model = build_model(recipe, tokenizer)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,
-                       bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
-                       rank=accelerator.process_index)
-    train_loader = make_dataloader(data.splits["train"].ids, shuffle=True, **loader_args)
-    # Shuffled too (always in epoch 0's order): train.eval_batches then validates on a
-    # fixed random sample, not on the shortest sentences.
-    valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=True, **loader_args)
-    steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    invlip = model.config.latent_path == "invlip"
-    objective = Objective.from_config(recipe.objective, total_steps, model.config.lipschitz if invlip else None)
-    optimizer = build_optimizer(recipe.optim, model)
-    schedule = LRSchedule(recipe.optim, optimizer, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if cfg.compile:  # after prepare, so it compiles the wrapped (DDP) model; Accelerate unwraps it again
-        model = torch.compile(model, backend=COMPILE_BACKEND)
-    raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
-    state = TrainState()
-    aggressive = AggressiveInference(cfg.aggressive)
-    # Registered only when used, so checkpoints of runs without it keep their layout.
-    accelerator.register_for_checkpointing(state, schedule, *([aggressive] if aggressive.enabled else []))
-    log = MetricsLog(run_dir / "metrics.jsonl", accelerator)
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        log.truncate_after(state.step)
-        accelerator.print(f"resumed from {resume_from} at step {state.step}")
-    if cfg.tensorboard:
-        accelerator.init_trackers("tensorboard")
-    if accelerator.is_main_process:
-        dump_recipe(recipe, run_dir / "recipe.yaml")
+
+def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: ResumePoint | None, created: bool) -> None:
+    cfg = recipe.train
+    with undone_on_failure(run_dir, point is None, created, accelerator):
+        set_seed(recipe.seed)
+
+        # Data, model, objective, optimiser.
+        data = load_run_data(recipe, run_dir, accelerator, resuming=point is not None)
+        if accelerator.is_main_process:
+            for split in data.splits.values():
+                print(split.report.summary())
+        tokenizer = data.tokenizer
+        model = build_model(recipe, tokenizer)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,
+                           bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
+                           rank=accelerator.process_index)
+        train_loader = make_dataloader(data.splits["train"].ids, shuffle=True, **loader_args)
+        # Shuffled too (always in epoch 0's order): train.eval_batches then validates on a
+        # fixed random sample, not on the shortest sentences.
+        valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=True, **loader_args)
+        steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
+        total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+        invlip = model.config.latent_path == "invlip"
+        objective = Objective.from_config(recipe.objective, total_steps, model.config.lipschitz if invlip else None)
+        optimizer = build_optimizer(recipe.optim, model)
+        schedule = LRSchedule(recipe.optim, optimizer, total_steps)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        if cfg.compile:  # after prepare, so it compiles the wrapped (DDP) model; Accelerate unwraps it again
+            model = torch.compile(model, backend=COMPILE_BACKEND)
+        raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
+        state = TrainState()
+        aggressive = AggressiveInference(cfg.aggressive)
+        # Registered only when used, so checkpoints of runs without it keep their layout.
+        registered = [state, schedule, *([aggressive] if aggressive.enabled else [])]
+        accelerator.register_for_checkpointing(*registered)
+        log = MetricsLog(run_dir / "metrics.jsonl", accelerator)
+        identity = run_identity(recipe.to_dict(), data_fingerprint(data.splits))
+        if point is not None:
+            inexact, notes, fresh = differences(point, identity, accelerator.num_processes,
+                                                state_files(accelerator, len(registered)))
+            accept_differences(point, inexact, notes, cfg.resume_inexact, accelerator)
+            set_aside(point, accelerator)
+            load_checkpoint(accelerator, run_dir, point, fresh, state)
+            log.truncate_after(state.step)
+            accelerator.print(f"resumed from {point.path} at step {state.step}")
+        if cfg.tensorboard:
+            accelerator.init_trackers("tensorboard")
+        if accelerator.is_main_process:
+            dump_recipe(recipe, run_dir / "recipe.yaml")
 
     # The loop: one iteration = one optimiser step over grad_accum micro-batches.
     draw = StepBatches(batch_stream(train_loader, state, accelerator.device), cfg.grad_accum)
@@ -413,8 +444,7 @@ def train(recipe: Recipe) -> Path:
             accelerator.wait_for_everyone()
         # After validation: an early stop is saved too.
         if stop or (validate_now if cfg.save_every == 0 else state.step % cfg.save_every == 0):
-            save_checkpoint(accelerator, run_dir, state, cfg.keep_last)
+            save_checkpoint(accelerator, run_dir, state, cfg.keep_last, identity)
     progress.close()
     accelerator.end_training()
     accelerator.print(f"model exported to {run_dir / 'final'}")
-    return run_dir

@@ -9,7 +9,8 @@ choices outside a ``Literal`` and values out of range are rejected in one line n
 key, before anything is read or written. A recipe may start from another with ``base:
 FILE`` (relative to its own directory; sections merge key by key, the recipe's own values
 win), and ``key.path=value`` overrides from the command line merge in last, all before
-that check.
+that check. Wherever a recipe is taken, a shipped one can be named instead of a path
+(``quickstart``, ``ptb/lstm-invlip``: :func:`resolve_recipe_path`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import dataclasses
 import inspect
 import typing
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from textvae.atomic import write_text
 from textvae.data.config import DataConfig
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig
@@ -143,8 +146,42 @@ def _merge(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def shipped_recipes_dir() -> Path:
+    """The recipes installed with the package (``textvae.recipes``), wherever it is installed.
+
+    A real directory is needed because a recipe names its ``base:`` by a relative path;
+    pip unpacks wheels, so only a zip-imported textvae lacks one.
+    """
+    root = files("textvae.recipes")
+    if not isinstance(root, Path):
+        raise TextVAEError(f"the shipped recipes are inside an archive ({root}); install textvae with pip")
+    return root
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """Recipe name (``quickstart``, ``ptb/lstm-invlip``) -> file, sorted by name."""
+    root = shipped_recipes_dir()
+    return {path.relative_to(root).with_suffix("").as_posix(): path for path in sorted(root.rglob("*.yaml"))}
+
+
+def resolve_recipe_path(name: str | Path) -> Path:
+    """A path as given, else a shipped recipe by name (``quickstart``, ``ptb/lstm-invlip``)."""
+    path = Path(name)
+    root = shipped_recipes_dir()
+    if path.exists() or path.suffix in (".yaml", ".yml") and not (root / path).exists():
+        return path
+    shipped = root / (path if path.suffix in (".yaml", ".yml") else f"{path}.yaml")
+    return shipped if shipped.is_file() else path
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe and its ``base:`` chain (or start from the defaults), merge overrides, validate."""
+    """Read a YAML recipe (a path, or a shipped recipe's name) and its ``base:`` chain (or
+    start from the defaults), merge overrides, validate."""
+    if path is not None:
+        path = resolve_recipe_path(path)
+        if not path.exists():
+            raise TextVAEError(f"recipe not found: {path} is neither a file nor a shipped recipe "
+                               "(`textvae recipes` lists them)")
     raw: dict[str, Any] = {} if path is None else _read_yaml(Path(path))
     for text in overrides or []:
         keys, value = parse_override(text)
@@ -161,4 +198,4 @@ def dump_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write the fully resolved recipe (defaults filled in) as YAML."""
     data = recipe.to_dict()
     data["optim"]["betas"] = list(data["optim"]["betas"])
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    write_text(path, yaml.safe_dump(data, sort_keys=False))

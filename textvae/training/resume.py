@@ -1,0 +1,345 @@
+"""The run directory's rules: one training at a time, nothing lost, and resumes that are exact or say why not.
+
+* A training holds ``output_dir/.textvae.lock`` (an OS file lock, released even by
+  SIGKILL) while it runs; a second one in the same directory is refused, naming the first.
+* A fresh run refuses a directory that holds a run unless ``train.overwrite``; ``resume``
+  refuses one that holds a run but no checkpoint. Nothing a user trained is deleted
+  except by ``train.overwrite``; a fresh run that fails before its first step removes what
+  it wrote itself, so fixing the recipe and running again just works.
+* Resuming (:func:`choose_checkpoint`) checks every checkpoint file before Accelerate
+  reads any. A damaged newest checkpoint is named in one line, moved aside to
+  ``checkpoints/damaged-step-N`` (kept, not deleted), and the newest intact one is used.
+* A resume that would not continue exactly as the uninterrupted run (:func:`differences`:
+  a file of RNG, optimiser or schedule state missing or damaged, another number of
+  processes, other training data, other recipe values) is refused unless
+  ``train.resume_inexact``; then the log says what differs, and :func:`load_checkpoint`
+  takes the fresh run's own state for what the checkpoint cannot give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from textvae.atomic import remove_staged
+from textvae.errors import TextVAEError
+from textvae.training.checkpointing import (
+    STATE_FILE,
+    CheckpointCheck,
+    TrainState,
+    carries,
+    checkpoint_dir,
+    clean_partial,
+    inspect_checkpoint,
+    list_checkpoints,
+)
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; two trainings in one directory are not detected
+    fcntl = None
+
+# What a run leaves in its directory; a fresh run must not mix with an earlier one.
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "final", "tokenizer", "recipe.yaml")
+LOCK_FILE = ".textvae.lock"
+# Recipe keys that change nothing a resumed run computes.
+NO_EFFECT = {"output_dir", "train.resume", "train.resume_inexact", "train.overwrite", "train.progress",
+             "train.log_every", "train.tensorboard", "train.keep_last", "train.save_every",
+             # where the data come from: the data fingerprint compares the data themselves
+             "data.corpus", "data.data_dir", "data.hf_dataset", "data.tokenizer", "data.text_column"}
+# Keys that continue the run on other terms (train longer or shorter): reported, never refused.
+CONTINUATION = {"train.max_steps", "train.epochs"}
+
+
+def warn(accelerator: Accelerator, message: str) -> None:
+    """One line on stderr from the main process."""
+    if accelerator.is_main_process:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the directory
+
+
+def run_outputs(run_dir: Path) -> list[str]:
+    """The :data:`RUN_OUTPUTS` present in ``run_dir``."""
+    return [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+
+
+@contextmanager
+def claim_run_directory(run_dir: Path, accelerator: Accelerator) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block (main process); a held lock is refused on every process."""
+    handle, error = None, None
+    if accelerator.is_main_process:
+        try:
+            handle = _lock(run_dir)
+        except TextVAEError as exc:
+            error = str(exc)
+    error = broadcast_object_list([error])[0]
+    if error:
+        raise TextVAEError(error)
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # releases the lock; the file stays (removing it would race a waiting run)
+
+
+def _lock(run_dir: Path):
+    handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 -- held for the whole run
+    if fcntl is None:
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise TextVAEError(f"output_dir {run_dir} is in use by another training (process {holder}): wait for it "
+                           "to end, or choose another output_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def prepare_run_directory(run_dir: Path, fresh: bool, overwrite: bool) -> None:
+    """Main process, under the lock: clear the old run (``overwrite``) and what killed writes left."""
+    if fresh and overwrite:
+        clear_run(run_dir)
+    clean_partial(run_dir)
+    for name in RUN_OUTPUTS:
+        remove_staged(run_dir / name)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete what an earlier run left in ``run_dir`` (``train.overwrite``)."""
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+@contextmanager
+def undone_on_failure(run_dir: Path, fresh: bool, created: bool, accelerator: Accelerator) -> Iterator[None]:
+    """A fresh run that fails inside the block (its set-up) removes what it wrote (the tokenizer,
+    the recipe), and the directory itself when it made it. Nothing else was there: a fresh
+    run starts only in a directory without a run."""
+    try:
+        yield
+    except BaseException:
+        if fresh and accelerator.is_main_process:
+            clear_run(run_dir)
+            if created:
+                (run_dir / LOCK_FILE).unlink(missing_ok=True)
+                try:
+                    run_dir.rmdir()
+                except OSError:
+                    pass
+        raise
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint a run continues from, and the newer damaged ones passed over."""
+
+    check: CheckpointCheck
+    skipped: list[CheckpointCheck]
+
+    @property
+    def path(self) -> Path:
+        return self.check.path
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.check.manifest or {}
+
+
+def choose_checkpoint(run_dir: Path, resume: str, overwrite: bool, inexact: bool) -> ResumePoint | None:
+    """The checkpoint to resume from, or None for a fresh run.
+
+    ``resume``: ``no`` -> fresh (refused in a directory holding a run unless ``overwrite``),
+    ``auto`` -> the newest intact checkpoint (fresh when the directory holds no run at all;
+    refused when it holds a run but no checkpoint), else the checkpoint at that path. With
+    ``inexact``, a damaged checkpoint whose weights and counters are intact may be chosen
+    when no intact one is left.
+    """
+    if resume == "no":
+        existing = run_outputs(run_dir)
+        if existing and not overwrite:
+            raise TextVAEError(
+                f"output_dir {run_dir} already holds a run ({', '.join(existing)}): continue it with train.resume=auto, "
+                "start afresh with train.overwrite=true (deletes it), or choose another output_dir")
+        return None
+    if resume == "auto":
+        return _newest_resumable(run_dir, inexact)
+    path = Path(resume)
+    if not path.is_dir():
+        raise TextVAEError(f"train.resume={resume}: no such checkpoint directory")
+    check = inspect_checkpoint(path)
+    if check.intact or (inexact and check.usable):
+        return ResumePoint(check, [])
+    hint = "; train.resume_inexact=true resumes without that state" if check.usable else ""
+    raise TextVAEError(f"train.resume={resume}: damaged checkpoint: {check.describe()}{hint}")
+
+
+def _newest_resumable(run_dir: Path, inexact: bool) -> ResumePoint | None:
+    found = list_checkpoints(run_dir)
+    if not found:
+        existing = run_outputs(run_dir)
+        if existing:
+            raise TextVAEError(
+                f"train.resume=auto: output_dir {run_dir} holds a run ({', '.join(existing)}) but no checkpoint to "
+                "resume from; start afresh with train.overwrite=true (deletes it), or choose another output_dir")
+        print(f"nothing to resume in {run_dir}: starting a fresh run", file=sys.stderr)
+        return None
+    damaged: list[CheckpointCheck] = []
+    for path in reversed(found):
+        check = inspect_checkpoint(path)
+        if check.intact:
+            return ResumePoint(check, damaged)
+        damaged.append(check)
+    usable = next((i for i, check in enumerate(damaged) if check.usable), None)
+    if inexact and usable is not None:
+        return ResumePoint(damaged[usable], damaged[:usable])
+    newest = damaged[0]
+    hint = (f"; train.resume_inexact=true resumes from {damaged[usable].path.name} without its damaged state"
+            if usable is not None else "; train.overwrite=true starts afresh (deletes the run)")
+    raise TextVAEError(f"train.resume=auto: no intact checkpoint in {checkpoint_dir(run_dir)} "
+                       f"(newest, {newest.path.name}: {newest.describe()}){hint}")
+
+
+def set_aside(point: ResumePoint, accelerator: Accelerator) -> None:
+    """Report each damaged checkpoint passed over and move it to ``damaged-step-N`` (kept for the user)."""
+    for check in point.skipped:
+        target = check.path.with_name(f"damaged-{check.path.name}")
+        if accelerator.is_main_process:
+            while target.exists():
+                target = target.with_name(target.name + "-again")
+            os.replace(check.path, target)
+        warn(accelerator, f"checkpoint {check.path} is damaged ({check.describe()}); moved to {target.name}, "
+                          f"resuming from the newest intact one, {point.path}")
+
+
+# --------------------------------------------------------------------------- exactness
+
+
+def data_fingerprint(splits: dict[str, Any]) -> str:
+    """SHA256 of every split's token ids (``splits``: name -> object with ``ids``): the data a run saw."""
+    digest = hashlib.sha256()
+    for name in sorted(splits):
+        digest.update(name.encode())
+        for row in splits[name].ids:
+            digest.update(len(row).to_bytes(4, "little"))
+            digest.update(array("q", row).tobytes())
+    return digest.hexdigest()
+
+
+def run_identity(recipe_values: dict[str, Any], data: str) -> dict[str, Any]:
+    """What a checkpoint records about its run (JSON values, as they will be read back)."""
+    return json.loads(json.dumps({"recipe": recipe_values, "data": data}))
+
+
+def differences(point: ResumePoint, identity: dict[str, Any], processes: int,
+                needed: Iterable[str]) -> tuple[list[str], list[str], set[str]]:
+    """How resuming ``point`` would differ from continuing the run uninterrupted.
+
+    Returns (what makes it inexact, notes that do not, the checkpoint files whose state
+    this run must take from its own fresh start). ``needed``: the files this run's
+    ``load_state`` reads.
+    """
+    manifest = point.manifest
+    recorded = set(manifest.get("files") or ())
+    fresh = {name for name in point.check.problems if name != STATE_FILE}
+    fresh |= {name for name in needed if name not in recorded and not (point.path / name).is_file()}
+    inexact = [f"{name} ({carries(name)}) is {point.check.problems.get(name, 'not in the checkpoint')}: "
+               "this run starts it afresh" for name in sorted(fresh)]
+    if "recipe" not in manifest:
+        inexact.append(f"{STATE_FILE} records no recipe or data (written by an older textvae): they cannot be compared")
+        return inexact, [], fresh
+    if manifest.get("processes", processes) != processes:
+        inexact.append(f"{processes} process(es) instead of {manifest['processes']}: each takes other batches")
+    if manifest.get("data") != identity["data"]:
+        inexact.append("the training data differ from the checkpoint's (other corpus files, tokenizer or length "
+                       "policy)")
+    notes = []
+    old, new = _flatten(manifest["recipe"]), _flatten(identity["recipe"])
+    for key in sorted(set(old) | set(new)):
+        if key in NO_EFFECT or old.get(key) == new.get(key):
+            continue
+        change = f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        (notes if key in CONTINUATION else inexact).append(change)
+    return inexact, notes, fresh
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def accept_differences(point: ResumePoint, inexact: Sequence[str], notes: Sequence[str], allowed: bool,
+                       accelerator: Accelerator) -> None:
+    """Refuse an inexact resume unless ``allowed`` (``train.resume_inexact``); log what differs."""
+    if inexact and not allowed:
+        raise TextVAEError(f"resuming {point.path} would not continue the run exactly: {'; '.join(inexact)}. "
+                           "Pass train.resume_inexact=true to accept that, or train.overwrite=true to start afresh")
+    for line in inexact:
+        warn(accelerator, f"inexact resume from {point.path.name}: {line}")
+    for line in notes:
+        warn(accelerator, f"resuming {point.path.name} with {line} (schedules that span the run are stretched)")
+
+
+def load_checkpoint(accelerator: Accelerator, run_dir: Path, point: ResumePoint, fresh: set[str],
+                    state: TrainState) -> None:
+    """``load_state`` of ``point``; files in ``fresh`` are replaced by this run's own current state.
+
+    Every process calls this. The replacement is a staging checkpoint: this run's state is
+    saved, the checkpoint's good files are copied over it, and that is loaded.
+    """
+    source = point.path
+    staging = checkpoint_dir(run_dir) / ".tmp-resume" if fresh else None
+    try:
+        if staging is not None:
+            if accelerator.is_main_process:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(staging))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                for path in source.iterdir():
+                    if path.is_file() and path.name not in fresh:
+                        shutil.copy2(path, staging / path.name)
+            accelerator.wait_for_everyone()
+            source = staging
+        accelerator.load_state(str(source))
+    except Exception as exc:  # noqa: BLE001 -- a mismatching or unreadable state is one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TextVAEError(f"{point.path}: cannot be resumed ({type(exc).__name__}: {first[:300]})") from None
+    finally:
+        accelerator.wait_for_everyone()
+        if staging is not None and accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+    state.load_state_dict(point.manifest["train_state"])  # the manifest's counters (the same, or the only ones)
