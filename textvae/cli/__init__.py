@@ -24,6 +24,10 @@ COMMAND_MODULES = (
 )
 
 
+# Positional lists of key=value recipe overrides (``train``, ``data prepare``).
+OVERRIDE_ARGUMENTS = ("overrides", "items")
+
+
 class OneLineErrors(argparse.ArgumentParser):
     """argparse with its usage errors in the one-line form of every other error (exit status 2)."""
 
@@ -54,7 +58,12 @@ def cli_wording(exc: TextVAEError, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # key=value overrides after a flag (`train R --resume-inexact a.b=1`) belong with the others
+            overrides = next((v for k, v in vars(args).items() if k in OVERRIDE_ARGUMENTS), None)
+            if overrides is None or any(item.startswith("-") or "=" not in item for item in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            overrides.extend(extra)
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return int(exc.code or 0)
     # Commands draw their own progress bars; transformers' load/save bars are noise here.

@@ -18,8 +18,15 @@ def describe(recipe: Path) -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
-    if args.resume is not None:
-        overrides.append(f"train.resume={args.resume}")
+    resume = args.resume
+    if resume is not None and "=" in resume and not Path(resume).exists():
+        overrides.append(resume)  # `--resume key=value`: an override after a bare --resume
+        resume = "auto"
+    if args.resume_inexact:
+        resume = resume or "auto"
+        overrides.append("train.resume_inexact=true")
+    if resume is not None:
+        overrides.append(f"train.resume={resume}")
     recipe = load_recipe(args.recipe, overrides)
     from textvae.training.loop import train  # torch/accelerate import only when training
 
@@ -49,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "ptb/lstm-invlip (see `textvae recipes`)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|CHECKPOINT",
-                        help="continue from the newest checkpoint of the run (or the one given)")
+                        help="continue from the newest intact checkpoint of the run (or the one given); a resume "
+                        "that would not continue exactly is refused")
+    parser.add_argument("--resume-inexact", action="store_true",
+                        help="--resume, accepting a resume that cannot continue exactly (missing RNG, optimiser or "
+                        "schedule state, other data or recipe values); the log says what differs")
     parser.set_defaults(handler=run_train)
 
     listing = subparsers.add_parser("recipes", help="list the recipes shipped with textvae",

@@ -31,6 +31,13 @@ from textvae.models.configuration_textvae import TextVAEConfig
 from textvae.models.decoders import DECODER_CLASSES, OutputHead
 from textvae.models.encoders import GaussianPosterior
 from textvae.models.generation import TextGenerationMixin
+from textvae.models.integrity import (
+    check_finite_weights,
+    check_loading_info,
+    check_model_type,
+    check_tokenizer,
+    quiet_load_report,
+)
 from textvae.models.invlip import ICNN, InverseLipschitzMap
 
 # Upper bound on elements of one (samples x tokens x vocab) logits block in log_likelihood.
@@ -68,18 +75,14 @@ class TextVAEOutput(ModelOutput):
 
 
 def load_companion_tokenizer(name_or_path, config: TextVAEConfig, **hub_kwargs):
-    """The tokenizer saved beside a model, or None; a vocabulary that does not fit the model is an error."""
+    """The tokenizer saved beside a model, or None; one that is not the model's own is an error."""
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
     except (OSError, ValueError):
         return None
-    if len(tokenizer) != config.vocab_size:
-        raise TextVAEError(
-            f"{name_or_path}: tokenizer has {len(tokenizer)} tokens but the model was built for "
-            f"vocab_size={config.vocab_size}; the tokenizer does not belong to this model"
-        )
+    check_tokenizer(tokenizer, config, name_or_path)
     return tokenizer
 
 
@@ -132,8 +135,20 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load weights and, when the directory or Hub repo has one, the tokenizer beside them."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        """Load weights and, when the directory or Hub repo has one, the tokenizer beside them.
+
+        A checkpoint that belongs to something else (another model type, missing, extra or
+        mis-shaped tensors, non-finite weights, another tokenizer) is refused in one line
+        (:mod:`textvae.models.integrity`) instead of loading with random or wrong parts.
+        """
+        hub_keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
+        hub_kwargs = {k: kwargs[k] for k in hub_keys if k in kwargs}
+        check_model_type(pretrained_model_name_or_path, **hub_kwargs)
+        with_info = kwargs.pop("output_loading_info", False)
+        with quiet_load_report():
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+                                                  **{**kwargs, "ignore_mismatched_sizes": True})
+        check_loading_info(info, pretrained_model_name_or_path, kwargs.get("ignore_mismatched_sizes", False))
         # Tensors read from safetensors can start at addresses that are not 64-byte aligned;
         # CPU kernels then vectorise differently and outputs differ from the saved model's in
         # the last bits. Copies in torch's own (aligned) memory make the round trip bit-exact.
@@ -141,16 +156,14 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
             for tensor in (*model.parameters(), *model.buffers()):
                 if tensor.data_ptr() % 64:
                     tensor.data = tensor.data.clone()
+        check_finite_weights(model, pretrained_model_name_or_path)
         if model.head.invlip is not None:
             try:
                 model.head.invlip.check_lift()
             except ValueError as exc:
                 raise TextVAEError(f"{pretrained_model_name_or_path}: {exc}") from None
-        hub_keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
-        model.tokenizer = load_companion_tokenizer(
-            pretrained_model_name_or_path, model.config, **{k: kwargs[k] for k in hub_keys if k in kwargs}
-        )
-        return model
+        model.tokenizer = load_companion_tokenizer(pretrained_model_name_or_path, model.config, **hub_kwargs)
+        return (model, info) if with_info else model
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
                     private: bool | None = None, token: bool | str | None = None, revision: str | None = None,

@@ -36,9 +36,26 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerFast) -> TextVAEMo
             f"recipe key 'data.max_length' ({recipe.data.max_length}) + BOS/EOS exceeds "
             f"model.max_position_embeddings ({config.max_position_embeddings})"
         )
+    check_vocabulary_fits(config)
     model = TextVAEModel(config)
     model.tokenizer = tokenizer
     return model
+
+
+def check_vocabulary_fits(config: TextVAEConfig) -> None:
+    """The ``invlip`` lift maps its inputs injectively into the centred logits: it needs more
+    tokens than inputs. A tiny corpus (or a small ``data.vocab_size``) can give fewer."""
+    if config.latent_path != "invlip":
+        return
+    keys = {"model.latent_size": config.latent_size}
+    if config.invlip_state_in_lift:
+        keys["model.invlip_state_size"] = config.invlip_state_size
+    needed = sum(keys.values()) + 1
+    if config.vocab_size < needed:
+        named = " + ".join(f"{key} ({value})" for key, value in keys.items())
+        raise TextVAEError(f"recipe keys {', '.join(repr(k) for k in keys)}: the invlip lift needs a vocabulary of at "
+                           f"least {named} + 1 = {needed} tokens, but the tokenizer trained on data.corpus has "
+                           f"{config.vocab_size}: lower those keys, or use more text / a larger data.vocab_size")
 
 
 def build_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -38,10 +38,10 @@ MODEL_FILE = "model.safetensors"
 REQUIRED = (MODEL_FILE, STATE_FILE)
 CARRIES = {
     "model": "model weights",
-    "optimizer": "optimiser state (Adam moments)",
-    "random_states": "RNG state (dropout, sampling)",
+    "optimizer": "optimiser state",
+    "random_states": "RNG state",
     "scaler": "fp16 loss-scaler state",
-    "custom_checkpoint_0": "loop counters (epoch, batch, best ELBO)",
+    "custom_checkpoint_0": "loop counters",
     "custom_checkpoint_1": "LR schedule state",
     "custom_checkpoint_2": "aggressive-training state",
     "textvae_state": "manifest and loop counters",

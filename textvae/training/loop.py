@@ -27,10 +27,12 @@ from tqdm.auto import tqdm
 from textvae.atomic import ensure_directory, write_text
 from textvae.data.batching import make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
+from textvae.data.tokenization import META_FILE
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
 from textvae.evaluation.metrics import LikelihoodTotals
 from textvae.models import TextVAEConfig, TextVAEModel
+from textvae.models.integrity import record_tokenizer
 from textvae.training.aggressive import (
     AggressiveInference,
     encoder_parameters,
@@ -282,6 +284,7 @@ def export(model: torch.nn.Module, accelerator: Accelerator, run_dir: Path, reci
         return
     dump_recipe(recipe, run_dir / "recipe.yaml")
     metrics = run_dir / "metrics.jsonl"
+    tokenizer_meta = run_dir / "tokenizer" / META_FILE  # which corpus the tokenizer came from
     write_atomic_export(
         accelerator.unwrap_model(model, keep_torch_compile=False),
         run_dir / "final",
@@ -289,6 +292,7 @@ def export(model: torch.nn.Module, accelerator: Accelerator, run_dir: Path, reci
             "recipe.yaml": (run_dir / "recipe.yaml").read_text(encoding="utf-8"),
             "train_summary.json": json.dumps(summary, indent=2),
             "metrics.jsonl": metrics.read_text(encoding="utf-8") if metrics.exists() else "",
+            **({META_FILE: tokenizer_meta.read_text(encoding="utf-8")} if tokenizer_meta.is_file() else {}),
         },
         state_dict,
     )
@@ -322,6 +326,7 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
                 print(split.report.summary())
         tokenizer = data.tokenizer
         model = build_model(recipe, tokenizer)
+        record_tokenizer(model.config, tokenizer, data.corpus_name)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,

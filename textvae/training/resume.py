@@ -144,8 +144,8 @@ def undone_on_failure(run_dir: Path, fresh: bool, created: bool, accelerator: Ac
     except BaseException:
         if fresh and accelerator.is_main_process:
             clear_run(run_dir)
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
             if created:
-                (run_dir / LOCK_FILE).unlink(missing_ok=True)
                 try:
                     run_dir.rmdir()
                 except OSError:
