@@ -35,4 +35,4 @@ def test_python_dash_m_prints_one_line_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "textvae", "data", "stats", str(bad)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [f"textvae: error: {bad}:2: not valid UTF-8 (byte ff); re-encode the file as UTF-8"]
+    assert proc.stderr.strip().splitlines() == [f"textvae: error: {bad}:2: not valid UTF-8 (byte ff); re-encode it as UTF-8"]

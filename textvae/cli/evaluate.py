@@ -14,12 +14,13 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textvae.atomic import write_text
+from textvae.atomic import ensure_directory, write_text
 from textvae.cli.arguments import device, export_directory, positive_float, positive_int
 from textvae.data.config import DataConfig
 from textvae.data.corpora import SPLITS
@@ -64,14 +65,21 @@ def _hub_file(repo_id: str, filename: str) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
-    from textvae.hub.loading import describe_hub_failure
+    from textvae.hub.loading import describe_hub_failure, hub_unreachable
 
+    unreachable = hub_unreachable()
     try:
-        return Path(hf_hub_download(repo_id, filename))
+        return Path(hf_hub_download(repo_id, filename, local_files_only=bool(unreachable)))
     except RemoteEntryNotFoundError:
         return None
     except Exception as exc:  # noqa: BLE001 -- offline, unreachable, no such repo, rejected token
         message = describe_hub_failure(exc, repo_id) or f"{repo_id}: could not fetch {filename} ({type(exc).__name__})"
+        if unreachable:
+            from huggingface_hub import constants
+
+            from textvae.hub.failures import unreachable_message
+
+            message = unreachable_message(constants.ENDPOINT, unreachable, writing=False)
     raise TextVAEError(message)  # outside the handler: the client's exception (and its token) is not chained
 
 
@@ -93,14 +101,23 @@ def split_info(cfg: DataConfig, split: SplitData) -> dict[str, Any]:
 # --------------------------------------------------------------------------- outputs
 
 
+def non_finite(value: Any, where: str = "") -> list[str]:
+    """The keys (``kl_per_dim[3]``, ``probes.subject``) of every NaN or infinite number in ``value``."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [f"{where or 'value'}={value}"]
+    if isinstance(value, dict):
+        return [bad for key, item in value.items() for bad in non_finite(item, f"{where}.{key}" if where else str(key))]
+    if isinstance(value, (list, tuple)):
+        return [bad for i, item in enumerate(value) for bad in non_finite(item, f"{where}[{i}]")]
+    return []
+
+
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write JSON through a temporary file and a rename: readers never see half a file."""
+    """Write JSON through a temporary file and a rename: readers never see half a file, and
+    nothing but finite numbers (JSON has no NaN)."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return write_text(path, json.dumps(data, indent=2) + "\n")
-    except OSError as exc:
-        raise TextVAEError(f"{path}: cannot write there ({exc.strerror})") from None
+    ensure_directory(path.parent)
+    return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def write_plots(model: TextVAEModel, split: SplitData, evaluation: Evaluation, export: Path | None,
@@ -129,6 +146,16 @@ def write_plots(model: TextVAEModel, split: SplitData, evaluation: Evaluation, e
 # --------------------------------------------------------------------------- command
 
 
+def check_output_paths(args: argparse.Namespace) -> None:
+    """``--output`` and ``--plots`` can be written, checked before the model is evaluated."""
+    if args.output:
+        if Path(args.output).is_dir():
+            raise TextVAEError(f"--output {args.output}: is a directory, expected a JSON file")
+        ensure_directory(Path(args.output).parent, "--output")
+    if args.plots:
+        ensure_directory(args.plots, "--plots")
+
+
 def launched_accelerator():
     """An ``Accelerator`` when a launcher (``accelerate launch``, ``torchrun``) started several
     processes, else None: one process evaluates where the model loads, as before."""
@@ -141,6 +168,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from textvae.evaluation.corpus import evaluate_split, format_markdown
     from textvae.hub.loading import load_model
 
+    check_output_paths(args)
     accelerator = launched_accelerator()
     device = args.device or (accelerator.device if accelerator is not None else None)
     export = export_directory(args.checkpoint)
@@ -159,6 +187,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0  # the main process reports and writes
     results = evaluation.results
     results["data"] = split_info(cfg, split)
+    bad = non_finite(results)
+    if bad:
+        raise TextVAEError(f"{args.checkpoint}: the evaluation gave non-finite numbers ({', '.join(bad[:4])}"
+                           f"{', ...' if len(bad) > 4 else ''}): the model's outputs overflow or are NaN; no results "
+                           "were written")
     print(format_markdown(results))
     for warning in results["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)

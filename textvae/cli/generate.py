@@ -147,12 +147,14 @@ def posterior_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def read_pairs(path: str) -> list[tuple[str, str]]:
     """``sentence A<TAB>sentence B`` per line (blank lines skipped)."""
+    from textvae.data.reading import decode_lines
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TextVAEError(f"--from-file {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TextVAEError(f"--from-file {path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     pairs = []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    for line_no, line in enumerate(decode_lines(data, path), 1):
         if not line.strip():
             continue
         parts = [p.strip() for p in line.split("\t")]
@@ -200,11 +202,11 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    from textvae.data.reading import clean_lines, read_lines
+    from textvae.data.reading import clean_lines, decode_lines, read_lines
 
     options = decoding_options(args)
-    if args.file == "-":
-        sentences, _ = clean_lines(sys.stdin.read().splitlines(), "<stdin>")
+    if args.file == "-":  # bytes, decoded as a file is: invalid UTF-8 is one line naming where
+        sentences, _ = clean_lines(decode_lines(sys.stdin.buffer.read(), "<stdin>"), "<stdin>")
     else:
         sentences, _ = read_lines(args.file)
     model, export = load(args)

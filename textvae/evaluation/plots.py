@@ -6,6 +6,7 @@ only when a figure is drawn, with the Agg backend so no display is needed.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from textvae.atomic import ensure_directory, write_bytes
 from textvae.errors import TextVAEError
 
 CURVE_KEYS = (("elbo", "ELBO"), ("rec", "Reconstruction"), ("kl", "KL"))
@@ -32,12 +34,14 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path) -> Path:
+    """Render to memory, then write atomically: an interrupted write never leaves half a PNG."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_directory(path.parent)
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     _pyplot().close(fig)
-    return path
+    return write_bytes(path, png.getvalue())
 
 
 # --------------------------------------------------------------------------- KL bars

@@ -7,6 +7,11 @@ names huggingface.co whatever the endpoint); downloads and uploads both explain 
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
+from urllib.parse import urlsplit
+
 from huggingface_hub import constants
 from huggingface_hub.errors import (
     HfHubHTTPError,
@@ -31,10 +36,41 @@ def explain_hub_error(exc: BaseException, repo_id: str, endpoint: str, writing: 
         if isinstance(err, HfHubHTTPError) and err.response is not None:
             return _explain_status(err, repo_id, endpoint, writing)
         if _is_connection_error(err):
-            reason = _first_line(err) or type(err).__name__
-            missing = "" if writing else " and the model is not in the local cache"
-            return f"cannot reach the Hugging Face Hub at {endpoint} (connection error: {reason}){missing}"
+            return unreachable_message(endpoint, f"connection error: {_first_line(err) or type(err).__name__}", writing)
     return None
+
+
+def unreachable_reason(endpoint: str, timeout: float = 5.0) -> str | None:
+    """Why the Hub at ``endpoint`` cannot be reached, or None when it can (or cannot be told).
+
+    One TCP connection with a short timeout, tried before a download: huggingface_hub itself
+    retries a refused or timed-out connection five times with back-off (11 warnings and
+    ~28 s) before it gives up. Behind a proxy a direct connection proves nothing, so it is
+    not tried there.
+    """
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                               "ALL_PROXY", "all_proxy")):
+        return None
+    return _connect(endpoint, timeout)
+
+
+@functools.lru_cache(maxsize=8)
+def _connect(endpoint: str, timeout: float) -> str | None:
+    parts = urlsplit(endpoint)
+    if not parts.hostname:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"connection error: {exc.strerror or type(exc).__name__}"
+    return None
+
+
+def unreachable_message(endpoint: str, reason: str, writing: bool) -> str:
+    """The one line for an endpoint that cannot be reached (see :func:`explain_hub_error`)."""
+    missing = "" if writing else " and the model is not in the local cache"
+    return f"cannot reach the Hugging Face Hub at {endpoint} ({reason}){missing}"
 
 
 def _explain_status(err: HfHubHTTPError, repo_id: str, endpoint: str, writing: bool) -> str:

@@ -39,12 +39,21 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
             raise TextVAEError(f"{source}: not a textvae export (no config.json)")
         if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
             raise TextVAEError(f"{source}: no model weights (model.safetensors) in the export")
+    unreachable = None if looks_local else hub_unreachable()
+    if unreachable:  # the local cache only: no retries against an endpoint that is not there
+        hub_kwargs = {**hub_kwargs, "local_files_only": True}
     try:
         model = TextVAEModel.from_pretrained(source, **hub_kwargs)
     except TextVAEError:
         raise
     except Exception as exc:  # noqa: BLE001 -- every loader failure becomes one line
         message = None if looks_local else describe_hub_failure(exc, source, hub_kwargs.get("token"))
+        if unreachable:
+            from huggingface_hub import constants
+
+            from textvae.hub.failures import unreachable_message
+
+            message = unreachable_message(constants.ENDPOINT, unreachable, writing=False)
         if message is None:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             message = f"{source}: could not load the checkpoint ({type(exc).__name__}: {first_line})"
@@ -54,6 +63,16 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
         return model.eval()
     # Raised outside the handler, so the client's exception (whose request holds the token) is not chained.
     raise TextVAEError(message)
+
+
+def hub_unreachable() -> str | None:
+    """Why the configured Hub endpoint cannot be reached (None when it can, or when offline mode
+    already keeps the client off the network)."""
+    from huggingface_hub import constants
+
+    from textvae.hub.failures import unreachable_reason
+
+    return None if constants.HF_HUB_OFFLINE else unreachable_reason(constants.ENDPOINT)
 
 
 def describe_hub_failure(exc: BaseException, repo_id: str, token: str | None = None) -> str | None:

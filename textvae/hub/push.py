@@ -9,7 +9,10 @@ so the local export is only read, never written.
 
 Only files a textvae export is known to contain are uploaded (:data:`EXPORT_PATTERNS`):
 an export directory may also hold notes, data samples or plots its owner never meant to
-publish.
+publish. Nor does the uploader's file system go public: every absolute or home-relative
+path in an uploaded metadata file (the recipe's corpus and output directory, a
+tokenizer's training file, the evaluation's sources) and in the card is replaced by its
+last component (:func:`scrub_local_paths`).
 
 Failures a user can act on (no token, a rejected token, no network, a refused upload)
 become one-line :class:`~textvae.errors.TextVAEError` messages that say which one it was.
@@ -21,9 +24,11 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
+import re
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -42,6 +47,10 @@ EXPORT_PATTERNS = (
     "recipe.yaml", "train_summary.json", "evaluation.json", "metrics.jsonl", *FIGURES,
 )
 METADATA_FILES = {"recipe": "recipe.yaml", "train_summary": "train_summary.json", "evaluation": "evaluation.json"}
+# Files whose strings are data (tokens), never rewritten; every other JSON/YAML file is scrubbed.
+VOCABULARY_FILES = ("tokenizer.json", "vocab.*", "merges.txt", "*.model", "added_tokens.json")
+# An absolute path (POSIX, Windows or ~/...) inside a string; not the path part of a URL.
+_LOCAL_PATH = re.compile(r"(?<![\w:/.\\])(?:~|[A-Za-z]:)?[/\\](?:[^\s/\\'\"]+[/\\]?)+")
 
 
 @dataclass
@@ -97,13 +106,14 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
     if not token:
         raise InvalidArgument("token", "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass one")
     files = export_files(directory)
-    metadata = read_export_metadata(directory)
+    metadata = scrub_local_paths(read_export_metadata(directory))
     examples = generate_examples(model)
     api = HfApi(endpoint=endpoint, token=token, library_name="textvae")
     try:
         repo_id = api.create_repo(repo_id, private=private or None, exist_ok=True).repo_id
         card = build_model_card(model, repo_id, examples, license=license, tags=tags or (),
                                 figures=[path.name for path in files], **metadata)
+        card.content = scrub_local_paths(card.content)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=upload_content(path, repo_id))
@@ -124,17 +134,41 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
 
 
 def upload_content(path: Path, repo_id: str) -> str | bytes:
-    """What to upload for an export file: the file itself, except evaluation.json, whose
-    local absolute paths (they name the user's directories) are replaced by the repo id and
-    the corpus name."""
-    if path.name != "evaluation.json":
+    """What to upload for an export file: the file itself, unless it is metadata that names
+    local paths; those are scrubbed (:func:`scrub_local_paths`), and evaluation.json's
+    checkpoint and data sources become the repo id and the corpus name."""
+    if path.suffix not in (".json", ".jsonl", ".yaml", ".yml") or any(
+            fnmatch.fnmatch(path.name, pattern) for pattern in VOCABULARY_FILES):
         return str(path)
-    results = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(results.get("checkpoint"), dict) and "source" in results["checkpoint"]:
-        results["checkpoint"]["source"] = repo_id
-    if isinstance(results.get("data"), dict) and "source" in results["data"]:
-        results["data"]["source"] = results["data"].get("corpus")
-    return (json.dumps(results, indent=2) + "\n").encode()
+    text = path.read_text(encoding="utf-8")
+    if path.name == "evaluation.json":
+        results = json.loads(text)
+        if isinstance(results.get("checkpoint"), dict) and "source" in results["checkpoint"]:
+            results["checkpoint"]["source"] = repo_id
+        if isinstance(results.get("data"), dict) and "source" in results["data"]:
+            results["data"]["source"] = results["data"].get("corpus")
+        return (json.dumps(scrub_local_paths(results), indent=2) + "\n").encode()
+    scrubbed = scrub_local_paths(text)
+    return str(path) if scrubbed == text else scrubbed.encode()
+
+
+def scrub_local_paths(value: Any) -> Any:
+    """``value`` (a string, or JSON/YAML data) with every local absolute path replaced by its
+    last component: ``/home/ann/data/ptb`` -> ``ptb``; the home directory itself -> ``~``."""
+    if isinstance(value, str):
+        return _LOCAL_PATH.sub(lambda match: _public_name(match.group()), value)
+    if isinstance(value, dict):
+        return {key: scrub_local_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(scrub_local_paths(item) for item in value)
+    return value
+
+
+def _public_name(path: str) -> str:
+    stripped = path.rstrip("/\\")
+    if not stripped or os.path.expanduser(stripped) == os.path.expanduser("~"):
+        return "~"
+    return PurePath(stripped.replace("\\", "/")).name
 
 
 def export_files(directory: Path) -> list[Path]:
