@@ -81,6 +81,8 @@ def staged_directory(directory: str | Path) -> Iterator[Path]:
     killed process leaves only a hidden ``.NAME.*`` sibling (:func:`remove_staged` clears it).
     """
     directory = Path(directory)
+    if directory.name in ("", ".", "..") or directory.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise TextVAEError(f"'{directory}': the current directory or one above it cannot be replaced; name a new directory")
     if directory.exists() and not directory.is_dir():
         raise TextVAEError(f"{directory}: is a file, expected a directory")
     try:

@@ -88,6 +88,27 @@ def field(*rules: Rule, **options: Any) -> Any:
     return validated_field(list(rules), **options)
 
 
+PATH_KINDS = ("input", "output", "checkpoint")
+
+
+def path_field(kind: str, default: Any) -> Any:
+    """A key whose value may name a file system path: ``input`` (read), ``output`` (written) or
+    ``checkpoint`` (resumed). Marked so that every such key can be found (:func:`path_keys`) and
+    tested as a file, a directory, missing and unwritable."""
+    assert kind in PATH_KINDS, kind
+    return validated_field([_not_blank], default=default, metadata={"path": kind})
+
+
+def _not_blank(value: Any) -> None:
+    if isinstance(value, str) and not value.strip():  # "" would silently mean the current directory
+        raise ValueError(f"must not be empty, got {value!r}")
+
+
+def path_keys(cls: type) -> dict[str, str]:
+    """``key -> kind`` of a dataclass's :func:`path_field` keys."""
+    return {f.name: f.metadata["path"] for f in dataclasses.fields(cls) if "path" in f.metadata}
+
+
 # --------------------------------------------------------------------------- sections
 
 

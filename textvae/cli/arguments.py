@@ -7,6 +7,7 @@ Values are checked by argparse (``type=``/``choices=``), so a bad flag is one li
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -16,10 +17,10 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """A ``float`` above 0."""
+    """A finite ``float`` above 0."""
     value = _number(float, text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 

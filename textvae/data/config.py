@@ -3,22 +3,22 @@
 
 from typing import Literal
 
-from textvae.schema import at_least, field, section
+from textvae.schema import at_least, field, path_field, section
 
 
 @section("data")
 class DataConfig:
     """Where the sentences come from and how they become batches."""
 
-    corpus: str = "synthetic"
+    corpus: str = path_field("input", "synthetic")
     """A registered corpus (``synthetic``, ``ptb``, ``yahoo``, ``yelp``, ``snli``) or a
     directory holding ``train.txt``/``valid.txt``/``test.txt`` (one sentence a line)."""
-    data_dir: str | None = None
+    data_dir: str | None = path_field("input", None)
     """Where registered corpora live; else ``$TEXTVAE_DATA``, ``../shared/data``, ``~/.cache/textvae``."""
-    hf_dataset: str | None = None
+    hf_dataset: str | None = path_field("input", None)
     """A local Hugging Face ``datasets`` directory (``save_to_disk``) or data-files folder; replaces ``corpus``."""
     text_column: str = "text"
-    tokenizer: str = "word"
+    tokenizer: str = path_field("input", "word")
     """``word``, ``bpe``, ``unigram`` (trained on the train split) or a saved tokenizer directory."""
     vocab_size: int = field(at_least(5), default=10000)
     """At least the 4 special tokens and one word."""

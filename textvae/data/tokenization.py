@@ -122,6 +122,8 @@ def save_tokenizer(tok: TokenizersBackend, directory: str | Path, meta: dict[str
 def load_meta(directory: str | Path) -> dict[str, Any]:
     """The ``textvae_tokenizer.json`` of a saved tokenizer."""
     path = Path(directory) / META_FILE
+    if Path(directory).is_file():
+        raise TextVAEError(f"{directory}: is a file, expected a tokenizer directory")
     if not Path(directory).is_dir():
         raise TextVAEError(f"tokenizer directory not found: {directory}")
     try:

@@ -7,7 +7,7 @@ across keys are ``validate_<key>`` methods.
 
 from typing import Literal
 
-from textvae.schema import at_least, each, field, in_interval, section
+from textvae.schema import at_least, each, field, in_interval, path_field, section
 
 KLSchedule = Literal["constant", "linear", "cyclical"]
 FreeBitsMode = Literal["dim", "total", "sentence"]
@@ -83,7 +83,7 @@ class TrainConfig:
     """Stop after N validations without a better ELBO; 0 disables."""
     log_every: int = field(at_least(1), default=20)
     tensorboard: bool = False
-    resume: str = "no"
+    resume: str = path_field("checkpoint", "no")
     """``no``, ``auto`` (the newest intact checkpoint of the run directory) or a checkpoint path."""
     resume_inexact: bool = False
     """Accept a resume that cannot continue exactly as the uninterrupted run would (a checkpoint

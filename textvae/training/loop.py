@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from textvae.atomic import ensure_directory, write_text
 from textvae.data.batching import make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
-from textvae.data.tokenization import META_FILE
+from textvae.data.tokenization import KINDS, META_FILE
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
 from textvae.evaluation.metrics import LikelihoodTotals
@@ -103,9 +103,12 @@ def load_run_data(recipe: Recipe, run_dir: Path, accelerator: Accelerator, resum
     the other processes, and a resumed run, load that one.
     """
     tokenizer_dir = run_dir / "tokenizer"
+    if resuming and recipe.data.tokenizer in KINDS and not tokenizer_dir.is_dir():
+        raise TextVAEError(f"output_dir {run_dir} has no tokenizer/ to resume with (the one the checkpoint's model was "
+                           "trained with): resume in the output_dir of the run that wrote the checkpoint")
     with accelerator.main_process_first():
         cfg = recipe.data
-        if (resuming or not accelerator.is_main_process) and cfg.tokenizer in ("word", "bpe", "unigram"):
+        if (resuming or not accelerator.is_main_process) and cfg.tokenizer in KINDS:
             cfg = dataclasses.replace(cfg, tokenizer=str(tokenizer_dir))
         return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"))
 

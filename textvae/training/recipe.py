@@ -37,7 +37,7 @@ SECTIONS = {"data": DataConfig, "objective": ObjectiveConfig, "optim": OptimConf
 
 @dataclass
 class Recipe:
-    output_dir: str = "runs/quickstart"
+    output_dir: str = field(default="runs/quickstart", metadata={"path": "output"})
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +51,8 @@ class Recipe:
     def check(self) -> None:
         """The rules across keys and sections, for a recipe built or edited in Python (each
         key's own type and value rule already ran when it was set)."""
+        if not str(self.output_dir).strip():
+            raise TextVAEError("recipe key 'output_dir': must not be empty (it would be the current directory)")
         for name in SECTIONS:
             getattr(self, name).validate()
         validate_model_section(self.model)

@@ -138,12 +138,13 @@ def clear_run(run_dir: Path) -> None:
 def undone_on_failure(run_dir: Path, fresh: bool, created: bool, accelerator: Accelerator) -> Iterator[None]:
     """A fresh run that fails inside the block (its set-up) removes what it wrote (the tokenizer,
     the recipe), and the directory itself when it made it. Nothing else was there: a fresh
-    run starts only in a directory without a run."""
+    run starts only in a directory without a run. A resume only removes a directory it made."""
     try:
         yield
     except BaseException:
-        if fresh and accelerator.is_main_process:
-            clear_run(run_dir)
+        if (fresh or created) and accelerator.is_main_process:
+            if fresh:
+                clear_run(run_dir)
             (run_dir / LOCK_FILE).unlink(missing_ok=True)
             if created:
                 try:
