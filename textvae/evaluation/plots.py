@@ -72,12 +72,15 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         raise TextVAEError(f"{path}: no such file (a run directory has metrics.jsonl)") from None
     rows = []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    for line_no, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
+            if line_no == len(lines) and not text.endswith("\n"):
+                break  # the last record, cut short by a kill while it was appended
             raise TextVAEError(f"{path}:{line_no}: not a JSON object ({exc.msg})") from None
         if not isinstance(row, dict):
             raise TextVAEError(f"{path}:{line_no}: not a JSON object")

@@ -196,15 +196,16 @@ class CheckpointCheck:
 def inspect_checkpoint(path: Path) -> CheckpointCheck:
     """Check every file of a checkpoint against its manifest and its format, reading no state.
 
-    A checkpoint written before manifests existed (a ``textvae_state.json`` holding only the
-    counters) is checked by format alone.
+    Files the manifest does not list (all of them in a checkpoint written before manifests
+    existed, whose ``textvae_state.json`` holds only the counters) are checked by format alone.
     """
     manifest, problem = _read_manifest(path / STATE_FILE)
     check = CheckpointCheck(path, manifest)
     if problem:
         check.problems[STATE_FILE] = problem
     recorded = (manifest or {}).get("files") or {}
-    for name in sorted({*recorded, MODEL_FILE}):
+    present = {p.name for p in path.iterdir() if p.is_file() and p.name != STATE_FILE} if path.is_dir() else set()
+    for name in sorted({*recorded, *present, MODEL_FILE}):
         problem = _file_problem(path / name, recorded.get(name))
         if problem:
             check.problems[name] = problem
