@@ -158,6 +158,8 @@ def embedded_corpus_dir() -> Path:
 def resolve_corpus(name_or_path: str | Path, data_dir: str | Path | None = None,
                    splits: Sequence[str] = SPLITS) -> dict[str, Path]:
     """Map a corpus directory or registered name to its split files (split -> path)."""
+    if data_dir is not None and not Path(data_dir).is_dir():  # a mistake even where it is not needed
+        raise TextVAEError(f"data.data_dir: {data_dir} is not a directory")
     path = Path(name_or_path)
     if path.is_dir():
         return split_files(path, splits)

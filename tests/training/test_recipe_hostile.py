@@ -1,0 +1,118 @@
+"""Recipe values as an attacker writes them: every float key with NaN and infinities, and every
+key that names a path as a file, a directory, missing, unwritable or empty. Each is either
+used or refused in one line naming the key; none reaches torch or the file system as it is."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from pathlib import Path
+
+import pytest
+
+from textvae.errors import TextVAEError
+from textvae.models import TextVAEConfig
+from textvae.schema import path_keys
+from textvae.training.recipe import SECTIONS, Recipe, load_recipe
+
+
+def _holds_float(annotation) -> bool:
+    return annotation is float or any(_holds_float(arg) for arg in typing.get_args(annotation))
+
+
+def float_keys() -> list[tuple[str, typing.Any]]:
+    """Every float-valued recipe key (sections, the model's config, the top level) and its annotation."""
+    keys = []
+    for name, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        keys += [(f"{name}.{f.name}", hints[f.name]) for f in dataclasses.fields(cls) if _holds_float(hints[f.name])]
+    hints = typing.get_type_hints(TextVAEConfig.__init__)
+    keys += [(f"model.{key}", hint) for key, hint in hints.items() if key != "return" and _holds_float(hint)]
+    hints = typing.get_type_hints(Recipe)
+    keys += [(key, hints[key]) for key in (f.name for f in dataclasses.fields(Recipe)) if _holds_float(hints[key])]
+    return keys
+
+
+FLOAT_KEYS = float_keys()
+NON_FINITE = [".nan", ".inf", "-.inf", "nan", "inf", "-inf", "1e999"]
+
+
+def test_the_float_keys_are_found():
+    names = {key for key, _ in FLOAT_KEYS}
+    assert {"optim.lr", "optim.betas", "optim.grad_clip", "objective.beta", "objective.kl_cycle_ratio",
+            "model.lipschitz", "model.dropout_input", "model.posterior_bn_gamma"} <= names
+
+
+@pytest.mark.parametrize("key, annotation", FLOAT_KEYS, ids=[key for key, _ in FLOAT_KEYS])
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_every_float_key_refuses_non_finite_values(key, annotation, bad):
+    value = f"[0.9, {bad}]" if typing.get_origin(annotation) is tuple else bad
+    with pytest.raises(TextVAEError, match=rf"recipe key '{key}': "):
+        load_recipe(None, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("key, annotation", FLOAT_KEYS, ids=[key for key, _ in FLOAT_KEYS])
+def test_every_float_key_refuses_nan_set_from_python(key, annotation):
+    recipe = load_recipe(None)
+    section, _, name = key.rpartition(".")
+    value = (0.9, math.nan) if typing.get_origin(annotation) is tuple else math.nan
+    with pytest.raises(TextVAEError, match=rf"recipe key '{key}'"):
+        if section == "model":
+            recipe.model[name] = value
+            recipe.check()
+        else:
+            setattr(getattr(recipe, section) if section else recipe, name, value)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def path_keys_of_recipe() -> dict[str, str]:
+    keys = {key: kind for key, kind in path_keys(Recipe).items()}
+    for name, cls in SECTIONS.items():
+        keys.update({f"{name}.{key}": kind for key, kind in path_keys(cls).items()})
+    return keys
+
+
+PATH_KEYS = path_keys_of_recipe()
+PATH_KINDS = ["file", "empty directory", "missing", "under a file", "read-only file system", "blank"]
+
+
+def test_the_path_keys_are_found():
+    assert PATH_KEYS == {"output_dir": "output", "data.corpus": "input", "data.data_dir": "input",
+                         "data.hf_dataset": "input", "data.tokenizer": "input", "train.resume": "checkpoint"}
+
+
+def path_value(kind: str, tmp_path: Path) -> str:
+    (tmp_path / "a-file").write_text("not what was expected\n")
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    return {"file": str(tmp_path / "a-file"), "empty directory": str(tmp_path / "empty"),
+            "missing": str(tmp_path / "missing"), "under a file": str(tmp_path / "a-file" / "sub"),
+            "read-only file system": "/sys/textvae-probe", "blank": ""}[kind]
+
+
+@pytest.mark.parametrize("key", sorted(PATH_KEYS))
+@pytest.mark.parametrize("kind", PATH_KINDS)
+def test_every_path_key_is_used_or_refused_in_one_line(key, kind, corpus_dir, tmp_path, capsys):
+    """Through the command that reads the key: `data prepare` for data, `train` for the rest."""
+    from textvae.cli import main
+
+    if kind == "read-only file system" and not Path("/sys").is_dir():
+        pytest.skip("no /sys here")
+    value = path_value(kind, tmp_path)
+    common = [f"data.corpus={corpus_dir}", "data.max_train_lines=64", "model.latent_size=4",
+              "model.invlip_state_size=4", "model.hidden_size=16", "model.embedding_size=8",
+              "model.icnn_hidden_size=8", "train.max_steps=1", "train.eval_batches=1", "train.progress=false",
+              f"output_dir={tmp_path / 'run'}"]
+    command = ["data", "prepare"] if key.startswith("data.") else ["train"]
+    capsys.readouterr()
+    status = main([*command, "quickstart", *common, f"{key}={value}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("textvae: error")]
+    assert status in (0, 2)
+    assert (status == 2) == bool(err) and len(err) <= 1
+    if status == 2:
+        assert key in err[0] or key.split(".")[-1] in err[0] or (value and value in err[0]), err[0]
+    must_fail = {"file", "under a file", "read-only file system", "blank"}
+    if kind in must_fail:
+        assert status == 2, (key, kind)
