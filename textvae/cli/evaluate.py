@@ -138,7 +138,10 @@ def write_plots(model: TextVAEModel, split: SplitData, evaluation: Evaluation, e
         written.append(plots.plot_latent_pca_panels(evaluation.mu, directory / "latent_pca.png", colourings))
     for metrics in ([export / "metrics.jsonl", export.parent / "metrics.jsonl"] if export is not None else []):
         if metrics.is_file() and metrics.stat().st_size > 0:
-            written.append(plots.plot_training_curves(metrics, directory / "training_curves.png"))
+            try:  # the training log only decorates the results: a damaged one costs its figure, not the rest
+                written.append(plots.plot_training_curves(metrics, directory / "training_curves.png"))
+            except TextVAEError as exc:
+                print(f"warning: no training curves: {exc}", file=sys.stderr)
             break
     return written
 

@@ -71,6 +71,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TextVAEError(f"{path}: no such file (a run directory has metrics.jsonl)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TextVAEError(f"{path}: cannot be read ({getattr(exc, 'reason', None) or exc.strerror})") from None
     rows = []
     lines = text.splitlines()
     for line_no, line in enumerate(lines, 1):

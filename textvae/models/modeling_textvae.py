@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -80,7 +81,12 @@ def load_companion_tokenizer(name_or_path, config: TextVAEConfig, **hub_kwargs):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        present = [n for n in ("tokenizer.json", "tokenizer_config.json") if (Path(str(name_or_path)) / n).is_file()]
+        if present:  # there, but unreadable: not the same as an export without a tokenizer
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise TextVAEError(f"{name_or_path}: the tokenizer files ({', '.join(present)}) cannot be read "
+                               f"({type(exc).__name__}: {first[:200]})") from None
         return None
     check_tokenizer(tokenizer, config, name_or_path)
     return tokenizer

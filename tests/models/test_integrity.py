@@ -1,0 +1,153 @@
+"""Exports that belong to something else, or are damaged: every way is refused in one line.
+
+The ways enumerated: the model type (another library's ``config.json``), the tokenizer
+(another corpus's of the same size, another size), the weights (each tensor missing, NaN or
+infinite, of another shape, an extra one), and every file of an export damaged or missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.helpers_models import offline_and_quiet, run_cli, save_export, tiny_model, word_tokenizer  # noqa: F401
+from textvae.errors import TextVAEError
+from textvae.hub.loading import load_model
+from textvae.models.integrity import record_tokenizer
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    """A trainer-like export whose config records its tokenizer."""
+    tokenizer = word_tokenizer()
+    model = tiny_model(tokenizer)
+    record_tokenizer(model.config, tokenizer, "synthetic")
+    return save_export(model, tmp_path_factory.mktemp("export") / "final", active_units=4)
+
+
+def copy(export: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(export, tmp_path / "copy"))
+
+
+def rewrite_weights(directory: Path, change) -> None:
+    weights = load_file(directory / "model.safetensors")
+    change(weights)
+    save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
+
+
+def refused(directory: Path, pattern: str) -> None:
+    with pytest.raises(TextVAEError, match=pattern) as info:
+        load_model(directory)
+    assert "\n" not in str(info.value)
+
+
+def test_an_intact_export_loads(export):
+    model = load_model(export)
+    assert model.config.tokenizer_fingerprint and model.config.tokenizer_corpus == "synthetic"
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", None])
+def test_another_model_type_is_named(export, tmp_path, model_type):
+    directory = copy(export, tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    config.pop("model_type") if model_type is None else config.update(model_type=model_type)
+    (directory / "config.json").write_text(json.dumps(config))
+    described = "no model_type" if model_type is None else f"a '{model_type}' model"
+    refused(directory, rf"config.json describes {described}, not a textvae model: this checkpoint belongs to another")
+
+
+def test_a_tokenizer_of_another_corpus_with_the_same_size_is_refused(export, tmp_path):
+    directory = copy(export, tmp_path)
+    words = json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"]
+    foreign = word_tokenizer([f"{word}x" for word in words if not word.startswith("<")])  # same size, other words
+    foreign.save_pretrained(directory)
+    refused(directory, r"the tokenizer files are not the ones the model was trained with \(config.json records the "
+                       r"tokenizer of corpus 'synthetic'")
+
+
+def test_a_tokenizer_of_another_size_is_refused(export, tmp_path):
+    directory = copy(export, tmp_path)
+    word_tokenizer(["just", "four", "words", "here"]).save_pretrained(directory)
+    refused(directory, r"tokenizer has 8 tokens but the model was built for vocab_size=\d+")
+
+
+def tensor_names(export: Path) -> list[str]:
+    return sorted(load_file(export / "model.safetensors"))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_each_non_finite_tensor_is_named(export, tmp_path, value):
+    names = tensor_names(export)
+    assert len(names) > 10
+    for name in names:
+        directory = tmp_path / name
+        shutil.copytree(export, directory)
+
+        def poison(weights, name=name):
+            weights[name] = weights[name].clone().reshape(-1)
+            weights[name][0] = value
+            weights[name] = weights[name].reshape(load_file(export / "model.safetensors")[name].shape)
+
+        rewrite_weights(directory, poison)
+        refused(directory, rf"weight {name} holds 1 non-finite value")
+
+
+def test_each_missing_tensor_is_named(export, tmp_path):
+    for name in tensor_names(export):
+        directory = tmp_path / name
+        shutil.copytree(export, directory)
+        rewrite_weights(directory, lambda weights, name=name: weights.pop(name))
+        refused(directory, rf"tensor {name} missing from the weights \(it would be random\)")
+
+
+def test_extra_and_mis_shaped_tensors_are_named(export, tmp_path):
+    extra = copy(export, tmp_path)
+    rewrite_weights(extra, lambda weights: weights.update({"bert.pooler.weight": torch.zeros(2, 2)}))
+    refused(extra, r"tensor bert.pooler.weight in the weights but not in this model")
+    shaped = tmp_path / "shaped"
+    shutil.copytree(export, shaped)
+    rewrite_weights(shaped, lambda weights: weights.update(
+        {"decoder.embedding.weight": weights["decoder.embedding.weight"][:-1]}))
+    refused(shaped, r"tensor decoder.embedding.weight \(\d+ x 16, the model has \d+ x 16\) of another shape")
+
+
+DAMAGE = {
+    "missing": lambda path: path.unlink(),
+    "empty": lambda path: path.write_bytes(b""),
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2]),
+    "garbage": lambda path: path.write_bytes(b"\xff\xfe not what this file should hold \x00" * 4),
+}
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_every_file_of_an_export_damaged_is_one_line_or_harmless(export, tmp_path, capsys, how):
+    """Through `textvae sample` (loading) and `textvae reconstruct` (the generate commands' path)."""
+    files = sorted(p.name for p in export.iterdir())
+    assert {"config.json", "model.safetensors", "tokenizer.json", "recipe.yaml", "train_summary.json"} <= set(files)
+    for name in files:
+        directory = tmp_path / how / name
+        shutil.copytree(export, directory)
+        DAMAGE[how](directory / name)
+        status, _, err = run_cli(capsys, "sample", directory, "-n", "1", "--max-length", "4")
+        errors = [line for line in err if line.startswith("textvae: error")]
+        assert status in (0, 2) and len(errors) == (status == 2), (name, err)
+        if name in ("config.json", "model.safetensors", "tokenizer.json"):
+            assert status == 2, (name, how)
+
+
+@pytest.mark.parametrize("name", ["recipe.yaml", "metrics.jsonl"])
+def test_evaluate_reads_damaged_metadata_in_one_line_or_without_it(export, tmp_path, capsys, name):
+    directory = copy(export, tmp_path)
+    (directory / "metrics.jsonl").write_text('{"step": 1, "split": "train", "elbo": -3.0, "rec": -2.0, "kl": 1.0}\n')
+    DAMAGE["garbage"](directory / name)
+    status, _, err = run_cli(capsys, "evaluate", directory, "--corpus", "synthetic", "--max-sentences", "4",
+                             "--iw-samples", "2", "--no-progress")
+    errors = [line for line in err if line.startswith("textvae: error")]
+    assert status in (0, 2) and len(errors) == (status == 2), err
+    if name == "metrics.jsonl":  # the training log only decorates the results
+        assert status == 0 and any("no training curves" in line for line in err)
