@@ -40,6 +40,8 @@ def clean_lines(raw: Iterable[str | None], source: str) -> tuple[list[str], Read
     split would otherwise surface much later as a division by zero in training.
     """
     stripped = [line.strip() if line is not None else "" for line in raw]
+    if stripped and stripped[0].startswith("\ufeff"):  # a byte-order mark, whichever channel kept it
+        stripped[0] = stripped[0][1:].strip()
     lines = [line for line in stripped if line]
     if not lines:
         raise TextVAEError(f"{source}: no sentences (empty or only blank lines)")
@@ -97,10 +99,14 @@ def _load_hf(path: Path) -> Any:
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             loaded = datasets.load_from_disk(str(path))
         else:
+            if all(f.stat().st_size == 0 for f in path.iterdir() if f.is_file()):  # datasets' own message is cryptic
+                raise TextVAEError(f"data.hf_dataset: {path}: no sentences (its data files are empty)")
             # Converted in memory through a throw-away cache: only one column is kept
             # anyway, and nothing accumulates in ~/.cache/huggingface.
             with tempfile.TemporaryDirectory() as cache:
                 loaded = datasets.load_dataset(str(path), cache_dir=cache, keep_in_memory=True)
+    except TextVAEError:
+        raise
     except Exception as exc:  # datasets raises many types; the user needs the first line, and its cause
         first = "; ".join(dict.fromkeys((str(e).strip().splitlines() or [type(e).__name__])[0]
                                         for e in (exc, exc.__cause__ or exc.__context__) if e is not None))
