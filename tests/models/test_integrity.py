@@ -151,3 +151,15 @@ def test_evaluate_reads_damaged_metadata_in_one_line_or_without_it(export, tmp_p
     assert status in (0, 2) and len(errors) == (status == 2), err
     if name == "metrics.jsonl":  # the training log only decorates the results
         assert status == 0 and any("no training curves" in line for line in err)
+
+
+def test_evaluate_never_writes_non_finite_figures(export, tmp_path, capsys):
+    """Finite weights whose outputs overflow: the numbers would be NaN/inf, so nothing is written."""
+    directory = copy(export, tmp_path)
+    rewrite_weights(directory, lambda weights: weights.update(
+        {name: torch.full_like(t, 3e38) for name, t in weights.items() if name.startswith("posterior.to_params")}))
+    status, out, err = run_cli(capsys, "evaluate", directory, "--corpus", "synthetic", "--max-sentences", "4",
+                               "--iw-samples", "2", "--no-progress", "--output", tmp_path / "eval.json")
+    assert status == 2 and len(err) == 1 and out == ""
+    assert "the evaluation gave non-finite numbers (" in err[0] and "no results were written" in err[0]
+    assert not (directory / "evaluation.json").exists() and not (tmp_path / "eval.json").exists()
