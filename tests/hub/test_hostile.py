@@ -74,3 +74,23 @@ def test_a_push_publishes_no_local_path(fake_hub, tiny_export, tmp_path, monkeyp
     published = yaml.safe_load(remote["recipe.yaml"])
     assert published["data"]["corpus"] == "my-corpus" and published["output_dir"] == "run"
     assert "| Corpus | my-corpus |" in remote["README.md"].decode()
+
+
+class Killed(BaseException):
+    """Stands for the process dying: no ``except Exception`` catches it."""
+
+
+def test_a_push_killed_before_its_commit_leaves_the_repo_as_it_was(fake_hub, tiny_export, monkeypatch):
+    """The card is built in memory and goes up in the one commit with the weights: all or nothing."""
+    from huggingface_hub import HfApi
+
+    push_export(tiny_export, REPO)
+    before = (fake_hub.commit_count(REPO), fake_hub.files(REPO))
+
+    def dying(self, *args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(HfApi, "create_commit", dying)
+    with pytest.raises(Killed):
+        push_export(tiny_export, REPO, commit_message="a second version")
+    assert (fake_hub.commit_count(REPO), fake_hub.files(REPO)) == before

@@ -172,3 +172,31 @@ def test_a_fresh_run_that_fails_in_set_up_leaves_nothing_behind(tmp_path):
         run(corpus, tmp_path / "run", "train.max_steps=1")
     assert not (tmp_path / "run").exists()  # so the corrected recipe can run there without overwrite
 
+
+
+class Killed(BaseException):
+    """Stands for the process dying mid-save: no ``except Exception`` catches it."""
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_and_resumes_exactly(reference, corpus_dir, tmp_path,
+                                                                                 monkeypatch):
+    from accelerate import Accelerator
+
+    save_state, calls = Accelerator.save_state, []
+
+    def dying(self, output_dir, **kwargs):
+        calls.append(output_dir)
+        save_state(self, output_dir, **kwargs)
+        if len(calls) == 3:  # the step-6 checkpoint is on disk, its manifest and rename are not
+            raise Killed
+
+    monkeypatch.setattr(Accelerator, "save_state", dying)
+    killed = tmp_path / "killed"
+    with pytest.raises(Killed):
+        run(corpus_dir, killed)
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    assert [p.name for p in list_checkpoints(killed)] == ["step-00000002", "step-00000004"]
+    assert all(inspect_checkpoint(p).intact for p in list_checkpoints(killed))
+    run(corpus_dir, killed, "train.resume=auto")  # the half-written .tmp-step-00000006 is cleared first
+    assert not list((killed / "checkpoints").glob(".tmp-*"))
+    assert_same_weights(reference, killed, 8)

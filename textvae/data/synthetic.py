@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from textvae.atomic import write_text
+from textvae.atomic import ensure_directory, write_text
 from textvae.errors import TextVAEError
 
 # noun -> plural
@@ -155,8 +155,7 @@ def write_corpus(out_dir: str | Path, n_train: int = 20000, n_valid: int = 1000,
     for split, n in sizes.items():
         if n < 1:
             raise TextVAEError(f"synthetic corpus: --{split} must be at least 1, got {n}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_directory(out_dir, "corpus directory")
     for split, n in sizes.items():
         factors = list(generate(n, seed, split))
         write_text(out / f"{split}.txt", "".join(render(f) + "\n" for f in factors))
