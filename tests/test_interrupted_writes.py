@@ -8,6 +8,7 @@ behind is cleared by the next run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -17,8 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors import SafetensorError
 
 from tests.helpers_models import offline_and_quiet, save_export, tiny_model, word_tokenizer  # noqa: F401
+from textvae.errors import TextVAEError
 from textvae.hub.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,11 +93,27 @@ ARTEFACTS = {"export (final/)": (write_export, "final"), "tokenizer/": (write_to
              "evaluation.json": (write_evaluation, "evaluation.json"), "plot (PNG)": (write_plot, "kl.png"),
              "recipe.yaml": (write_recipe, "recipe.yaml"), "corpus files": (write_corpus, "corpus"),
              "metrics.jsonl (resume rewrite)": (write_metrics, "metrics.jsonl")}
-KILL_POINTS = {
-    "mid-content": [("textvae.atomic.os.fsync", die),  # files: written, not yet synced or renamed
-                    ("transformers.PreTrainedModel.save_pretrained", die),  # directories: while being filled
-                    ("transformers.TokenizersBackend.save_pretrained", die)],
-    "before the rename": [("textvae.atomic.os.replace", die)],
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def safetensors_disk_full(*args, **kwargs):  # what safetensors raises for it
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def at_every_write(failure) -> list[tuple[str, object]]:
+    return [("textvae.atomic.os.fsync", failure),  # files: written, not yet synced or renamed
+            ("transformers.PreTrainedModel.save_pretrained", failure),  # directories: while being filled
+            ("transformers.TokenizersBackend.save_pretrained", failure)]
+
+
+KILL_POINTS = {  # name -> (where it strikes, what the writer then raises)
+    "killed mid-content": (at_every_write(die), Killed),
+    "killed before the rename": ([("textvae.atomic.os.replace", die)], Killed),
+    "disk full": (at_every_write(disk_full), TextVAEError),
+    "disk full (safetensors)": ([("transformers.PreTrainedModel.save_pretrained", safetensors_disk_full),
+                                 ("textvae.atomic.os.fsync", disk_full),
+                                 ("transformers.TokenizersBackend.save_pretrained", disk_full)], TextVAEError),
 }
 
 
@@ -105,13 +124,14 @@ def test_an_interrupted_write_leaves_the_earlier_version_whole(artefact, kill, t
     target = tmp_path / name
     write(target, 1)
     before = snapshot(target)
+    patches, raised = KILL_POINTS[kill]
     with monkeypatch.context() as patch:
-        for where, replacement in KILL_POINTS[kill]:
+        for where, replacement in patches:
             patch.setattr(where, replacement)
-        try:
+        with pytest.raises(raised) as failure:
             write(target, 2)
-        except Killed:
-            pass
+    if raised is TextVAEError:  # one line naming what could not be written
+        assert "cannot write" in str(failure.value) and "No space left on device" in str(failure.value)
     assert snapshot(target) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing half-written beside it
     write(target, 2)  # and the next write goes through

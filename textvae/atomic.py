@@ -93,8 +93,8 @@ def staged_directory(directory: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     old = tmp.with_name(tmp.name + ".old")
     try:
-        yield tmp
-        try:
+        try:  # an OSError while the directory is filled or swapped in is a failed write (a full disk)
+            yield tmp
             if directory.exists():
                 os.replace(directory, old)
             os.replace(tmp, directory)

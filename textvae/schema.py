@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import math
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -152,7 +153,7 @@ def named_errors(cls: type, values: dict[str, Any]) -> Iterator[None]:
         if isinstance(exc.__cause__, TypeError):
             annotation = typing.get_type_hints(cls)[key]
             raise TextVAEError(f"recipe key '{cls.NAME}.{key}': expected {_describe(annotation)}, "
-                               f"got {values.get(key, '?')!r}") from None
+                               f"got {shown(values.get(key, '?'))}") from None
         raise TextVAEError(f"recipe key '{cls.NAME}.{key}': {exc.__cause__}") from None
     except StrictDataclassClassValidationError as exc:
         key = re.search(r"validator '?validate_(\w+)", str(exc)).group(1)
@@ -163,10 +164,14 @@ def check_value(key: str, value: Any, annotation: Any) -> Any:
     """``value`` read from YAML for ``annotation`` (see :func:`from_yaml`), type-checked; for keys
     outside a section (the model's), with the same one-line error."""
     value = from_yaml(value, annotation)
+    if isinstance(value, (list, dict)) and not _admits_container(annotation):
+        # Refused before huggingface_hub's check, whose message holds repr(value): a YAML alias
+        # bomb would take minutes and gigabytes to print.
+        raise TextVAEError(f"recipe key '{key}': expected {_describe(annotation)}, got {shown(value)}")
     try:
         type_validator(key, value, annotation)
     except TypeError:
-        raise TextVAEError(f"recipe key '{key}': expected {_describe(annotation)}, got {value!r}") from None
+        raise TextVAEError(f"recipe key '{key}': expected {_describe(annotation)}, got {shown(value)}") from None
     require_finite(key, value)
     return value
 
@@ -174,7 +179,7 @@ def check_value(key: str, value: Any, annotation: Any) -> Any:
 def from_mapping(cls: type, values: Any) -> Any:
     """Build section ``cls`` from a YAML mapping: unknown keys and bad values are named."""
     if not isinstance(values, dict):
-        raise TextVAEError(f"recipe section '{cls.NAME}' must be a mapping, got {values!r}")
+        raise TextVAEError(f"recipe section '{cls.NAME}' must be a mapping, got {shown(values)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [key for key in values if key not in names]
@@ -206,6 +211,22 @@ def from_yaml(value: Any, annotation: Any) -> Any:
         except ValueError:
             return value
     return value
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut short: a YAML alias bomb must not become a gigabyte error message."""
+    return _SHORT.repr(value)
+
+
+def _admits_container(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits_container(arg) for arg in typing.get_args(annotation))
+    return origin in (tuple, list, dict) or annotation in (tuple, list, dict, Any)
 
 
 def _describe(annotation: Any) -> str:

@@ -249,6 +249,9 @@ def evaluate_split(
             raise InvalidArgument(name, f"must be at least 1, got {value}")
     if factors is not None and len(factors) != len(ids):
         raise InvalidArgument("factors", f"{len(factors)} factor rows for {len(ids)} sentences")
+    if len(ids) < 2:  # one sentence has no variance across sentences: AU and MI would be NaN
+        raise InvalidArgument("ids", f"an evaluation compares sentences (active units, mutual information) and needs "
+                                     f"at least 2, got {len(ids)}")
     config = model.config
     check_ids(ids, config.bos_token_id, config.eos_token_id)
     was_training = model.training

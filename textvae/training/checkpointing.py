@@ -22,13 +22,17 @@ import os
 import shutil
 import struct
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from safetensors import SafetensorError
 
 from textvae.atomic import staged_directory
+from textvae.errors import TextVAEError
 
 PREFIX = "step-"
 STATE_FILE = "textvae_state.json"
@@ -101,21 +105,22 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, 
     root = checkpoint_dir(run_dir)
     final = root / f"{PREFIX}{state.step:08d}"
     tmp = root / f".tmp-{PREFIX}{state.step:08d}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        files = {path.name: file_record(path) for path in sorted(tmp.iterdir()) if path.is_file()}
-        manifest = {"train_state": state.state_dict(), "processes": accelerator.num_processes, **identity,
-                    "files": files}
-        with open(tmp / STATE_FILE, "w", encoding="utf-8") as handle:
-            json.dump(manifest, handle, indent=1)
-        _fsync_tree(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+    with written_or_named(final, "earlier checkpoints are untouched", cleanup=tmp):
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            files = {path.name: file_record(path) for path in sorted(tmp.iterdir()) if path.is_file()}
+            manifest = {"train_state": state.state_dict(), "processes": accelerator.num_processes, **identity,
+                        "files": files}
+            with open(tmp / STATE_FILE, "w", encoding="utf-8") as handle:
+                json.dump(manifest, handle, indent=1)
+            _fsync_tree(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
         for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -156,11 +161,24 @@ def _fsync_tree(path: Path) -> None:
 def write_atomic_export(model, directory: Path, extra_files: dict[str, str], state_dict: dict | None = None) -> None:
     """``save_pretrained`` (of ``state_dict`` when given) into a temporary sibling, add
     ``extra_files``, then swap it in."""
-    with staged_directory(directory) as tmp:
+    with written_or_named(directory, "an earlier export, if any, is untouched"), staged_directory(directory) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
         for name, text in extra_files.items():
             (tmp / name).write_text(text, encoding="utf-8")
         _fsync_tree(tmp)
+
+
+@contextmanager
+def written_or_named(target: Path, kept: str, cleanup: Path | None = None) -> Iterator[None]:
+    """A failed write of ``target`` (a full disk: ``OSError``, or the ``RuntimeError``/
+    ``SafetensorError`` torch and safetensors raise for it) as one line saying what was ``kept``."""
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise TextVAEError(f"{target}: cannot write ({reason[:200]}); {kept}") from None
 
 
 # --------------------------------------------------------------------------- checking

@@ -269,8 +269,11 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         if self.accelerator.is_main_process:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            try:
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            except OSError as exc:  # a full disk: the checkpoints written so far are intact
+                raise TextVAEError(f"{self.path}: cannot write ({exc.strerror})") from None
         numbers = {f"{record['split']}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         self.accelerator.log(numbers, step=record["step"])
 

@@ -29,7 +29,7 @@ from textvae.atomic import write_text
 from textvae.data.config import DataConfig
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig
-from textvae.schema import check_value, from_mapping
+from textvae.schema import check_value, from_mapping, shown
 from textvae.training.config import ObjectiveConfig, OptimConfig, TrainConfig
 
 SECTIONS = {"data": DataConfig, "objective": ObjectiveConfig, "optim": OptimConfig, "train": TrainConfig}
@@ -68,7 +68,7 @@ class Recipe:
 
 def _build(values: Any) -> Recipe:
     if not isinstance(values, dict):
-        raise TextVAEError(f"a recipe must be a mapping, got {values!r}")
+        raise TextVAEError(f"a recipe must be a mapping, got {shown(values)}")
     hints = typing.get_type_hints(Recipe)
     kwargs = {}
     for key, value in values.items():
@@ -86,7 +86,7 @@ def _build(values: Any) -> Recipe:
 def validate_model_section(values: Any) -> dict[str, Any]:
     """Check ``model:`` keys and value types against ``TextVAEConfig``'s keyword arguments."""
     if not isinstance(values, dict):
-        raise TextVAEError(f"recipe section 'model' must be a mapping, got {values!r}")
+        raise TextVAEError(f"recipe section 'model' must be a mapping, got {shown(values)}")
     hints = typing.get_type_hints(TextVAEConfig.__init__)
     known = sorted(k for k in inspect.signature(TextVAEConfig.__init__).parameters if k not in ("self", "kwargs"))
     out = {}
@@ -133,7 +133,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         return raw
     base = raw.pop("base")
     if not isinstance(base, str):
-        raise TextVAEError(f"{path}: 'base' must be the path of another recipe, got {base!r}")
+        raise TextVAEError(f"{path}: 'base' must be the path of another recipe, got {shown(base)}")
     base_path = (path.parent / base).resolve()
     if base_path in chain or base_path == path.resolve():
         raise TextVAEError(f"{path}: 'base: {base}' makes a cycle of recipes")
