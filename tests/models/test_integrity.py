@@ -163,3 +163,10 @@ def test_evaluate_never_writes_non_finite_figures(export, tmp_path, capsys):
     assert status == 2 and len(err) == 1 and out == ""
     assert "the evaluation gave non-finite numbers (" in err[0] and "no results were written" in err[0]
     assert not (directory / "evaluation.json").exists() and not (tmp_path / "eval.json").exists()
+
+
+def test_evaluate_of_one_sentence_says_why_it_cannot(export, capsys):
+    status, out, err = run_cli(capsys, "evaluate", export, "--corpus", "synthetic", "--max-sentences", "1",
+                               "--iw-samples", "2", "--no-progress")
+    assert status == 2 and err == ["textvae: error: an evaluation compares sentences (active units, mutual "
+                                   "information) and needs at least 2, got 1"]

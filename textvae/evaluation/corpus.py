@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 from textvae.data.batching import Collator, evaluation_order
-from textvae.errors import InvalidArgument
+from textvae.errors import InvalidArgument, TextVAEError
 from textvae.estimators import (
     IWAccumulator,
     count_predicted_tokens,
@@ -250,8 +250,8 @@ def evaluate_split(
     if factors is not None and len(factors) != len(ids):
         raise InvalidArgument("factors", f"{len(factors)} factor rows for {len(ids)} sentences")
     if len(ids) < 2:  # one sentence has no variance across sentences: AU and MI would be NaN
-        raise InvalidArgument("ids", f"an evaluation compares sentences (active units, mutual information) and needs "
-                                     f"at least 2, got {len(ids)}")
+        raise TextVAEError(f"an evaluation compares sentences (active units, mutual information) and needs at "
+                           f"least 2, got {len(ids)}")
     config = model.config
     check_ids(ids, config.bos_token_id, config.eos_token_id)
     was_training = model.training
