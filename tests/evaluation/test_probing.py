@@ -108,9 +108,8 @@ E2E_STEPS = 300
 
 
 def train_quickstart(tmp_path, latent_path: str):
-    from textvae.training.recipe import resolve_recipe_path
     from textvae.training.loop import train
-    from textvae.training.recipe import load_recipe
+    from textvae.training.recipe import load_recipe, resolve_recipe_path
 
     overrides = [f"output_dir={tmp_path / latent_path}", f"model.latent_path={latent_path}",
                  f"train.max_steps={E2E_STEPS}", f"train.eval_every={E2E_STEPS}", "train.progress=false"]

@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from textvae.errors import TextVAEError
-from textvae.training.recipe import Recipe, dump_recipe, load_recipe, resolve_recipe_path, shipped_recipes_dir
+from textvae.training.recipe import (
+    Recipe,
+    dump_recipe,
+    load_recipe,
+    resolve_recipe_path,
+    shipped_recipes_dir,
+)
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml"))
 

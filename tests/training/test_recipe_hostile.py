@@ -116,3 +116,14 @@ def test_every_path_key_is_used_or_refused_in_one_line(key, kind, corpus_dir, tm
     must_fail = {"file", "under a file", "read-only file system", "blank"}
     if kind in must_fail:
         assert status == 2, (key, kind)
+
+
+@pytest.mark.parametrize("override, named", [
+    ("optim.betas=[0.9, 1.0]", "recipe key 'optim.betas': must be in [0, 1), got 1.0"),
+    ("optim.betas=[-0.1, 0.9]", "recipe key 'optim.betas': must be in [0, 1), got -0.1"),
+    ("optim.momentum=-1", "recipe key 'optim.momentum': must be >= 0, got -1.0"),
+])
+def test_optimiser_values_torch_would_reject_are_named(override, named):
+    with pytest.raises(TextVAEError) as info:
+        load_recipe(None, [override])
+    assert str(info.value) == named
