@@ -25,7 +25,7 @@ def _umask() -> int:
 
 
 def _cannot(path: Path, exc: OSError, doing: str = "write") -> TextVAEError:
-    return TextVAEError(f"{path}: cannot {doing} ({exc.strerror or type(exc).__name__})")
+    return TextVAEError(f"{path}: cannot {doing} ({exc.strerror or str(exc) or type(exc).__name__})")
 
 
 def ensure_directory(path: str | Path, what: str = "directory") -> Path:

@@ -117,7 +117,7 @@ def test_failed_save_leaves_nothing_behind(word_tok, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(word_tok, "save_pretrained", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TextVAEError, match=r"tok: cannot write \(disk full\)"):
         save_tokenizer(word_tok, tmp_path / "tok", {})
     assert list(tmp_path.iterdir()) == []
 

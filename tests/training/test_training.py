@@ -217,8 +217,8 @@ def recording(self):
 batching.BucketBatchSampler.__iter__ = recording
 
 save = training.save_checkpoint
-def saving(accelerator, run_dir, state, keep_last):
-    path = save(accelerator, run_dir, state, keep_last)
+def saving(accelerator, run_dir, state, *args):
+    path = save(accelerator, run_dir, state, *args)
     model = accelerator.unwrap_model(accelerator._models[0])
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
                f"{sys.argv[2]}/params-rank{accelerator.process_index}.pt")

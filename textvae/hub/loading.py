@@ -39,7 +39,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
             raise TextVAEError(f"{source}: not a textvae export (no config.json)")
         if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
             raise TextVAEError(f"{source}: no model weights (model.safetensors) in the export")
-    unreachable = None if looks_local else hub_unreachable()
+    unreachable = None if looks_local or hub_kwargs.get("local_files_only") else hub_unreachable()
     if unreachable:  # the local cache only: no retries against an endpoint that is not there
         hub_kwargs = {**hub_kwargs, "local_files_only": True}
     try:
