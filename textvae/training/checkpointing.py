@@ -106,12 +106,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, 
     final = root / f"{PREFIX}{state.step:08d}"
     tmp = root / f".tmp-{PREFIX}{state.step:08d}"
     with written_or_named(final, "earlier checkpoints are untouched", cleanup=tmp):
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
+        save_state_into(accelerator, tmp)
         if accelerator.is_main_process:
             files = {path.name: file_record(path) for path in sorted(tmp.iterdir()) if path.is_file()}
             manifest = {"train_state": state.state_dict(), "processes": accelerator.num_processes, **identity,
@@ -125,6 +120,16 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, 
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def save_state_into(accelerator: Accelerator, directory: Path) -> None:
+    """``accelerator.save_state`` into a new empty ``directory``; all processes call this."""
+    if accelerator.is_main_process:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(directory))
+    accelerator.wait_for_everyone()
 
 
 def file_record(path: Path) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from textvae.training.checkpointing import (
     clean_partial,
     inspect_checkpoint,
     list_checkpoints,
+    save_state_into,
 )
 
 try:
@@ -323,12 +324,7 @@ def load_checkpoint(accelerator: Accelerator, run_dir: Path, point: ResumePoint,
     staging = checkpoint_dir(run_dir) / ".tmp-resume" if fresh else None
     try:
         if staging is not None:
-            if accelerator.is_main_process:
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True)
-            accelerator.wait_for_everyone()
-            accelerator.save_state(str(staging))
-            accelerator.wait_for_everyone()
+            save_state_into(accelerator, staging)
             if accelerator.is_main_process:
                 for path in source.iterdir():
                     if path.is_file() and path.name not in fresh:
