@@ -76,7 +76,7 @@ class TextGenerationMixin:
         if isinstance(texts_or_ids, str):
             texts_or_ids = [texts_or_ids]
         if isinstance(texts_or_ids, torch.Tensor):
-            mask = attention_mask if attention_mask is not None else (texts_or_ids != self.config.pad_token_id).long()
+            mask = attention_mask if attention_mask is not None else self.default_mask(texts_or_ids)
             return self.encode_ids(texts_or_ids.to(self.device), mask.to(self.device))
         return self.encode_ids(**self._tokenize(texts_or_ids))
 

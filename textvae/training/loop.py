@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from textvae.atomic import write_text
 from textvae.data.batching import make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
+from textvae.data.tokenization import DECODER_TOKENIZER, KINDS
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
 from textvae.evaluation.metrics import LikelihoodTotals
@@ -37,7 +38,7 @@ from textvae.training.aggressive import (
     encoder_updates,
     step_except,
 )
-from textvae.training.builders import build_model, build_optimizer
+from textvae.training.builders import build_model, build_optimizer, pretrained_tokenizer
 from textvae.training.checkpointing import (
     TrainState,
     clean_partial,
@@ -84,9 +85,11 @@ def load_run_data(recipe: Recipe, run_dir: Path, accelerator: Accelerator, resum
     tokenizer_dir = run_dir / "tokenizer"
     with accelerator.main_process_first():
         cfg = recipe.data
-        if (resuming or not accelerator.is_main_process) and cfg.tokenizer in ("word", "bpe", "unigram"):
+        made_here = cfg.tokenizer in (*KINDS, DECODER_TOKENIZER)
+        if (resuming or not accelerator.is_main_process) and made_here:
             cfg = dataclasses.replace(cfg, tokenizer=str(tokenizer_dir))
-        return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"))
+        given = pretrained_tokenizer(recipe) if cfg.tokenizer == DECODER_TOKENIZER else None
+        return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"), tokenizer=given)
 
 
 def batch_stream(loader: DataLoader, state: TrainState, device: torch.device) -> Iterator[tuple[dict, bool]]:

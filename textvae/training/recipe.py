@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from textvae.data.config import DataConfig
+from textvae.data.config import DECODER_TOKENIZER, DataConfig
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig
 from textvae.schema import check_value, from_mapping
@@ -56,7 +56,12 @@ class Recipe:
         if needs_encoder and self.model.get("latent_path") == "none":
             raise TextVAEError(f"recipe key '{needs_encoder[0]}': needs an encoder, but model.latent_path is 'none'")
         config = TextVAEConfig(**self.model)
-        if self.train.gradient_checkpointing and "transformer" not in (config.encoder_type, config.decoder_type):
+        pretrained = config.decoder_type == "pretrained"
+        if pretrained != (self.data.tokenizer == DECODER_TOKENIZER):
+            raise TextVAEError("recipe key 'data.tokenizer': a pretrained decoder models its own tokenizer's ids, "
+                               f"so it goes with data.tokenizer: {DECODER_TOKENIZER} (and only it); got "
+                               f"data.tokenizer: {self.data.tokenizer} with model.decoder_type: {config.decoder_type}")
+        if self.train.gradient_checkpointing and not {"transformer", "pretrained"} & {config.encoder_type, config.decoder_type}:
             raise TextVAEError("recipe key 'train.gradient_checkpointing': checkpoints Transformer blocks, but "
                                "model.encoder_type and model.decoder_type are both 'lstm'")
 
