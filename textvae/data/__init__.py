@@ -24,7 +24,7 @@ from typing import Any
 
 _EXPORTS = {
     "config": ("DataConfig",),
-    "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "evaluation_order", "make_dataloader"),
+    "batching": ("BucketBatchSampler", "Collator", "IndexCollator", "evaluation_order", "make_dataloader"),
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
     "pipeline": ("PreparedData", "RawSplit", "SplitData", "SplitReport", "encode_split", "prepare_data",
                  "read_splits"),

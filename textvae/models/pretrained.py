@@ -147,6 +147,8 @@ def prepare_backbone(model: nn.Module, config: TextVAEConfig, part: str) -> None
     """Set what trains (``*_trainable``) and record the backbone's config and fingerprint."""
     if getattr(config, f"{part}_config") is None:
         setattr(config, f"{part}_config", model.config.to_dict())
+    if getattr(config, f"{part}_license") is None:
+        setattr(config, f"{part}_license", readme_license(getattr(config, f"{part}_name_or_path")))
     reference = getattr(config, f"{part}_weights") == "reference"
     if reference and getattr(config, f"{part}_fingerprint") is None:
         setattr(config, f"{part}_fingerprint", weights_fingerprint(model))
@@ -155,6 +157,19 @@ def prepare_backbone(model: nn.Module, config: TextVAEConfig, part: str) -> None
         add_lora(model, config, part)
     else:
         model.requires_grad_(trainable != "frozen")
+
+
+def readme_license(name_or_path: str | None) -> str | None:
+    """The ``license`` of a local model directory's card (README.md front matter), if it states one."""
+    readme = Path(local_path(name_or_path or "")) / "README.md"
+    if not readme.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard.load(readme).data.license
+    except Exception:  # noqa: BLE001 -- a card that does not parse states nothing
+        return None
 
 
 def is_base_weight(name: str) -> bool:
@@ -194,7 +209,11 @@ class PretrainedDecoder(nn.Module):
         self.uses_latent = config.latent_path == "memory"
         self.memory = self.latent_embedding = None
         if self.uses_latent:
-            self.layers, kv_heads, head_dim = cache_shape(self.lm.config)
+            try:
+                self.layers, kv_heads, head_dim = cache_shape(self.lm.config)
+            except AttributeError:
+                raise TextVAEError(f"model.latent_path=memory: '{config.decoder_name_or_path}' "
+                                   f"({self.lm.config.model_type}) has no attention key/value cache to prefill") from None
             self.kv_shape = (kv_heads, head_dim)
             self.memory = nn.Linear(config.latent_size, self.layers * 2 * kv_heads * head_dim, bias=False)
             if config.memory_embeddings:

@@ -94,6 +94,11 @@ class TrainConfig:
     fsdp: bool = False
     """Shard weights, gradients and optimiser state over the processes (Accelerate's FSDP
     with its default plugin; GPUs only). ``accelerate launch --use_fsdp`` does the same."""
+    state_cache: bool = True
+    """With a frozen pretrained decoder whose states do not depend on z (``invlip``, ``none``),
+    compute them once per corpus and read them from a memory-mapped cache in every epoch."""
+    state_cache_dir: str | None = None
+    """Where the state caches live (default ``$TEXTVAE_CACHE/lm-states`` or ``~/.cache/textvae/lm-states``)."""
     compile: bool = False
     """``torch.compile`` the prepared model (inductor): the first steps compile, later ones run faster."""
     aggressive: bool = False

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from textvae.atomic import write_text
-from textvae.data.batching import make_dataloader
+from textvae.data.batching import Features, make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
 from textvae.data.tokenization import DECODER_TOKENIZER, KINDS
 from textvae.errors import TextVAEError
@@ -51,6 +51,7 @@ from textvae.training.config import TrainConfig
 from textvae.training.objectives import Objective
 from textvae.training.recipe import Recipe, dump_recipe
 from textvae.training.schedules import LRSchedule
+from textvae.training.state_cache import can_cache, open_or_build
 from textvae.training.step_totals import StepTotals
 
 # torch.compile's backend for train.compile (the tests swap in a quick one).
@@ -278,6 +279,40 @@ def export(model: torch.nn.Module, accelerator: Accelerator, run_dir: Path, reci
     )
 
 
+def state_cache_features(model: TextVAEModel, data: PreparedData, recipe: Recipe,
+                         accelerator: Accelerator) -> dict[str, Features]:
+    """Per split, the batches' cached decoder states (:mod:`~textvae.training.state_cache`),
+    when the decoder is a frozen LM that z does not enter; else nothing. The main process
+    builds a missing cache while the others wait, then every process memory-maps it."""
+    if not (recipe.train.state_cache and can_cache(model, recipe.objective.word_dropout)):
+        return {}
+    model.to(accelerator.device)
+    root = recipe.train.state_cache_dir
+    features = {}
+    with accelerator.main_process_first():
+        for split in ("train", "valid"):
+            cache = open_or_build(model, data.splits[split].ids, split, root, batch_size=recipe.data.batch_size,
+                                  progress=recipe.train.progress and accelerator.is_main_process)
+            accelerator.print(f"{split}: decoder states cached in {cache.directory}")
+            features[split] = cache.features
+    return features
+
+
+def export_untrained(model: TextVAEModel, valid_loader: DataLoader, accelerator: Accelerator, run_dir: Path,
+                     recipe: Recipe) -> Path:
+    """Nothing trains (a frozen LM with ``latent_path: none``): validate it once and export it
+    as it is, so that it is evaluated and shared like any trained model."""
+    accelerator.print("nothing to train (no parameter requires a gradient): exporting the model as it is")
+    model = accelerator.prepare(model)
+    metrics = validate(model, valid_loader, accelerator, recipe.train.eval_batches, recipe.seed)
+    MetricsLog(run_dir / "metrics.jsonl", accelerator).write({"step": 0, "epoch": 0, "split": "valid", **metrics})
+    summary = {"best_step": 0, "valid": metrics, "steps": 0, "wall_time_s": 0.0, "processes": accelerator.num_processes}
+    export(model, accelerator, run_dir, recipe, summary)
+    accelerator.wait_for_everyone()
+    accelerator.print(f"model exported to {run_dir / 'final'}")
+    return run_dir
+
+
 def train(recipe: Recipe) -> Path:
     """Train the model a recipe describes; returns the run directory (export in ``final/``)."""
     recipe.check()  # a bad value fails here, before anything is read or written
@@ -302,13 +337,18 @@ def train(recipe: Recipe) -> Path:
     model = build_model(recipe, tokenizer)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    features = state_cache_features(model, data, recipe, accelerator)
     loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,
                        bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
                        rank=accelerator.process_index)
-    train_loader = make_dataloader(data.splits["train"].ids, shuffle=True, **loader_args)
+    train_loader = make_dataloader(data.splits["train"].ids, shuffle=True, features=features.get("train"),
+                                   **loader_args)
     # Shuffled too (always in epoch 0's order): train.eval_batches then validates on a
     # fixed random sample, not on the shortest sentences.
-    valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=True, **loader_args)
+    valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=True, features=features.get("valid"),
+                                   **loader_args)
+    if not any(p.requires_grad for p in model.parameters()):
+        return export_untrained(model, valid_loader, accelerator, run_dir, recipe)
     steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
     invlip = model.config.latent_path == "invlip"
