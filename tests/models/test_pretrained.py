@@ -23,14 +23,6 @@ TINY = dict(latent_size=4, invlip_state_size=8, icnn_hidden_size=16, embedding_s
             num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
 
 
-@pytest.fixture(scope="module")
-def backbones(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("backbones")
-    for kind in ("gpt2", "llama", "bert", "distilbert"):
-        save_tiny_backbone(kind, root / kind)
-    return root
-
-
 def build(backbones: Path, decoder: str = "llama", encoder: str = "lstm", seed: int = 0, **options) -> TextVAEModel:
     """A model over the tiny ``decoder`` (``gpt2``/``llama``, or an own ``lstm``/``transformer``)."""
     pretrained = decoder in ("gpt2", "llama")

@@ -46,10 +46,10 @@ from textvae.data.batching import Collator, evaluation_order
 from textvae.errors import InvalidArgument
 from textvae.estimators import (
     IWAccumulator,
-    perplexity,
     count_predicted_tokens,
     gaussian_kl_per_dim,
     latent_warning,
+    perplexity,
     token_matches,
 )
 from textvae.evaluation.metrics import LikelihoodTotals, latent_statistics, reconstruction_scores

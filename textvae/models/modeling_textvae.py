@@ -30,7 +30,6 @@ from transformers.utils import ModelOutput
 
 from textvae.errors import TextVAEError
 from textvae.estimators import count_predicted_tokens, gaussian_kl_per_dim
-from textvae.padding import default_attention_mask, pad_ids
 from textvae.models.configuration_textvae import TextVAEConfig, own_padding_idx
 from textvae.models.decoders import DECODER_CLASSES, OutputHead
 from textvae.models.encoders import GaussianPosterior
@@ -38,10 +37,12 @@ from textvae.models.generation import TextGenerationMixin
 from textvae.models.invlip import ICNN, InverseLipschitzMap
 from textvae.models.pretrained import (
     PretrainedDecoder,
+    align_tensors,
     backbone_parts,
     check_loaded_keys,
     export_state_dict,
 )
+from textvae.padding import default_attention_mask, pad_ids
 
 # Upper bound on elements of one (samples x tokens x vocab) logits block in log_likelihood.
 _LOGITS_BLOCK = 2**25
@@ -169,12 +170,20 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         """
         if backbone_parts(self.config):
             kwargs["state_dict"], weights = export_state_dict(self, kwargs.get("state_dict"), embed_backbones)
+            # Keys as the modules name them: transformers would otherwise "revert" a backbone's
+            # weight renamings (GPT-2's) and drop the LoRA keys it does not know.
+            kwargs.setdefault("save_original_format", False)
+            nothing_own = not kwargs["state_dict"]  # (save_pretrained empties the dict it is given)
             live, self.config = self.config, copy.deepcopy(self.config)
             self.config.update(weights)
             try:
                 result = super().save_pretrained(save_directory, *args, **kwargs)
             finally:
                 self.config = live
+            if nothing_own:  # a frozen LM alone: nothing of its own, but an export all the same
+                from safetensors.torch import save_file
+
+                save_file({}, str(Path(save_directory) / "model.safetensors"), metadata={"format": "pt"})
         else:
             result = super().save_pretrained(save_directory, *args, **kwargs)
         if self.tokenizer is not None:
@@ -197,13 +206,7 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
             model = cls._from_export_with_backbones(pretrained_model_name_or_path, config, hub_kwargs)
         else:
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        # Tensors read from safetensors can start at addresses that are not 64-byte aligned;
-        # CPU kernels then vectorise differently and outputs differ from the saved model's in
-        # the last bits. Copies in torch's own (aligned) memory make the round trip bit-exact.
-        with torch.no_grad():
-            for tensor in (*model.parameters(), *model.buffers()):
-                if tensor.data_ptr() % 64:
-                    tensor.data = tensor.data.clone()
+        align_tensors(model)
         if model.head.invlip is not None:
             try:
                 model.head.invlip.check_lift()

@@ -76,14 +76,32 @@ def load_backbone(part: str, config: TextVAEConfig) -> PreTrainedModel:
     fingerprint an export recorded); an *embedded* one is built from the stored config, its
     weights come with the export.
     """
-    option = f"model.{part}_name_or_path"
-    stored = getattr(config, f"{part}_config")
     auto = AutoModelForCausalLM if part == "decoder" else AutoModel
-    if getattr(config, f"{part}_weights") == "embedded":
-        if stored is None:
-            raise TextVAEError(f"the export embeds the {part} but stores no {part}_config")
-        backbone_config = AutoConfig.for_model(**{k: v for k, v in stored.items() if k != "quantization_config"})
-        return auto.from_config(backbone_config, dtype=torch.float32)
+    embedded = getattr(config, f"{part}_weights") == "embedded"
+    model = _from_stored_config(part, config, auto) if embedded else _from_source(part, config, auto)
+    if part == "encoder" and model.config.is_encoder_decoder:
+        model = model.get_encoder()
+    if part == "encoder" and getattr(model, "pooler", None) is not None:
+        model.pooler = None  # textvae pools the states itself; an unused pooler would stall DDP
+    align_tensors(model)
+    expected = getattr(config, f"{part}_fingerprint")
+    if not embedded and expected is not None and weights_fingerprint(model) != expected:
+        raise TextVAEError(f"model.{part}_name_or_path: the weights of '{getattr(config, f'{part}_name_or_path')}' "
+                           f"are not the ones this model was trained on (fingerprint "
+                           f"{weights_fingerprint(model)[:12]} != {expected[:12]}); the export belongs to another base model")
+    return model
+
+
+def _from_stored_config(part: str, config: TextVAEConfig, auto: type) -> PreTrainedModel:
+    stored = getattr(config, f"{part}_config")
+    if stored is None:
+        raise TextVAEError(f"the export embeds the {part} but stores no {part}_config")
+    backbone_config = AutoConfig.for_model(**{k: v for k, v in stored.items() if k != "quantization_config"})
+    return auto.from_config(backbone_config, dtype=torch.float32)
+
+
+def _from_source(part: str, config: TextVAEConfig, auto: type) -> PreTrainedModel:
+    option = f"model.{part}_name_or_path"
     name = local_path(getattr(config, f"{part}_name_or_path"))
     gguf_file = config.decoder_gguf_file if part == "decoder" else None
     source = _source_config(option, name, gguf_file)
@@ -92,18 +110,23 @@ def load_backbone(part: str, config: TextVAEConfig) -> PreTrainedModel:
                            "(AutoModelForCausalLM cannot load it); give a decoder-only language model")
     try:
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        model = auto.from_pretrained(name, dtype=torch.float32, **kwargs)
+        return auto.from_pretrained(name, dtype=torch.float32, **kwargs)
     except Exception as exc:  # noqa: BLE001 -- transformers raises many types for unusable checkpoints
         raise TextVAEError(f"{option}: cannot load the weights of '{name}' ({type(exc).__name__}: "
                            f"{_first_line(exc)})") from None
-    if part == "encoder" and model.config.is_encoder_decoder:
-        model = model.get_encoder()
-    expected = getattr(config, f"{part}_fingerprint")
-    if expected is not None and weights_fingerprint(model) != expected:
-        raise TextVAEError(f"{option}: the weights of '{name}' are not the ones this model was trained on "
-                           f"(fingerprint {weights_fingerprint(model)[:12]} != {expected[:12]}); "
-                           "the export belongs to another base model")
-    return model
+
+
+def align_tensors(model: nn.Module) -> None:
+    """Copy every weight that safetensors left at an address not 64-byte aligned.
+
+    CPU kernels vectorise such tensors differently, so outputs would differ in the last bits
+    from one load to the next (and a resumed run from an uninterrupted one); copies in
+    torch's own (aligned) memory make loading bit-exact.
+    """
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.data_ptr() % 64:
+                tensor.data = tensor.data.clone()
 
 
 def _has_causal_head(backbone_config: Any) -> bool:
@@ -247,6 +270,9 @@ class PretrainedDecoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, z: torch.Tensor | None, cache: DynamicCache | None = None) -> torch.Tensor:
         """(B, T) ids continuing what ``cache`` holds -> (B, T, H) final-norm states."""
         if self.memory is not None and cache is None:
+            if self.training and self.lm.is_gradient_checkpointing:
+                raise TextVAEError("latent_path=memory cannot train with gradient checkpointing: transformers' "
+                                   "checkpointed layers drop the key/value cache that carries z")
             cache = self.new_cache()  # teacher forcing: a cache of its own, for the memory slot
         if self.memory is not None and cache.get_seq_length() == 0:
             self._prefill(z, cache)

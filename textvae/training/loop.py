@@ -293,7 +293,7 @@ def state_cache_features(model: TextVAEModel, data: PreparedData, recipe: Recipe
         for split in ("train", "valid"):
             cache = open_or_build(model, data.splits[split].ids, split, root, batch_size=recipe.data.batch_size,
                                   progress=recipe.train.progress and accelerator.is_main_process)
-            accelerator.print(f"{split}: decoder states cached in {cache.directory}")
+            accelerator.print(f"{split}: decoder states {'computed into' if cache.built else 'read from'} {cache.directory}")
             features[split] = cache.features
     return features
 
@@ -384,6 +384,9 @@ def train(recipe: Recipe) -> Path:
         accelerator.clip_grad_norm_(model.parameters(), clip)
         step_except(optimizer, frozen)
 
+    # Training mode for every module: a pretrained backbone comes out of from_pretrained in eval
+    # mode, and would otherwise train without its dropout until the first validation.
+    model.train()
     progress = tqdm(total=total_steps, initial=state.step, desc="train", dynamic_ncols=True,
                     disable=not (cfg.progress and accelerator.is_main_process))
     started, tokens_at_log, time_at_log = time.time(), 0, time.time()

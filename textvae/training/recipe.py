@@ -61,6 +61,12 @@ class Recipe:
             raise TextVAEError("recipe key 'data.tokenizer': a pretrained decoder models its own tokenizer's ids, "
                                f"so it goes with data.tokenizer: {DECODER_TOKENIZER} (and only it); got "
                                f"data.tokenizer: {self.data.tokenizer} with model.decoder_type: {config.decoder_type}")
+        if pretrained and self.objective.pretrain_steps:
+            raise TextVAEError("recipe key 'objective.pretrain_steps': Li et al.'s recipe re-initialises the decoder "
+                               "after its autoencoder phase, which would throw a pretrained decoder away")
+        if self.train.gradient_checkpointing and config.latent_path == "memory":
+            raise TextVAEError("recipe key 'train.gradient_checkpointing': transformers' checkpointed layers drop the "
+                               "key/value cache that carries z on the memory path; turn it off or use invlip")
         if self.train.gradient_checkpointing and not {"transformer", "pretrained"} & {config.encoder_type, config.decoder_type}:
             raise TextVAEError("recipe key 'train.gradient_checkpointing': checkpoints Transformer blocks, but "
                                "model.encoder_type and model.decoder_type are both 'lstm'")

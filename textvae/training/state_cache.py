@@ -78,8 +78,8 @@ def cache_key(model: TextVAEModel, ids: Sequence[Sequence[int]]) -> dict[str, An
 class StateCache:
     """The cached states of one split: ``features(indices)`` gives a batch's (B, T - 1, H) states."""
 
-    def __init__(self, directory: Path, manifest: dict[str, Any]) -> None:
-        self.directory, self.manifest = directory, manifest
+    def __init__(self, directory: Path, manifest: dict[str, Any], built: bool) -> None:
+        self.directory, self.manifest, self.built = directory, manifest, built
         width = manifest["key"]["width"]
         raw = np.memmap(directory / STATES, dtype=np.uint16, mode="r", shape=(manifest["key"]["tokens"], width))
         with warnings.catch_warnings():  # read-only memory: nothing here ever writes to it
@@ -104,10 +104,10 @@ def open_or_build(model: TextVAEModel, ids: Sequence[Sequence[int]], name: str, 
     if directory.exists():
         problem = _check(directory, key)
         if problem is None:
-            return StateCache(directory, json.loads((directory / MANIFEST).read_text()))
+            return StateCache(directory, json.loads((directory / MANIFEST).read_text()), built=False)
         print(f"state cache {directory}: {problem}; rebuilding it", file=sys.stderr)
     _build(model, ids, name, directory, key, batch_size, progress)
-    return StateCache(directory, json.loads((directory / MANIFEST).read_text()))
+    return StateCache(directory, json.loads((directory / MANIFEST).read_text()), built=True)
 
 
 def _sampled_digest(path: Path) -> str:
