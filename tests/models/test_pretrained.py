@@ -320,3 +320,17 @@ def test_an_lm_whose_logits_are_not_its_output_layer_of_its_states_is_refused(ba
 def test_inconsistent_backbone_options_are_refused_by_the_config(options, message):
     with pytest.raises(ValueError, match=message):
         TextVAEConfig(**options)
+
+
+def test_the_weights_fingerprint_samples_inside_tensors_of_any_size():
+    """(float32 positions of 66 samples once overran a 28M-element embedding)"""
+    from torch import nn
+
+    from textvae.models.pretrained import weights_fingerprint
+
+    big = nn.Linear(1, 1)
+    big.register_buffer("table", torch.arange(2**24 + 7, dtype=torch.float32))
+    first = weights_fingerprint(big)
+    with torch.no_grad():
+        big.table[-1] += 1  # the last element is one of the samples
+    assert weights_fingerprint(big) != first
