@@ -30,7 +30,7 @@ _EXPORTS = {
                  "read_splits"),
     "reading": ("ReadReport", "read_hf_splits", "read_lines"),
     "stats": ("CorpusStats", "corpus_stats"),
-    "synthetic": ("load_factors", "render", "write_corpus"),
+    "synthetic": ("load_factors", "parse", "render", "write_corpus"),
     "tokenization": ("BOS_ID", "EOS_ID", "KINDS", "PAD_ID", "SPECIAL_TOKENS", "UNK_ID",
                      "load_tokenizer", "save_tokenizer", "train_tokenizer"),
 }
