@@ -5,7 +5,8 @@ tool, or moved to change one property of a sentence. Everything here goes throug
 model's public text API (``encode``, ``decode``, ``config.latent_size``), so it works the
 same for every decoder and tokenizer a :class:`~textvae.models.TextVAEModel` may have.
 
-* :func:`encode_in_batches`: posterior means and log-variances of any number of sentences.
+* :func:`encode_in_batches`, :func:`decode_in_batches`: posterior means and log-variances
+  of any number of sentences, and the sentences of any number of codes.
 * :class:`AttributeVectors`: for each labelled attribute (``tense``) and each of its values
   (``past``), the mean code of the sentences with that value, and how many there were.
   Moving a code by ``mean[target] - mean[current]`` is the attribute arithmetic of
@@ -76,6 +77,25 @@ def encode_in_batches(model: TextVAEModel, texts: Sequence[str], batch_size: int
     if not mus:
         return torch.empty(0, d), torch.empty(0, d)
     return torch.cat(mus), torch.cat(logvars)
+
+
+def decode_in_batches(model: TextVAEModel, z: torch.Tensor, batch_size: int = 256, progress: bool = False,
+                      **decode_options: Any) -> list[str]:
+    """``model.decode`` over the rows of ``z`` (N, d), ``batch_size`` rows at a time.
+
+    ``decode_options`` are :meth:`~textvae.models.TextVAEModel.decode`'s; a ``seed`` seeds
+    each batch alike, so sampled decodes depend on the batch size.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise InvalidArgument("batch_size", f"must be at least 1, got {batch_size}")
+    out: list[str] = []
+    with tqdm(total=len(z), desc="decode", unit="sentence", disable=None if progress else True) as bar:
+        for start in range(0, len(z), batch_size):
+            out += model.decode(z[start : start + batch_size], **decode_options)
+            bar.update(min(batch_size, len(z) - start))
+    return out
 
 
 @dataclass
