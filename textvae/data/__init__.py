@@ -1,7 +1,8 @@
 """The data layer: corpora, tokenizers and batches (for training and evaluation alike).
 
-It owns reading and checking corpora, training and loading tokenizers, the length
-policy, and length-bucketed batches sharded over processes. It imports nothing from the
+It owns reading and checking corpora (and labelled sentences), the embedded grammar
+(rendering and parsing), training and loading tokenizers, the length policy, and
+length-bucketed batches sharded over processes. It imports nothing from the
 models, training, evaluation, hub or CLI layers.
 
 Typical use (the trainer's)::
@@ -24,6 +25,7 @@ from typing import Any
 
 _EXPORTS = {
     "config": ("DataConfig",),
+    "labels": ("LabelledSentences", "read_labelled"),
     "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "evaluation_order", "make_dataloader"),
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
     "pipeline": ("PreparedData", "RawSplit", "SplitData", "SplitReport", "encode_split", "prepare_data",
