@@ -46,8 +46,8 @@ def test_the_shipped_corpus_reads_as_text_plus_aligned_factors():
     ([{"t": 1}], None, "l.jsonl:1: no 'text' (the sentence)"),
     ([{"text": " ", "t": 1}], None, "l.jsonl:1: an empty or non-string 'text'"),
     ([{"text": "a", "t": 1}], ["text"], "'text' holds the sentences; it is not an attribute"),
-    (["[1, 2]"], None, "l.jsonl:1: expected a JSON object, got list"),
-    (["{oops"], None, "l.jsonl:1: not JSON"),
+    (["[1, 2]"], None, "l.jsonl:1: not a JSON object (a JSON list)"),
+    (["{oops"], None, "l.jsonl:1: not a JSON object (Expecting property name"),
     ([""], None, "l.jsonl: no labelled lines"),
 ])
 def test_bad_label_files_name_the_line(tmp_path, rows, attributes, message):
@@ -60,7 +60,8 @@ def test_bad_label_files_name_the_line(tmp_path, rows, attributes, message):
 @pytest.mark.parametrize(("text", "labels", "message"), [
     ("a\nb\n", [{"t": 1}], "t.txt has 2 lines but"),
     ("a\n\n", [{"t": 1}, {"t": 2}], "t.txt:2: blank line"),
-    ("a\nb\n", [{"t": 1}, ""], "l.jsonl:2: blank line"),
+    ("a\nb\nc\n", [{"t": 1}, "", {"t": 3}], "l.jsonl:2: blank line"),
+    ("a\nb\n", [{"t": 1}, ""], "t.txt has 2 lines but"),  # a blank last line of labels is a missing one
 ])
 def test_aligned_files_must_line_up(tmp_path, text, labels, message):
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")

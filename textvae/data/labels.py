@@ -16,13 +16,12 @@ a named attribute must be on every line. Every error names the file and line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textvae.data.reading import read_raw_lines
+from textvae.data.reading import read_json_lines, read_raw_lines
 from textvae.errors import TextVAEError
 
 TEXT_KEY = "text"
@@ -71,23 +70,14 @@ def read_labelled(labels_path: str | Path, text_path: str | Path | None = None,
 
 
 def _objects(path: str | Path, skip_blank: bool) -> list[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` per line of a JSON-lines file."""
-    rows = []
-    for line_no, line in enumerate(read_raw_lines(path), 1):
-        if not line.strip():
-            if skip_blank:
-                continue
-            raise TextVAEError(f"{path}:{line_no}: blank line (each line labels the sentence on the same "
-                               f"line of the text file)")
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TextVAEError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise TextVAEError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-        rows.append((line_no, row))
+    """``(line number, object)`` per line of a JSON-lines file; ``skip_blank`` False refuses blank lines."""
+    rows = read_json_lines(path)
     if not rows:
         raise TextVAEError(f"{path}: no labelled lines")
+    gap = next((i for i, (line_no, _) in enumerate(rows, 1) if line_no != i), None)
+    if not skip_blank and gap is not None:
+        raise TextVAEError(f"{path}:{gap}: blank line (each line labels the sentence on the same "
+                           f"line of the text file)")
     return rows
 
 

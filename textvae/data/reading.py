@@ -9,6 +9,7 @@ policy is applied after tokenisation (see :mod:`textvae.data.pipeline`).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -76,6 +77,22 @@ def read_raw_lines(path: str | Path) -> list[str]:
     if pieces and pieces[-1] == "":  # the newline that ends the last line opens no new line
         pieces.pop()
     return [piece.removesuffix("\r") for piece in pieces]
+
+
+def read_json_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file of objects."""
+    rows = []
+    for line_no, line in enumerate(read_raw_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TextVAEError(f"{path}:{line_no}: not a JSON object ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise TextVAEError(f"{path}:{line_no}: not a JSON object (a JSON {type(row).__name__})")
+        rows.append((line_no, row))
+    return rows
 
 
 HF_SPLIT_NAMES = {"train": ("train",), "valid": ("validation", "valid", "dev"), "test": ("test",)}

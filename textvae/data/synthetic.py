@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from textvae.atomic import write_text
+from textvae.data.reading import read_json_lines
 from textvae.errors import TextVAEError
 
 # noun -> plural
@@ -261,14 +262,6 @@ def factors_path(directory: str | Path, split: str) -> Path:
 def load_factors(directory: str | Path, split: str) -> list[dict[str, Any]]:
     """The factor dicts of ``split``, one per sentence of ``{split}.txt``, in order."""
     path = factors_path(directory, split)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TextVAEError(f"{path}: no such file (factors exist only for the synthetic corpus)") from None
-    rows = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise TextVAEError(f"{path}:{line_no}: not a JSON object ({exc.msg})") from None
-    return rows
+    if not path.is_file():
+        raise TextVAEError(f"{path}: no such file (factors exist only for the synthetic corpus)")
+    return [row for _, row in read_json_lines(path)]
