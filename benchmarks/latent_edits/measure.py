@@ -1,4 +1,4 @@
-"""Edit and analogy success of trained models, on the embedded corpus (benchmarks/latent_edits/README.md).
+"""Edit and analogy success of trained models on the embedded corpus (benchmarks/README.md, "Latent edits").
 
 For each model: the attribute vectors are the mean codes of the 20,000 training sentences
 per factor value (what ``textvae attributes EXPORT data/synthetic/train.factors.jsonl
@@ -72,7 +72,8 @@ def write_table(results: list[dict]) -> None:
     lines = ["# Latent edits and analogies on the embedded corpus", "",
              "Written by `python benchmarks/latent_edits/measure.py` from `results.json`; the models by "
              "`bash benchmarks/latent_edits/train.sh`. Each cell: success / kept / kept vs. reconstruction, "
-             f"in % (first {N_TEST:,} test sentences; see README.md for the definitions).", "",
+             f"in % (first {N_TEST:,} test sentences; definitions in benchmarks/README.md, \"Latent edits and "
+             "analogies\").", "",
              "| model | what it is |", "|---|---|"]
     lines += [f"| {name} | {what} |" for name, (_, what) in ROWS.items()]
     for kind, title in (("edits", "Edits: z + strength (mean[target] - mean[current])"),
