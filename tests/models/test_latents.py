@@ -123,3 +123,14 @@ def test_analogy_decodes_c_plus_b_minus_a(model):
         model.reconstruct(SENTENCES[2:3], max_length=12)
     with pytest.raises(TextVAEError, match="as many A, B and C sentences \\(got 2, 1, 1\\)"):
         analogy(model, SENTENCES[:2], SENTENCES[0], SENTENCES[1])
+
+
+@pytest.mark.parametrize("overrides", [{"encoder_type": "transformer", "decoder_type": "transformer",
+                                        "num_attention_heads": 2}, {"latent_path": "concat"}])
+def test_edits_and_analogies_work_for_other_encoders_decoders_and_latent_paths(overrides):
+    model = use_latent(tiny_model(word_tokenizer(), **overrides), SENTENCES)
+    mu, _ = encode_in_batches(model, SENTENCES, batch_size=2)
+    vectors = AttributeVectors.fit(mu, {"negation": [False, True, False, True, False]})
+    moved = mu[:1] + vectors.direction(mu[:1], "negation", True)
+    assert edit(model, vectors, SENTENCES[0], {"negation": True}, max_length=8) == model.decode(moved, max_length=8)
+    assert len(analogy(model, SENTENCES[:2], SENTENCES[1:3], SENTENCES[2:4], max_length=8)) == 2
