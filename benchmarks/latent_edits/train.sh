@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The four models of the latent-edit table (benchmarks/latent_edits/README.md), each the
-# quickstart recipe (recipes/quickstart.yaml) with one change. ~3-10 min each on 2 CPU cores.
+# quickstart recipe (recipes/quickstart.yaml) with one change. 1.5-4 min each on 2 CPU cores (OMP_NUM_THREADS=1).
 # Run from the checkout: bash benchmarks/latent_edits/train.sh
 set -euo pipefail
 TEXTVAE=${TEXTVAE:-.venv/bin/textvae}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from textvae.cli.arguments import positive_float, positive_int
+from textvae.cli.arguments import export_directory, positive_float, positive_int
 from textvae.cli.generate import (
     add_decoding_arguments,
     decoding_options,
@@ -118,13 +118,14 @@ def run_attributes(args: argparse.Namespace) -> int:
     from textvae.data.labels import read_labelled
     from textvae.models.latents import ATTRIBUTES_FILE, AttributeVectors, encode_in_batches
 
-    model, export = load(args)
-    if args.output is None and export is None:
-        raise TextVAEError(f"{args.checkpoint} is not a local export: give --output FILE for the attribute vectors")
-    output = args.output or export / ATTRIBUTES_FILE
-    if output.exists() and not args.overwrite:
+    local = export_directory(args.checkpoint)
+    output = args.output or (local / ATTRIBUTES_FILE if local is not None else None)
+    if output is not None and output.exists() and not args.overwrite:
         raise TextVAEError(f"{output} exists: pass --overwrite to replace it, or --output another file")
-    data = read_labelled(args.labels, args.text, args.attribute)
+    data = read_labelled(args.labels, args.text, args.attribute)  # bad labels fail before a model loads
+    model, export = load(args)
+    if output is None:
+        raise TextVAEError(f"{args.checkpoint} is not a local export: give --output FILE for the attribute vectors")
     if data.skipped:
         print(f"note: keys not on every line are not attributes: {', '.join(data.skipped)} "
               f"(name them with --attribute to be told which lines lack them)", file=sys.stderr)
