@@ -22,17 +22,30 @@ def _umask() -> int:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to a temporary sibling, then rename it over ``path``."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary sibling, then rename it over ``path``."""
+    with staged_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+@contextmanager
+def staged_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path for a writer that wants a file name (a Parquet or
+    NumPy writer); on success it is renamed over ``path``, on an exception removed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 @contextmanager

@@ -9,6 +9,7 @@ policy is applied after tokenisation (see :mod:`textvae.data.pipeline`).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -46,7 +47,12 @@ def clean_lines(raw: Iterable[str | None], source: str) -> tuple[list[str], Read
 
 
 def read_lines(path: str | Path) -> tuple[list[str], ReadReport]:
-    """Read a UTF-8 file with one sentence per line.
+    """Read a UTF-8 file with one sentence per line (blank lines dropped and counted)."""
+    return clean_lines(read_raw_lines(path), str(path))
+
+
+def read_raw_lines(path: str | Path) -> list[str]:
+    """Every line of a UTF-8 text file, blank ones included, without line endings.
 
     The whole file is decoded in one call (PTB's 5 MB train split takes milliseconds);
     only when decoding fails is the offending line number worked out from the byte offset.
@@ -67,11 +73,26 @@ def read_lines(path: str | Path) -> tuple[list[str], ReadReport]:
         line_no = data.count(b"\n", 0, exc.start) + 1
         bad = data[exc.start : exc.end].hex(" ")
         raise TextVAEError(f"{path}:{line_no}: not valid UTF-8 (byte {bad}); re-encode the file as UTF-8") from None
-    text = text.removeprefix("\ufeff")
-    pieces = text.split("\n")
+    pieces = text.removeprefix("\ufeff").split("\n")
     if pieces and pieces[-1] == "":  # the newline that ends the last line opens no new line
         pieces.pop()
-    return clean_lines(pieces, str(path))
+    return [piece.removesuffix("\r") for piece in pieces]
+
+
+def read_json_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file of objects."""
+    rows = []
+    for line_no, line in enumerate(read_raw_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TextVAEError(f"{path}:{line_no}: not a JSON object ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise TextVAEError(f"{path}:{line_no}: not a JSON object (a JSON {type(row).__name__})")
+        rows.append((line_no, row))
+    return rows
 
 
 HF_SPLIT_NAMES = {"train": ("train",), "valid": ("validation", "valid", "dev"), "test": ("test",)}

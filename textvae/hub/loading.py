@@ -9,6 +9,7 @@ import torch
 
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEModel
+from textvae.models.latents import ATTRIBUTES_FILE, AttributeVectors
 
 
 def resolve_export(name_or_path: str | Path) -> str:
@@ -37,7 +38,8 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
             raise TextVAEError(f"checkpoint not found: {source}")
         if not (path / "config.json").is_file():
             raise TextVAEError(f"{source}: not a textvae export (no config.json)")
-        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        weights = [p for p in path.glob("*.safetensors") if p.name != ATTRIBUTES_FILE]
+        if not weights and not any(path.glob("*.bin")):
             raise TextVAEError(f"{source}: no model weights (model.safetensors) in the export")
     try:
         model = TextVAEModel.from_pretrained(source, **hub_kwargs)
@@ -53,6 +55,35 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
             model.to(device)
         return model.eval()
     # Raised outside the handler, so the client's exception (whose request holds the token) is not chained.
+    raise TextVAEError(message)
+
+
+def load_attribute_vectors(name_or_path: str | Path, **hub_kwargs: Any) -> AttributeVectors:
+    """The attribute vectors stored with a checkpoint (export, run directory or Hub id).
+
+    ``textvae attributes`` writes them into the export as :data:`ATTRIBUTES_FILE`, and
+    ``textvae push`` uploads that file, so a Hub model can be edited as its owner did.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    source = resolve_export(name_or_path)
+    missing = (f"{source}: no attribute vectors ({ATTRIBUTES_FILE}); compute them with "
+               f"`textvae attributes {name_or_path} LABELS.jsonl`")
+    if Path(source).is_dir():
+        if not (Path(source) / ATTRIBUTES_FILE).is_file():
+            raise TextVAEError(missing)
+        return AttributeVectors.load(Path(source) / ATTRIBUTES_FILE)
+    try:
+        path = hf_hub_download(source, ATTRIBUTES_FILE, **hub_kwargs)
+    except RemoteEntryNotFoundError:  # the repo has no such file (a cache miss offline is not this)
+        message = missing
+    except Exception as exc:  # noqa: BLE001 -- a Hub failure becomes one line, anything else is re-raised
+        message = describe_hub_failure(exc, source, hub_kwargs.get("token"))
+        if message is None:
+            raise
+    else:
+        return AttributeVectors.load(path)
     raise TextVAEError(message)
 
 

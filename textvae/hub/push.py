@@ -35,9 +35,12 @@ from textvae.hub.failures import explain_hub_error, redact
 from textvae.hub.loading import load_model, resolve_export
 from textvae.hub.model_card import FIGURES, build_model_card, generate_examples
 from textvae.models import TextVAEModel
+from textvae.models.latents import ATTRIBUTES_FILE
 from textvae.models.modeling_textvae import ENCODER_TOKENIZER_DIR
 from textvae.models.pretrained import local_path
 
+# The weights' "*.safetensors" also takes the attribute vectors `textvae attributes` stores
+# (ATTRIBUTES_FILE), so that `textvae edit HUB_ID` finds them.
 EXPORT_PATTERNS = (
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
     "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
@@ -184,7 +187,7 @@ def export_files(directory: Path) -> list[Path]:
     files = sorted(p for folder in folders for p in folder.iterdir()
                    if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in EXPORT_PATTERNS))
     names = {p.name for p in files}
-    if "config.json" not in names or not any(name.endswith(".safetensors") for name in names):
+    if "config.json" not in names or not any(n.endswith(".safetensors") and n != ATTRIBUTES_FILE for n in names):
         raise TextVAEError(f"{directory}: not a textvae export (needs config.json and model.safetensors)")
     return files
 

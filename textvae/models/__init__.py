@@ -2,8 +2,9 @@
 
 It owns :class:`TextVAEConfig` (every architecture option), :class:`TextVAEModel` (the
 encoders, decoders, output head and inverse-Lipschitz latent path, returning the raw
-ELBO terms; ``generate()`` and the sentence-level text API), and their registration
-with transformers' Auto classes. It imports only the foundation modules (errors,
+ELBO terms; ``generate()`` and the sentence-level text API), their registration with
+transformers' Auto classes, and the operations on codes built on that API alone
+(:mod:`~textvae.models.latents`: batched encoding, attribute vectors, edits, analogies). It imports only the foundation modules (errors,
 estimators, padding): no corpora, training, evaluation, Hub or CLI code.
 """
 
