@@ -142,7 +142,14 @@ def test_the_commands_downstream_take_a_pretrained_export(backbones, corpus_dir,
                              "--max-length", "5")
     assert code == 0 and len(out.splitlines()) == 3, err  # (a random tiny LM may decode empty sentences)
     code, out, _ = run_cli(capsys, "sample", run_dir, "-n", "2", "--decode", "beam", "--max-length", "4")
-    assert code == 0 and len(out.strip().splitlines()) == 2
+    assert code == 0 and len(out.splitlines()) == 2
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("the old dog saw a cat .\nhe ran .\n")
+    code, _, err = run_cli(capsys, "encode", run_dir, sentences, "-o", tmp_path / "codes.npy")
+    assert code == 0 and np.load(tmp_path / "codes.npy").shape == (2, 4), err
+    code, out, err = run_cli(capsys, "analogy", run_dir, "he ran .", "she ran .", "the old dog saw a cat .",
+                             "--max-length", "5")
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("trainable", ["lora", "full"])
