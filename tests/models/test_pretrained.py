@@ -334,3 +334,17 @@ def test_the_weights_fingerprint_samples_inside_tensors_of_any_size():
     with torch.no_grad():
         big.table[-1] += 1  # the last element is one of the samples
     assert weights_fingerprint(big) != first
+
+
+@pytest.mark.parametrize("path", ["invlip", "memory"])
+def test_a_pretrained_decoder_trains_and_decodes_under_bf16_autocast(backbones, path):
+    """What Accelerate's bf16 does on a GPU, here on the CPU (no LSTM in the model)."""
+    model = build(backbones, "llama", "pretrained", latent_path=path, invlip_lift="output",
+                  decoder_trainable="lora")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**batch(model))
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert len(model.eval().reconstruct(SENTENCES[:1], max_length=4)) == 1
