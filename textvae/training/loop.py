@@ -337,7 +337,8 @@ def train(recipe: Recipe) -> Path:
     model = build_model(recipe, tokenizer)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    features = state_cache_features(model, data, recipe, accelerator)
+    trainable = any(p.requires_grad for p in model.parameters())
+    features = state_cache_features(model, data, recipe, accelerator) if trainable else {}
     loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,
                        bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
                        rank=accelerator.process_index)
@@ -347,7 +348,7 @@ def train(recipe: Recipe) -> Path:
     # fixed random sample, not on the shortest sentences.
     valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=True, features=features.get("valid"),
                                    **loader_args)
-    if not any(p.requires_grad for p in model.parameters()):
+    if not trainable:
         return export_untrained(model, valid_loader, accelerator, run_dir, recipe)
     steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
