@@ -151,7 +151,8 @@ def main() -> None:
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--lipschitz", type=float, nargs="+", default=[3.0, 10.0])
     parser.add_argument("--speed-steps", type=int, default=30, help="steps of the state-cache speed rows (0: skip)")
-    parser.add_argument("--only", nargs="*", help="row names or recipes to run (default: all)")
+    parser.add_argument("--only", nargs="*", help="row names or recipes to run (default: all; none: only the "
+                        "speed rows and the report, from the rows stored before)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="runs/pretrained-bench")
@@ -160,8 +161,9 @@ def main() -> None:
     out = REPO / args.out_dir / Path(args.corpus).name
     out.mkdir(parents=True, exist_ok=True)
     store = out / "results.json"
-    earlier = json.loads(store.read_text()) if args.only and store.is_file() else {"rows": [], "speed": None}
-    chosen = [r for r in rows(args.lipschitz) if not args.only or r[0] in args.only or r[1] in args.only]
+    # With --only (even empty: no row, only the speed rows and the report), earlier rows are kept.
+    earlier = json.loads(store.read_text()) if args.only is not None and store.is_file() else {"rows": [], "speed": None}
+    chosen = [r for r in rows(args.lipschitz) if args.only is None or r[0] in args.only or r[1] in args.only]
     results = [r for r in earlier["rows"] if r["name"] not in {name for name, _, _ in chosen}]
     order = [name for name, _, _ in rows(args.lipschitz)]
     for row in chosen:
