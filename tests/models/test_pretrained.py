@@ -348,3 +348,11 @@ def test_a_pretrained_decoder_trains_and_decodes_under_bf16_autocast(backbones, 
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert len(model.eval().reconstruct(SENTENCES[:1], max_length=4)) == 1
+
+
+def test_the_map_starts_from_the_code_alone_on_a_pretrained_decoder(backbones):
+    """P = 0 at init: the logits move with z alone, not with a random projection of the LM's state."""
+    model = build(backbones, "llama").eval()
+    assert not model.head.state_proj.weight.any() and not model.head.state_proj.bias.any()
+    own = build(backbones, "lstm").eval()
+    assert own.head.state_proj.weight.any()  # the own decoders keep their init

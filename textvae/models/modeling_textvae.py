@@ -261,7 +261,8 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
     # ----------------------------------------------------------------- init
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Uniform init of recurrent weights and embeddings as in He et al. (2019).
+        """Uniform init of recurrent weights and embeddings as in He et al. (2019); with a
+        pretrained decoder, a zero state projection in the invlip map.
 
         Never touches a loaded weight: transformers' ``init`` functions skip tensors that
         ``from_pretrained`` flagged as loaded, and the invlip map, whose own init also
@@ -276,6 +277,11 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
                 init.uniform_(param, -0.1, 0.1)
         elif isinstance(module, nn.Embedding):
             init.uniform_(module.weight, -0.1, 0.1)
+        elif self.pretrained_decoder and module is getattr(self.head, "state_proj", None):
+            # P = 0: the map starts from the code alone, and the model from the LM's own
+            # predictions (a random P h_t, lifted, would scramble them before any training).
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
         else:
             super()._init_weights(module)
 
