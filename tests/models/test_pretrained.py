@@ -283,11 +283,17 @@ def test_unusable_backbones_are_one_line_errors(backbones, options, message):
     assert "\n" not in str(caught.value)
 
 
-def test_a_gguf_file_without_the_gguf_package_says_what_to_install(backbones, monkeypatch):
+@pytest.mark.parametrize("package, where", [("gguf", "model"), ("gguf", "tokenizer"), ("peft", "model")])
+def test_an_optional_package_that_is_missing_is_named_with_what_to_install(backbones, monkeypatch, package, where):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
-    with pytest.raises(TextVAEError, match=r"pip install 'textvae\[gguf\]'"):
-        TextVAEModel(config_for(backbones, decoder_gguf_file="model.gguf"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    with pytest.raises(TextVAEError, match=rf"needs the {package} package: pip install 'textvae\[{package}\]'"):
+        if where == "tokenizer":
+            load_pretrained_tokenizer(str(backbones / "llama"), gguf_file="model.gguf")
+        elif package == "gguf":
+            TextVAEModel(config_for(backbones, decoder_gguf_file="model.gguf"))
+        else:
+            TextVAEModel(config_for(backbones, decoder_trainable="lora"))
 
 
 def test_memory_is_refused_on_an_lm_whose_cache_cannot_be_prefilled(backbones, tmp_path):

@@ -38,7 +38,7 @@ from transformers import TokenizersBackend
 
 from textvae.atomic import staged_directory
 from textvae.data.config import DECODER_TOKENIZER  # noqa: F401 -- re-exported beside KINDS
-from textvae.errors import TextVAEError
+from textvae.errors import TextVAEError, require_extra
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -118,6 +118,8 @@ def load_pretrained_tokenizer(name_or_path: str, *, gguf_file: str | None = None
     """
     from transformers import AutoTokenizer
 
+    if gguf_file:
+        require_extra("gguf", "gguf", f"model.decoder_gguf_file: reading {gguf_file}")
     try:
         loaded = AutoTokenizer.from_pretrained(name_or_path, **({"gguf_file": gguf_file} if gguf_file else {}))
     except Exception as exc:  # noqa: BLE001 -- transformers raises many types for a missing tokenizer

@@ -21,7 +21,6 @@ fingerprint of its weights, and only the trained parts), unless it is *embedded*
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
-from textvae.errors import TextVAEError
+from textvae.errors import TextVAEError, require_extra
 from textvae.models.configuration_textvae import TextVAEConfig
 
 # Probes run on a fresh backbone: its logits must be W h_t, and (memory) it must read a prefilled cache.
@@ -54,9 +53,7 @@ def _source_config(option: str, name: str, gguf_file: str | None) -> Any:
     """The backbone's config, or one line saying why it cannot be had."""
     path = Path(name)
     if gguf_file is not None:
-        if importlib.util.find_spec("gguf") is None:
-            raise TextVAEError(f"model.decoder_gguf_file: reading {gguf_file} needs the gguf package: "
-                               "pip install 'textvae[gguf]' (or pip install gguf)")
+        require_extra("gguf", "gguf", f"model.decoder_gguf_file: reading {gguf_file}")
         if path.is_dir() and not (path / gguf_file).is_file():
             raise TextVAEError(f"model.decoder_gguf_file: no file {gguf_file} in {name}")
     if path.exists() and not path.is_dir():
@@ -152,10 +149,9 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 def add_lora(model: nn.Module, config: TextVAEConfig, part: str) -> None:
     """Inject LoRA adapters (peft) into ``model`` in place; only they train afterwards."""
-    try:
-        import peft
-    except ImportError:
-        raise TextVAEError(f"model.{part}_trainable=lora needs the peft package: pip install 'textvae[peft]'") from None
+    require_extra("peft", "peft", f"model.{part}_trainable=lora")
+    import peft
+
     lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                            target_modules=config.lora_target_modules)
     try:
