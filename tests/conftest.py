@@ -21,6 +21,24 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_caches(tmp_path_factory):
+    """Caches the code writes (decoder-state caches) go to a temporary directory, never ~/.cache."""
+    os.environ["TEXTVAE_CACHE"] = str(tmp_path_factory.mktemp("textvae-cache"))
+
+
+@pytest.fixture(scope="session")
+def backbones(tmp_path_factory) -> Path:
+    """Tiny random GPT-2, Llama, BERT and DistilBERT models with their tokenizers, saved once
+    (tests/helpers_backbones.py): the pretrained-backbone code loads them as real ones."""
+    from tests.helpers_backbones import save_tiny_backbone
+
+    root = tmp_path_factory.mktemp("backbones")
+    for kind in ("gpt2", "llama", "bert", "distilbert"):
+        save_tiny_backbone(kind, root / kind)
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Forget Accelerate's process-wide singletons after each test.

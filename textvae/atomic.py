@@ -46,18 +46,33 @@ def ensure_directory(path: str | Path, what: str = "directory") -> Path:
     return path
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    """:func:`write_bytes` of ``text`` in UTF-8, line endings as given."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temporary sibling, then rename it over ``path``."""
+    with staged_file(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(path)
+
+
+@contextmanager
+def staged_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path for a writer that wants a file name (a Parquet or
+    NumPy writer); on success it is renamed over ``path``, on an exception removed. An
+    ``OSError`` on the way (a full disk, a read-only directory) is one line naming ``path``."""
     path = Path(path)
     if path.is_dir():
         raise TextVAEError(f"{path}: is a directory, expected a file")
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        os.close(fd)
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
@@ -65,12 +80,6 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-    return path
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """:func:`write_bytes` of ``text`` in UTF-8, line endings as given."""
-    return write_bytes(path, text.encode("utf-8"))
 
 
 @contextmanager

@@ -24,3 +24,13 @@ class InvalidArgument(TextVAEError):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"{name}: {problem}")
         self.name, self.problem = name, problem
+
+
+def require_extra(package: str, extra: str, needed_for: str) -> None:
+    """Raise a :class:`TextVAEError` saying what to install when ``package`` (an optional
+    dependency, textvae's extra ``extra``) cannot be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise TextVAEError(f"{needed_for} needs the {package} package: pip install 'textvae[{extra}]' "
+                           f"(or pip install {package})")

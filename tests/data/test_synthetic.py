@@ -10,6 +10,7 @@ from textvae.data.synthetic import (
     EXTENSIONS,
     TENSES,
     load_factors,
+    parse,
     render,
     vocabulary,
     write_corpus,
@@ -34,6 +35,35 @@ def test_every_committed_sentence_is_rendered_from_its_factors():
         factors = load_factors(COMMITTED, split)
         assert len(lines) == len(factors)
         assert all(render(f) == line for f, line in zip(factors, lines, strict=True))
+
+
+def test_parse_inverts_render_on_every_committed_sentence():
+    for split in ("train", "valid", "test"):
+        lines = (COMMITTED / f"{split}.txt").read_text(encoding="utf-8").splitlines()
+        for line, factors in zip(lines, load_factors(COMMITTED, split), strict=True):
+            parsed = parse(line)
+            assert parsed == factors and list(parsed) == list(factors), line  # same keys, same order
+
+
+@pytest.mark.parametrize("sentence", [
+    "", ".", "the dog saw a cat", "the dog saw a cat . .", "the dog saw a cat in the park",
+    "the dogs sees a cat .", "he see a dog .", "they does not see a dog .",  # agreement
+    "a dog saw a cat .", "the dog saw an cat .", "the dog saw the cat .", "the dog saw a cats .",  # determiners
+    "the box saw a cat .", "the dog did see a cat .", "the dog will saw a cat .", "the dog not saw a cat .",
+    "the dog saw a cat quickly in the park .", "the dog saw a cat in park .", "the old old dog saw a cat .",
+    "the dog saw a cat . the dog saw a cat .", "The dog saw a cat .", "the dog saw a zebra .",
+])
+def test_parse_rejects_sentences_outside_the_grammar(sentence):
+    assert parse(sentence) is None
+
+
+def test_parse_ignores_spacing_and_reads_every_verb_form():
+    assert parse("  the old dog   saw a small cat . ") == parse("the old dog saw a small cat .")
+    assert parse("we do not carry the heavy boxes by the river again .") == {
+        "subject": "we", "subject_adjective": None, "subject_number": "plural", "verb": "carry",
+        "tense": "present", "negation": True, "object": "box", "object_adjective": "heavy",
+        "object_number": "plural", "extension": "pp+adverb", "preposition": "by", "place": "river",
+        "adverb": "again"}
 
 
 def test_demo_sentences_come_from_the_grammar():

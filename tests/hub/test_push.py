@@ -344,3 +344,35 @@ def test_a_directory_that_is_not_an_export_fails_before_any_request(fake_hub, tm
         push_export(tmp_path, REPO)
 
     assert fake_hub.requests == []
+
+
+def test_pushed_attribute_vectors_let_a_hub_model_be_edited(fake_hub, tiny_export, fresh_cache, capsys, tmp_path):
+    from textvae.hub.loading import load_attribute_vectors, load_model
+    from textvae.models.latents import ATTRIBUTES_FILE, AttributeVectors, edit
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"text": s, "negation": "not" in s}) + "\n" for s in SENTENCES))
+    assert main(["attributes", str(tiny_export), str(labels), "--min-count", "1"]) == 0
+    push_export(tiny_export, REPO)
+    assert fake_hub.files(REPO)[ATTRIBUTES_FILE] == (tiny_export / ATTRIBUTES_FILE).read_bytes()
+    fresh_cache()
+    capsys.readouterr()
+
+    assert main(["edit", REPO, SENTENCES[0], "--set", "negation=true", "--max-length", "10"]) == 0
+    local = AttributeVectors.load(tiny_export / ATTRIBUTES_FILE)
+    assert capsys.readouterr().out.splitlines() == edit(load_model(tiny_export), local, [SENTENCES[0]],
+                                                        {"negation": True}, max_length=10)
+    assert load_attribute_vectors(REPO).counts == local.counts == {"negation": [2, 1]}
+    # a Hub id has no export to store new vectors in
+    assert main(["attributes", REPO, str(labels), "--min-count", "1"]) == 2
+    assert f"{REPO} is not a local export: give --output FILE" in capsys.readouterr().err
+
+
+def test_a_hub_model_without_attribute_vectors_says_so(fake_hub, tiny_export, fresh_cache, capsys):
+    push_export(tiny_export, REPO)
+    fresh_cache()
+    capsys.readouterr()
+    assert main(["edit", REPO, SENTENCES[0], "--set", "negation=true"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"textvae: error: {REPO}: no attribute vectors (attributes.safetensors); compute them with "
+                   f"`textvae attributes {REPO} LABELS.jsonl`"]

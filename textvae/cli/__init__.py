@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "textvae.cli.train",
     "textvae.cli.evaluate",
     "textvae.cli.generate",
+    "textvae.cli.latents",
     "textvae.cli.push",
 )
 

@@ -65,21 +65,16 @@ def _hub_file(repo_id: str, filename: str) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
-    from textvae.hub.loading import describe_hub_failure, hub_unreachable
+    from textvae.hub.loading import cache_only_if_unreachable, describe_hub_failure
 
-    unreachable = hub_unreachable()
+    hub_kwargs, unreachable = cache_only_if_unreachable({})
     try:
-        return Path(hf_hub_download(repo_id, filename, local_files_only=bool(unreachable)))
+        return Path(hf_hub_download(repo_id, filename, **hub_kwargs))
     except RemoteEntryNotFoundError:
         return None
     except Exception as exc:  # noqa: BLE001 -- offline, unreachable, no such repo, rejected token
-        message = describe_hub_failure(exc, repo_id) or f"{repo_id}: could not fetch {filename} ({type(exc).__name__})"
-        if unreachable:
-            from huggingface_hub import constants
-
-            from textvae.hub.failures import unreachable_message
-
-            message = unreachable_message(constants.ENDPOINT, unreachable, writing=False)
+        message = (describe_hub_failure(exc, repo_id, unreachable=unreachable)
+                   or f"{repo_id}: could not fetch {filename} ({type(exc).__name__})")
     raise TextVAEError(message)  # outside the handler: the client's exception (and its token) is not chained
 
 

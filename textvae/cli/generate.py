@@ -201,14 +201,30 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_reconstruct(args: argparse.Namespace) -> int:
-    from textvae.data.reading import clean_lines, decode_lines, read_lines
+def read_sentences(file: str) -> tuple[list[str], list[int]]:
+    """The non-blank lines of ``file`` (``-``: stdin), stripped, and their 1-based line numbers.
 
+    Skipped blank lines are reported on stderr, so that a user who lines the output up
+    with the input knows where the rows stop matching.
+    """
+    from textvae.data.reading import clean_lines, decode_lines, read_raw_lines
+
+    # Standard input as bytes, decoded as a file is: line endings alike, invalid UTF-8 named.
+    raw = decode_lines(sys.stdin.buffer.read(), "<stdin>") if file == "-" else read_raw_lines(file)
+    source = "<stdin>" if file == "-" else file
+    sentences, _ = clean_lines(raw, source)
+    numbers = [n for n, line in enumerate(raw, 1) if line.strip()]
+    blank = [n for n, line in enumerate(raw, 1) if not line.strip()]
+    if blank:
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        print(f"note: {source}: {len(blank):,} blank line{'s' * (len(blank) > 1)} skipped (line {shown}): "
+              f"{len(sentences):,} sentences follow the other lines in order", file=sys.stderr)
+    return sentences, numbers
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
     options = decoding_options(args)
-    if args.file == "-":  # bytes, decoded as a file is: invalid UTF-8 is one line naming where
-        sentences, _ = clean_lines(decode_lines(sys.stdin.buffer.read(), "<stdin>"), "<stdin>")
-    else:
-        sentences, _ = read_lines(args.file)
+    sentences, _ = read_sentences(args.file)
     model, export = load(args)
     kls = []
     for start in range(0, len(sentences), args.batch_size):

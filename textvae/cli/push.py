@@ -27,13 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--token", metavar="TOKEN",
                         help="Hub token; prefer HF_TOKEN or `hf auth login`, which keep it out of shell history")
     parser.add_argument("--license", default="apache-2.0", help="license tag of the model card (default: apache-2.0)")
+    parser.add_argument("--merge", action="store_true",
+                        help="upload a pretrained backbone's weights too (LoRA merged), instead of a reference to it")
     parser.set_defaults(handler=run_push)
 
 
 def run_push(args: argparse.Namespace) -> int:
     result = push_export(args.export, args.repo_id, private=args.private, revision=args.revision,
                          commit_message=args.commit_message, commit_description=args.commit_description,
-                         create_pr=args.create_pr, token=args.token, license=args.license)
+                         create_pr=args.create_pr, token=args.token, license=args.license, merge=args.merge)
     where = f"a pull request {result.pr_url}" if result.pr_url else result.commit_url
     print(f"pushed {len(result.files)} files to {result.repo_id}: {where}")
     return 0

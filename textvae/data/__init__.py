@@ -1,7 +1,8 @@
 """The data layer: corpora, tokenizers and batches (for training and evaluation alike).
 
-It owns reading and checking corpora, training and loading tokenizers, the length
-policy, and length-bucketed batches sharded over processes. It imports nothing from the
+It owns reading and checking corpora (and labelled sentences), the embedded grammar
+(rendering and parsing), training and loading tokenizers, the length policy, and
+length-bucketed batches sharded over processes. It imports nothing from the
 models, training, evaluation, hub or CLI layers.
 
 Typical use (the trainer's)::
@@ -24,13 +25,14 @@ from typing import Any
 
 _EXPORTS = {
     "config": ("DataConfig",),
-    "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "evaluation_order", "make_dataloader"),
+    "labels": ("LabelledSentences", "read_labelled"),
+    "batching": ("BucketBatchSampler", "Collator", "IndexCollator", "evaluation_order", "make_dataloader"),
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
     "pipeline": ("PreparedData", "RawSplit", "SplitData", "SplitReport", "encode_split", "prepare_data",
                  "read_splits"),
     "reading": ("ReadReport", "read_hf_splits", "read_lines"),
     "stats": ("CorpusStats", "corpus_stats"),
-    "synthetic": ("load_factors", "render", "write_corpus"),
+    "synthetic": ("load_factors", "parse", "render", "write_corpus"),
     "tokenization": ("BOS_ID", "EOS_ID", "KINDS", "PAD_ID", "SPECIAL_TOKENS", "UNK_ID",
                      "load_tokenizer", "save_tokenizer", "train_tokenizer"),
 }

@@ -14,11 +14,11 @@ Because it already shards, do not pass the resulting DataLoader through
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from textvae.errors import TextVAEError
 from textvae.padding import pad_ids
@@ -114,23 +114,6 @@ class BucketBatchSampler(Sampler[list[int]]):
         return self.batches_per_epoch - self.start_batch
 
 
-class TokenizedDataset(Dataset):
-    """Token-id lists (each ``<bos> ... <eos>``) as a map-style dataset."""
-
-    def __init__(self, ids: list[list[int]]) -> None:
-        self.ids = ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> list[int]:
-        return self.ids[index]
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(row) for row in self.ids]
-
-
 class Collator:
     """Right-pads a list of id lists into ``input_ids`` and ``attention_mask`` (both (B, T) int64)."""
 
@@ -139,6 +122,23 @@ class Collator:
 
     def __call__(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
         return pad_ids(batch, self.pad_id)
+
+
+Features = Callable[[list[int]], dict[str, torch.Tensor]]
+
+
+class IndexCollator:
+    """A batch of sentence indices -> the padded ids, plus ``features(indices)`` when given
+    (per-sentence tensors kept outside the id lists, such as cached decoder states)."""
+
+    def __init__(self, ids: Sequence[Sequence[int]], pad_id: int, features: Features | None = None) -> None:
+        self.ids, self.pad, self.features = ids, Collator(pad_id), features
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        batch = self.pad([self.ids[i] for i in indices])
+        if self.features is not None:
+            batch.update(self.features(indices))
+        return batch
 
 
 def evaluation_order(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -152,18 +152,20 @@ def evaluation_order(lengths: Sequence[int], batch_size: int) -> list[list[int]]
 
 
 def make_dataloader(ids: list[list[int]], batch_size: int, pad_id: int, *, shuffle: bool, seed: int = 0,
-                    bucket_batches: int = 50, num_replicas: int = 1, rank: int = 0) -> DataLoader:
+                    bucket_batches: int = 50, num_replicas: int = 1, rank: int = 0,
+                    features: Features | None = None) -> DataLoader:
     """A DataLoader over ``ids`` with :class:`BucketBatchSampler` batches for this rank.
 
     Call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch (and pass
-    ``start_batch`` to resume mid-epoch).
+    ``start_batch`` to resume mid-epoch). ``features`` adds per-sentence tensors to every
+    batch (see :class:`IndexCollator`).
 
     The loader gets a generator of its own: every new DataLoader iterator draws a worker
     base seed, and from the global RNG that draw would shift the dropout masks of a run
     resumed mid-epoch (it opens one iterator more than the uninterrupted run).
     """
-    dataset = TokenizedDataset(ids)
-    sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed,
+    sampler = BucketBatchSampler([len(row) for row in ids], batch_size, shuffle=shuffle, seed=seed,
                                  bucket_batches=bucket_batches, num_replicas=num_replicas, rank=rank)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(pad_id),
+    # The dataset is the indices themselves: the collator gathers each batch in one go.
+    return DataLoader(range(len(ids)), batch_sampler=sampler, collate_fn=IndexCollator(ids, pad_id, features),
                       generator=torch.Generator().manual_seed(seed))

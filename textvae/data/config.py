@@ -5,6 +5,9 @@ from typing import Literal
 
 from textvae.schema import at_least, field, path_field, section
 
+DECODER_TOKENIZER = "decoder"
+"""``data.tokenizer`` for a pretrained decoder's own tokenizer."""
+
 
 @section("data")
 class DataConfig:
@@ -19,7 +22,13 @@ class DataConfig:
     """A local Hugging Face ``datasets`` directory (``save_to_disk``) or data-files folder; replaces ``corpus``."""
     text_column: str = "text"
     tokenizer: str = path_field("input", "word")
-    """``word``, ``bpe``, ``unigram`` (trained on the train split) or a saved tokenizer directory."""
+    """``word``, ``bpe``, ``unigram`` (trained on the train split), a saved tokenizer directory, or
+    ``decoder``: a pretrained decoder's own tokenizer (``model.decoder_type: pretrained`` needs it)."""
+    bos_token: str | None = None
+    """With ``tokenizer: decoder``: the token every sentence starts with (default: the tokenizer's
+    BOS, else its EOS)."""
+    eos_token: str | None = None
+    """With ``tokenizer: decoder``: the token every sentence ends with (default: the tokenizer's EOS)."""
     vocab_size: int = field(at_least(5), default=10000)
     """At least the 4 special tokens and one word."""
     min_frequency: int = field(at_least(1), default=1)

@@ -21,7 +21,7 @@ from textvae.data.corpora import SPLITS, resolve_corpus
 from textvae.data.reading import ReadReport, read_hf_splits, read_lines
 from textvae.data.synthetic import factors_path, load_factors
 from textvae.data.tokenization import (
-    EOS_ID,
+    DECODER_TOKENIZER,
     KINDS,
     check_fits_corpus,
     fertility,
@@ -130,15 +130,15 @@ def _report(raw: RawSplit, cfg: DataConfig, split: str, limited_to: int | None =
 def encode_split(tok: TokenizersBackend, raw: RawSplit, cfg: DataConfig, split: str) -> SplitData:
     """Token ids of ``raw`` under ``cfg``'s length policy, encoded as :func:`prepare_data` does
     (for a split read with :func:`read_splits` and a tokenizer that already exists)."""
-    return _apply_length_policy(raw, _encode(tok, raw.lines), _report(raw, cfg, split))
+    return _apply_length_policy(raw, _encode(tok, raw.lines), _report(raw, cfg, split), tok.eos_token_id)
 
 
-def _apply_length_policy(raw: RawSplit, ids: list[list[int]], report: SplitReport) -> SplitData:
+def _apply_length_policy(raw: RawSplit, ids: list[list[int]], report: SplitReport, eos_id: int) -> SplitData:
     limit = report.max_length + 2  # BOS and EOS do not count towards max_length
     if report.policy == "truncate":
         long_rows = [i for i, row in enumerate(ids) if len(row) > limit]
         for i in long_rows:
-            ids[i] = ids[i][: limit - 1] + [EOS_ID]
+            ids[i] = ids[i][: limit - 1] + [eos_id]
         report.truncated = len(long_rows)
         return SplitData(raw.lines, ids, raw.factors, report)
     keep = [i for i, row in enumerate(ids) if len(row) <= limit]
@@ -150,9 +150,16 @@ def _apply_length_policy(raw: RawSplit, ids: list[list[int]], report: SplitRepor
     return SplitData([raw.lines[i] for i in keep], [ids[i] for i in keep], factors, report)
 
 
-def _tokenizer(cfg: DataConfig, corpus: str, train: RawSplit | None) -> tuple[TokenizersBackend, dict, Path | None]:
-    """Train one on the train split, or load ``cfg.tokenizer``; return it, its meta and
-    the directory it was loaded from (``None`` when trained here)."""
+def _tokenizer(cfg: DataConfig, corpus: str, train: RawSplit | None,
+               given: tuple[TokenizersBackend, dict] | None) -> tuple[TokenizersBackend, dict, Path | None]:
+    """Train one on the train split, or load ``cfg.tokenizer``, or take the ``given`` one (a
+    pretrained decoder's); return it, its meta and the directory it was loaded from (``None``
+    when trained or given here)."""
+    if cfg.tokenizer == DECODER_TOKENIZER:
+        if given is None:
+            raise TextVAEError("data.tokenizer: 'decoder' is the pretrained decoder's own tokenizer, "
+                               "and model.decoder_type is not pretrained")
+        return given[0], given[1], None
     if cfg.tokenizer in KINDS:
         tok = train_tokenizer(cfg.tokenizer, train.lines, cfg.vocab_size, cfg.min_frequency, cfg.lowercase,
                               model_max_length=cfg.max_length + 2)
@@ -171,34 +178,37 @@ def _tokenizer(cfg: DataConfig, corpus: str, train: RawSplit | None) -> tuple[To
     return tok, load_meta(directory), directory
 
 
-def prepare_data(cfg: DataConfig, *, tokenizer_dir: Path | None = None,
-                 splits: Sequence[str] = SPLITS) -> PreparedData:
+def prepare_data(cfg: DataConfig, *, tokenizer_dir: Path | None = None, splits: Sequence[str] = SPLITS,
+                 tokenizer: tuple[TokenizersBackend, dict] | None = None) -> PreparedData:
     """Read, tokenise and length-limit ``splits`` as ``cfg`` describes.
 
     When ``cfg.tokenizer`` is a kind, the tokenizer is trained on the train split (after
     ``max_train_lines``); when it is a directory it is loaded and checked against the
-    first requested split (more than 5% ``<unk>`` means it belongs to another corpus).
+    first requested split (more than 5% ``<unk>`` means it belongs to another corpus);
+    when it is ``decoder``, ``tokenizer`` (a pretrained decoder's, with its metadata) is used.
     Either way it is saved to ``tokenizer_dir`` when one is given, so a run directory
     always holds the tokenizer its model was trained with.
     """
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise TextVAEError(f"unknown split(s) {unknown or list(splits)} (use {', '.join(SPLITS)})")
-    needed = list(splits) if cfg.tokenizer not in KINDS or "train" in splits else ["train", *splits]
+    trains = cfg.tokenizer in KINDS
+    needed = list(splits) if not trains or "train" in splits else ["train", *splits]
     corpus, raw = read_splits(cfg, needed)
     limited = cfg.max_train_lines
     if limited is not None and "train" in raw and len(raw["train"].lines) > limited:
         raw["train"] = raw["train"].head(limited)
     else:
         limited = None
-    tok, meta, loaded_from = _tokenizer(cfg, corpus, raw.get("train"))
+    tok, meta, loaded_from = _tokenizer(cfg, corpus, raw.get("train"), tokenizer)
     prepared = PreparedData(tok, corpus)
     for split in splits:
         r = raw[split]
         ids = _encode(tok, r.lines)
-        if loaded_from is not None and split == splits[0]:
+        if loaded_from is not None and split == splits[0] and meta.get("kind") != "pretrained":
             check_fits_corpus(ids, r.lines, loaded_from, meta, corpus, split)
-        prepared.splits[split] = _apply_length_policy(r, ids, _report(r, cfg, split, limited if split == "train" else None))
+        report = _report(r, cfg, split, limited if split == "train" else None)
+        prepared.splits[split] = _apply_length_policy(r, ids, report, tok.eos_token_id)
     if tokenizer_dir is not None and (loaded_from is None or Path(tokenizer_dir).resolve() != loaded_from.resolve()):
         save_tokenizer(tok, tokenizer_dir, meta)
     return prepared

@@ -9,6 +9,7 @@ policy is applied after tokenisation (see :mod:`textvae.data.pipeline`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -72,17 +73,50 @@ def decode_lines(data: bytes, source: str) -> list[str]:
 
 
 def read_lines(path: str | Path) -> tuple[list[str], ReadReport]:
-    """Read a UTF-8 file with one sentence per line (see :func:`decode_lines`)."""
+    """Read a UTF-8 file with one sentence per line (blank lines dropped and counted)."""
+    return clean_lines(read_raw_lines(path), str(path))
+
+
+def read_raw_lines(path: str | Path) -> list[str]:
+    """Every line of a UTF-8 text file, blank ones included, without line endings
+    (see :func:`decode_lines`)."""
+    return decode_lines(_read_bytes(path), str(path))
+
+
+def _read_bytes(path: str | Path) -> bytes:
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise TextVAEError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise TextVAEError(f"{path}: is a directory, expected a text file") from None
     except OSError as exc:
         raise TextVAEError(f"{path}: cannot read ({exc.strerror})") from None
-    return clean_lines(decode_lines(data, str(path)), str(path))
+
+
+def read_json_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file of objects.
+
+    A last line that does not end in a newline and does not parse is the record a kill cut
+    short while it was appended (``metrics.jsonl``): it is left out.
+    """
+    data = _read_bytes(path)
+    lines = decode_lines(data, str(path))
+    rows = []
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if line_no == len(lines) and not data.endswith((b"\n", b"\r")):
+                break
+            raise TextVAEError(f"{path}:{line_no}: not a JSON object ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise TextVAEError(f"{path}:{line_no}: not a JSON object (a JSON {type(row).__name__})")
+        rows.append((line_no, row))
+    return rows
 
 
 HF_SPLIT_NAMES = {"train": ("train",), "valid": ("validation", "valid", "dev"), "test": ("test",)}

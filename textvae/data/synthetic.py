@@ -4,7 +4,9 @@ Why our own generator: the demo and the tests need a corpus that ships with the 
 has no licence strings attached, trains in minutes on a CPU and, unlike real text, comes
 with the *generative factors* of every sentence, so a latent space can be checked for
 what it encodes (tense, negation, number, ...). Every sentence is rendered from a factor
-dict by :func:`render`, and each split's factors are written next to it as JSON lines.
+dict by :func:`render`, and each split's factors are written next to it as JSON lines;
+:func:`parse` inverts :func:`render`, so a *decoded* sentence's factors can be read back
+(how the latent-edit measurements tell whether an edit did what it should).
 
 Factors (keys of each dict): ``subject`` (a noun lemma or a pronoun), ``subject_adjective``
 (or ``None``), ``subject_number``, ``verb`` (lemma), ``tense`` (past/present/future),
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from textvae.atomic import ensure_directory, write_text
+from textvae.data.reading import read_json_lines
 from textvae.errors import TextVAEError
 
 # noun -> plural
@@ -107,6 +110,93 @@ def render(f: dict[str, Any]) -> str:
     return " ".join(words) + " ."
 
 
+# word -> (lemma, number) for every noun form, and -> (lemma, tense, number) for every finite
+# verb form a sentence can start its verb phrase with; the tables :func:`parse` reads with.
+_NOUN_FORMS = {form: (lemma, number) for table in (ANIMATE, THINGS) for lemma, plural in table.items()
+               for form, number in ((lemma, "singular"), (plural, "plural"))}
+_FINITE_VERBS = {form: (lemma, tense, number) for lemma, (third, past) in VERBS.items()
+                 for form, tense, number in ((third, "present", "singular"), (lemma, "present", "plural"),
+                                             (past, "past", None))}
+
+
+def parse(sentence: str) -> dict[str, Any] | None:
+    """The factor dict :func:`render` makes ``sentence`` from, or None outside the grammar.
+
+    Words are read left to right into factors, which are then rendered again: only a
+    sentence that renders back word for word is accepted, so agreement (``the dogs sees``),
+    determiners (``an cat``) and word order are all checked by :func:`render` itself.
+    Whitespace between words does not matter.
+    """
+    words = sentence.split()
+    f: dict[str, Any] = {}
+    try:
+        i = _parse_subject(words, f)
+        i = _parse_verb(words, i, f)
+        i = _parse_object(words, i, f)
+        i = _parse_extension(words, i, f)
+    except (IndexError, KeyError):
+        return None
+    if words[i:] != ["."] or render(f).split() != words:
+        return None
+    return f
+
+
+def _parse_subject(words: list[str], f: dict[str, Any]) -> int:
+    if words[0] in PRONOUNS:
+        f.update(subject=words[0], subject_adjective=None, subject_number=PRONOUNS[words[0]])
+        return 1
+    if words[0] != "the":
+        raise KeyError(words[0])
+    adjective, (noun, number), i = _adjective_and_noun(words, 1)
+    if noun not in ANIMATE:
+        raise KeyError(noun)
+    f.update(subject=noun, subject_adjective=adjective, subject_number=number)
+    return i
+
+
+def _adjective_and_noun(words: list[str], i: int) -> tuple[str | None, tuple[str, str], int]:
+    adjective = words[i] if words[i] in ADJECTIVES else None
+    i += adjective is not None
+    return adjective, _NOUN_FORMS[words[i]], i + 1
+
+
+def _parse_verb(words: list[str], i: int, f: dict[str, Any]) -> int:
+    """Fills verb, tense and negation; the number the verb agrees with is left to :func:`render`'s check."""
+    auxiliary = {"will": "future", "did": "past", "does": "present", "do": "present"}.get(words[i])
+    if auxiliary is None:
+        verb, tense, _ = _FINITE_VERBS[words[i]]
+        f.update(verb=verb, tense=tense, negation=False)
+        return i + 1
+    negation = words[i + 1] == "not"
+    verb = words[i + 1 + negation]
+    if verb not in VERBS:
+        raise KeyError(verb)
+    f.update(verb=verb, tense=auxiliary, negation=negation)
+    return i + 2 + negation
+
+
+def _parse_object(words: list[str], i: int, f: dict[str, Any]) -> int:
+    if words[i] not in ("a", "an", "the"):
+        raise KeyError(words[i])
+    adjective, (noun, number), i = _adjective_and_noun(words, i + 1)
+    f.update(object=noun, object_adjective=adjective, object_number=number)
+    return i
+
+
+def _parse_extension(words: list[str], i: int, f: dict[str, Any]) -> int:
+    """Fills extension, then its words, in :func:`sample_factors`' key order."""
+    extra: dict[str, str] = {}
+    if words[i] in PREPOSITIONS and words[i + 1] == "the" and words[i + 2] in PLACES:
+        extra.update(preposition=words[i], place=words[i + 2])
+        i += 3
+    if words[i] in ADVERBS:
+        extra["adverb"] = words[i]
+        i += 1
+    f["extension"] = "+".join(part for part, key in (("pp", "place"), ("adverb", "adverb")) if key in extra) or "none"
+    f.update(extra)
+    return i
+
+
 def sample_factors(rng: random.Random) -> dict[str, Any]:
     """Draw one sentence's factors (fixed key order, so the JSON lines are reproducible)."""
     if rng.random() < 0.2:
@@ -171,14 +261,6 @@ def factors_path(directory: str | Path, split: str) -> Path:
 def load_factors(directory: str | Path, split: str) -> list[dict[str, Any]]:
     """The factor dicts of ``split``, one per sentence of ``{split}.txt``, in order."""
     path = factors_path(directory, split)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TextVAEError(f"{path}: no such file (factors exist only for the synthetic corpus)") from None
-    rows = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise TextVAEError(f"{path}:{line_no}: not a JSON object ({exc.msg})") from None
-    return rows
+    if not path.is_file():
+        raise TextVAEError(f"{path}: no such file (factors exist only for the synthetic corpus)")
+    return [row for _, row in read_json_lines(path)]

@@ -6,6 +6,10 @@ rest of textvae relies on: ``<pad>``=0, ``<bos>``=1, ``<eos>``=2, ``<unk>``=3, a
 encoding is ``<bos> ... <eos>``, so ``tok(texts, padding=True, return_tensors="pt")`` is
 model-ready.
 
+A pretrained decoder brings its own tokenizer (:func:`load_pretrained_tokenizer`): its ids
+are the ones the VAE models, wrapped to the same ``<bos> ... <eos>`` contract with the
+LM's own special tokens (and EOS as padding when it has no pad token).
+
 Kinds: ``word`` (whitespace-separated words; the literal ``<unk>`` of PTB-style corpora *is*
 the unknown token), ``bpe`` and ``unigram`` (subwords, trained by ``tokenizers``).
 ``vocab_size`` counts the entries learned from the corpus; the four special tokens come
@@ -33,7 +37,8 @@ from tokenizers import (
 from transformers import TokenizersBackend
 
 from textvae.atomic import staged_directory
-from textvae.errors import TextVAEError
+from textvae.data.config import DECODER_TOKENIZER  # noqa: F401 -- re-exported beside KINDS
+from textvae.errors import TextVAEError, require_extra
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -99,6 +104,60 @@ def train_tokenizer(kind: str, lines: Sequence[str], vocab_size: int, min_freque
                                    model_max_length=model_max_length)
 
 
+def load_pretrained_tokenizer(name_or_path: str, *, gguf_file: str | None = None, bos_token: str | None = None,
+                              eos_token: str | None = None, model_max_length: int = 512,
+                              option: str = "model.decoder_name_or_path") -> tuple[TokenizersBackend, dict[str, Any]]:
+    """A pretrained LM's tokenizer, made to encode every sentence as ``<bos> ... <eos>``.
+
+    BOS is ``bos_token``, else the tokenizer's own BOS, else its EOS (GPT-2 style); EOS is
+    ``eos_token`` or its own. A tokenizer without a pad token pads with EOS (the model's
+    attention masks then come from the lengths, never from the pad id). The result is a
+    plain ``TokenizersBackend`` over the same Rust tokenizer, so what is saved beside a
+    model reloads with exactly this behaviour. Returns it with its metadata (source and a
+    digest of its vocabulary), as :func:`save_tokenizer` stores it.
+    """
+    from transformers import AutoTokenizer
+
+    if gguf_file:
+        require_extra("gguf", "gguf", f"model.decoder_gguf_file: reading {gguf_file}")
+    try:
+        loaded = AutoTokenizer.from_pretrained(name_or_path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except Exception as exc:  # noqa: BLE001 -- transformers raises many types for a missing tokenizer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TextVAEError(f"{option}: cannot load the tokenizer of '{name_or_path}' ({first})") from None
+    if not isinstance(loaded, TokenizersBackend):
+        raise TextVAEError(f"{option}: the tokenizer of '{name_or_path}' has no fast (Rust) version; "
+                           "textvae needs one to encode corpora")
+    bos = bos_token or loaded.bos_token or loaded.eos_token
+    eos = eos_token or loaded.eos_token
+    for key, token in (("data.bos_token", bos), ("data.eos_token", eos)):
+        if token is None:
+            raise TextVAEError(f"{key}: the tokenizer of '{name_or_path}' has no such token; name one of its tokens")
+        if loaded.convert_tokens_to_ids(token) in (None, loaded.unk_token_id) and token != loaded.unk_token:
+            raise TextVAEError(f"{key}: '{token}' is not a token of the tokenizer of '{name_or_path}'")
+    backend = Tokenizer.from_str(loaded.backend_tokenizer.to_str())
+    bos_id, eos_id = loaded.convert_tokens_to_ids(bos), loaded.convert_tokens_to_ids(eos)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", special_tokens=list(dict.fromkeys([(bos, bos_id), (eos, eos_id)])))
+    tok = TokenizersBackend(tokenizer_object=backend, bos_token=bos, eos_token=eos,
+                            pad_token=loaded.pad_token or eos, unk_token=loaded.unk_token,
+                            model_max_length=model_max_length)
+    meta = {"kind": "pretrained", "source": name_or_path, "gguf_file": gguf_file, "bos_token": bos,
+            "eos_token": eos, "vocabulary_sha256": hashlib.sha256(backend.to_str().encode()).hexdigest()}
+    return tok, meta
+
+
+def load_encoder_tokenizer(name_or_path: str) -> TokenizersBackend:
+    """A pretrained encoder's own tokenizer, as it comes (it adds its own special tokens)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as exc:  # noqa: BLE001 -- transformers raises many types for a missing tokenizer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TextVAEError(f"model.encoder_name_or_path: cannot load the tokenizer of '{name_or_path}' ({first})") from None
+
+
 def fingerprint(lines: Sequence[str]) -> str:
     """A SHA256 of the training sentences, recorded so a tokenizer can name its data."""
     digest = hashlib.sha256()
@@ -138,14 +197,15 @@ def load_meta(directory: str | Path) -> dict[str, Any]:
 
 
 def load_tokenizer(directory: str | Path) -> TokenizersBackend:
-    """Load a tokenizer written by :func:`save_tokenizer`; check the special-token ids."""
-    load_meta(directory)
+    """Load a tokenizer written by :func:`save_tokenizer`; check the special-token ids (a
+    pretrained LM's tokenizer keeps its own)."""
+    meta = load_meta(directory)
     try:
         tok = TokenizersBackend.from_pretrained(str(directory))
     except Exception as exc:  # transformers raises many types for damaged files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TextVAEError(f"{directory}: corrupt tokenizer ({first})") from None
-    if tok.convert_tokens_to_ids(list(SPECIAL_TOKENS)) != list(range(4)):
+    if meta.get("kind") != "pretrained" and tok.convert_tokens_to_ids(list(SPECIAL_TOKENS)) != list(range(4)):
         raise TextVAEError(f"{directory}: special tokens are not <pad>=0 <bos>=1 <eos>=2 <unk>=3")
     return tok
 

@@ -49,6 +49,7 @@ from textvae.estimators import (
     count_predicted_tokens,
     gaussian_kl_per_dim,
     latent_warning,
+    perplexity,
     token_matches,
 )
 from textvae.evaluation.metrics import LikelihoodTotals, latent_statistics, reconstruction_scores
@@ -151,6 +152,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def word_count(tokenizer: Any, ids: Sequence[Sequence[int]]) -> int:
+    """Whitespace words of the sentences the ids spell (BOS and EOS cut), plus one EOS each:
+    the unit of per-word perplexity, the same for every tokenizer of the same text."""
+    texts = tokenizer.batch_decode([list(row[1:-1]) for row in ids])
+    return sum(len(text.split()) for text in texts) + len(ids)
+
+
 def checkpoint_identity(model: TextVAEModel) -> dict[str, Any]:
     """Which weights the numbers belong to: source, a hash or Hub commit, and the config."""
     config = model.config
@@ -172,14 +180,26 @@ def checkpoint_identity(model: TextVAEModel) -> dict[str, Any]:
         "latent_path": config.latent_path,
         "lipschitz": config.lipschitz,
         "latent_size": config.latent_size,
-        "encoder": f"{config.encoder_type} x{config.encoder_layers}",
-        "decoder": f"{config.decoder_type} x{config.decoder_layers}",
+        "encoder": _describe_part(config, "encoder"),
+        "decoder": _describe_part(config, "decoder"),
         "embedding_size": config.embedding_size,
         "hidden_size": config.hidden_size,
         "vocab_size": config.vocab_size,
         "num_parameters": sum(p.numel() for p in model.parameters()),
     }
+    if model.head.invlip is not None and model.head.output_lift:
+        # The lift through W is normalised to give s * L; W A alone would give L * sigma.
+        identity["config"]["lipschitz_bound"] = model.lipschitz_bound()
+        identity["config"]["output_lift_sigma"] = model.head.invlip.output_sigma(model.head.output_layer().weight)
     return identity
+
+
+def _describe_part(config: Any, part: str) -> str:
+    """``lstm x1``, or for a pretrained backbone its name and what of it trained."""
+    kind = getattr(config, f"{part}_type")
+    if kind != "pretrained":
+        return f"{kind} x{getattr(config, f'{part}_layers')}"
+    return f"pretrained {getattr(config, f'{part}_name_or_path')} ({getattr(config, f'{part}_trainable')})"
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -281,6 +301,10 @@ def evaluate_split(
     kl = gaussian_kl_per_dim(split.mu.double(), split.logvar.double()).sum(-1) * float(has_latent)  # (N,)
     totals = LikelihoodTotals(float(-split.rec.sum()), float(kl.sum()), split.tokens, len(ids), float(-split.iw.sum()))
     results: dict[str, Any] = totals.numbers()
+    words = word_count(model.tokenizer, ids) if getattr(model, "tokenizer", None) is not None else None
+    if words is not None:  # per word, comparable across tokenizers (the decoder's ids may be subwords)
+        results["ppl_elbo_word"] = perplexity(totals.rec + totals.kl, words)
+        results["ppl_iw_word"] = perplexity(totals.iw_nll, words)
     results.update(_latent_statistics(split.mu, split.logvar, has_latent, delta, batch_size, mi, seed))
     results["token_accuracy_teacher_forced"] = split.correct / split.tokens
     if has_latent:
@@ -297,6 +321,9 @@ def evaluate_split(
         with_length = [{**f, "length": len(r) - 2} for f, r in zip(factors, ids, strict=True)]
         results["probes"] = probe_factors(split.mu, with_length, seed=seed)
     results["protocol"] = _protocol(len(ids), split.tokens, iw_samples, has_latent, delta, batch_size, mi, bleu, seed)
+    if words is not None:
+        results["protocol"].update(num_words=words, ppl_word="exp(corpus NLL / (whitespace words + EOS)), the words "
+                                   "of each sentence as its decoder ids decode")
     results["checkpoint"] = checkpoint_identity(model)
     return Evaluation(results, split.mu, split.logvar)
 
@@ -400,7 +427,7 @@ def _protocol(
         if has_latent
         else "exact log p(x) (no latent variable)",
         "elbo": "mean over the K samples of log p(x|z_k) minus analytic KL",
-        "ppl": "exp(corpus NLL / predicted tokens)",
+        "ppl": "exp(corpus NLL / predicted decoder tokens), per decoder token (ppl_*_word: per word)",
         "mi_split": "aggregate posterior over all N posteriors of the split, 1 sample per x",
         "mi_batch": f"He et al. (2019) calc_mi: aggregate posterior per block of {batch_size} sentences (split order)",
         "mi_headline": mi,
@@ -426,8 +453,10 @@ _ROWS = (
     ("kl", "KL(q(z\\|x) \\|\\| p(z))"),
     ("nll_iw", "NLL, importance-weighted"),
     ("nll_elbo", "NLL bound from the ELBO"),
-    ("ppl_iw", "PPL from IW-NLL"),
-    ("ppl_elbo", "PPL from the ELBO"),
+    ("ppl_iw", "PPL from IW-NLL, per decoder token"),
+    ("ppl_elbo", "PPL from the ELBO, per decoder token"),
+    ("ppl_iw_word", "PPL from IW-NLL, per word"),
+    ("ppl_elbo_word", "PPL from the ELBO, per word"),
     ("mi_split", "MI, whole-split aggregate posterior"),
     ("mi_batch", "MI, mini-batch (He et al.)"),
     ("active_units", "Active units"),
@@ -455,7 +484,8 @@ def format_markdown(results: dict[str, Any]) -> str:
     notes = {
         "nll_iw": f"K = {protocol.get('iw_samples_used', '?')}",
         "active_units": f"delta = {protocol.get('active_units_delta', '?')}, d = {config.get('latent_size', '?')}",
-        "ppl_iw": f"{protocol.get('num_predicted_tokens', '?')} predicted tokens (words + EOS)",
+        "ppl_iw": f"{protocol.get('num_predicted_tokens', '?')} predicted decoder tokens (+ EOS)",
+        "ppl_iw_word": f"{protocol.get('num_words', '?')} words (+ EOS)",
         "elbo": f"{protocol.get('num_sentences', '?')} sentences",
     }
     lines = ["| Metric | Value | Notes |", "| --- | --- | --- |"]

@@ -7,7 +7,6 @@ only when a figure is drawn, with the Agg backend so no display is needed.
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from textvae.atomic import ensure_directory, write_bytes
+from textvae.data.reading import read_json_lines
 from textvae.errors import TextVAEError
 
 CURVE_KEYS = (("elbo", "ELBO"), ("rec", "Reconstruction"), ("kl", "KL"))
@@ -67,27 +67,9 @@ def plot_kl_per_dimension(kl_per_dim: Sequence[float], path: str | Path, *, delt
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The JSON objects of a run's ``metrics.jsonl``, one per line (blank lines skipped)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TextVAEError(f"{path}: no such file (a run directory has metrics.jsonl)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TextVAEError(f"{path}: cannot be read ({getattr(exc, 'reason', None) or exc.strerror})") from None
-    rows = []
-    lines = text.splitlines()
-    for line_no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if line_no == len(lines) and not text.endswith("\n"):
-                break  # the last record, cut short by a kill while it was appended
-            raise TextVAEError(f"{path}:{line_no}: not a JSON object ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise TextVAEError(f"{path}:{line_no}: not a JSON object")
-        rows.append(row)
-    return rows
+    if not path.is_file():
+        raise TextVAEError(f"{path}: no such file (a run directory has metrics.jsonl)")
+    return [row for _, row in read_json_lines(path)]
 
 
 def curve_series(rows: Sequence[dict[str, Any]], key: str, split: str) -> tuple[list[float], list[float]]:

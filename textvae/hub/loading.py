@@ -9,6 +9,7 @@ import torch
 
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEModel
+from textvae.models.latents import ATTRIBUTES_FILE, AttributeVectors
 
 
 def resolve_export(name_or_path: str | Path) -> str:
@@ -37,23 +38,16 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
             raise TextVAEError(f"checkpoint not found: {source}")
         if not (path / "config.json").is_file():
             raise TextVAEError(f"{source}: not a textvae export (no config.json)")
-        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        weights = [p for p in path.glob("*.safetensors") if p.name != ATTRIBUTES_FILE]
+        if not weights and not any(path.glob("*.bin")):
             raise TextVAEError(f"{source}: no model weights (model.safetensors) in the export")
-    unreachable = None if looks_local or hub_kwargs.get("local_files_only") else hub_unreachable()
-    if unreachable:  # the local cache only: no retries against an endpoint that is not there
-        hub_kwargs = {**hub_kwargs, "local_files_only": True}
+    hub_kwargs, unreachable = (hub_kwargs, None) if looks_local else cache_only_if_unreachable(hub_kwargs)
     try:
         model = TextVAEModel.from_pretrained(source, **hub_kwargs)
     except TextVAEError:
         raise
     except Exception as exc:  # noqa: BLE001 -- every loader failure becomes one line
-        message = None if looks_local else describe_hub_failure(exc, source, hub_kwargs.get("token"))
-        if unreachable:
-            from huggingface_hub import constants
-
-            from textvae.hub.failures import unreachable_message
-
-            message = unreachable_message(constants.ENDPOINT, unreachable, writing=False)
+        message = None if looks_local else describe_hub_failure(exc, source, hub_kwargs.get("token"), unreachable)
         if message is None:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             message = f"{source}: could not load the checkpoint ({type(exc).__name__}: {first_line})"
@@ -65,21 +59,65 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     raise TextVAEError(message)
 
 
-def hub_unreachable() -> str | None:
-    """Why the configured Hub endpoint cannot be reached (None when it can, or when offline mode
-    already keeps the client off the network)."""
+def cache_only_if_unreachable(hub_kwargs: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """``hub_kwargs`` for a download, and why the Hub cannot be reached (None when it can).
+
+    An unreachable endpoint (one connection tried, :func:`~textvae.hub.failures.unreachable_reason`)
+    turns the download into a look in the local cache, so a cached model still loads and a
+    missing one fails at once instead of after huggingface_hub's retries. Offline mode and
+    ``local_files_only`` already keep the client off the network: nothing is tried then.
+    """
     from huggingface_hub import constants
 
     from textvae.hub.failures import unreachable_reason
 
-    return None if constants.HF_HUB_OFFLINE else unreachable_reason(constants.ENDPOINT)
+    if constants.HF_HUB_OFFLINE or hub_kwargs.get("local_files_only"):
+        return hub_kwargs, None
+    reason = unreachable_reason(constants.ENDPOINT)
+    return ({**hub_kwargs, "local_files_only": True}, reason) if reason else (hub_kwargs, None)
 
 
-def describe_hub_failure(exc: BaseException, repo_id: str, token: str | None = None) -> str | None:
-    """One line for a failed Hub download, without the token; None when the Hub is not the cause."""
+def load_attribute_vectors(name_or_path: str | Path, **hub_kwargs: Any) -> AttributeVectors:
+    """The attribute vectors stored with a checkpoint (export, run directory or Hub id).
+
+    ``textvae attributes`` writes them into the export as :data:`ATTRIBUTES_FILE`, and
+    ``textvae push`` uploads that file, so a Hub model can be edited as its owner did.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    source = resolve_export(name_or_path)
+    missing = (f"{source}: no attribute vectors ({ATTRIBUTES_FILE}); compute them with "
+               f"`textvae attributes {name_or_path} LABELS.jsonl`")
+    if Path(source).is_dir():
+        if not (Path(source) / ATTRIBUTES_FILE).is_file():
+            raise TextVAEError(missing)
+        return AttributeVectors.load(Path(source) / ATTRIBUTES_FILE)
+    hub_kwargs, unreachable = cache_only_if_unreachable(hub_kwargs)
+    try:
+        path = hf_hub_download(source, ATTRIBUTES_FILE, **hub_kwargs)
+    except RemoteEntryNotFoundError:  # the repo has no such file (a cache miss offline is not this)
+        message = missing
+    except Exception as exc:  # noqa: BLE001 -- a Hub failure becomes one line, anything else is re-raised
+        message = describe_hub_failure(exc, source, hub_kwargs.get("token"), unreachable)
+        if message is None:
+            raise
+    else:
+        return AttributeVectors.load(path)
+    raise TextVAEError(message)
+
+
+def describe_hub_failure(exc: BaseException, repo_id: str, token: str | None = None,
+                         unreachable: str | None = None) -> str | None:
+    """One line for a failed Hub download, without the token; None when the Hub is not the cause.
+
+    ``unreachable``: why the endpoint could not be reached (:func:`cache_only_if_unreachable`):
+    the download then only looked in the cache, and that is the failure to report."""
     from huggingface_hub import constants, get_token
 
-    from textvae.hub.failures import explain_hub_error, redact
+    from textvae.hub.failures import explain_hub_error, redact, unreachable_message
 
+    if unreachable:
+        return unreachable_message(constants.ENDPOINT, unreachable, writing=False)
     message = explain_hub_error(exc, repo_id, constants.ENDPOINT, writing=False)
     return None if message is None else redact(message, token if isinstance(token, str) else get_token())

@@ -44,6 +44,10 @@ LATENT_PATHS = {
         "z initialises the decoder and is appended to every decoder input (Bowman et al. 2016; "
         "He et al. 2019). Nothing prevents posterior collapse beyond the training objective."
     ),
+    "memory": (
+        "z is projected to one extra key/value per decoder layer and added to every input embedding "
+        "(Optimus, Li et al. 2020). Nothing prevents posterior collapse beyond the training objective."
+    ),
     "none": "No latent variable: a plain language-model baseline (KL, MI and active units are 0).",
 }
 
@@ -52,8 +56,9 @@ LATENT_PATHS = {
 METRIC_ROWS = (
     ("elbo", "ELBO", "nats per sentence (higher is better)"),
     ("nll_iw", "NLL, importance-weighted", "nats per sentence, K = {K}"),
-    ("ppl_iw", "PPL from the IW NLL", "exp(corpus NLL / predicted tokens)"),
+    ("ppl_iw", "PPL from the IW NLL", "exp(corpus NLL / predicted decoder tokens)"),
     ("ppl_elbo", "PPL from the ELBO", "an upper bound of the above"),
+    ("ppl_iw_word", "PPL per word, from the IW NLL", "exp(corpus NLL / (words + EOS)): comparable across tokenizers"),
     ("kl", "KL(q(z|x) || p(z))", "nats per sentence"),
     ("mi", "Mutual information I_q(x; z)", "nats, {mi}"),
     ("active_units", "Active units", "Var_x E_q[z_j] >= delta = {delta}, out of d = {d}"),
@@ -116,9 +121,11 @@ def build_model_card(
     """
     name = repo_id.split("/")[-1]
     results = eval_results(evaluation, recipe)
+    bases = base_models(model.config)
     data = ModelCardData(
         library_name="textvae",
         license=license,
+        base_model=[name for _, name, _ in bases if name] or None,
         tags=list(dict.fromkeys([*TAGS, f"latent-{model.config.latent_path}", *tags])),
         model_name=name if results else None,
         eval_results=results or None,
@@ -168,11 +175,25 @@ def _overview(model, repo_id: str, recipe: dict[str, Any] | None) -> str:
     )
 
 
+def base_models(config: Any) -> list[tuple[str, str, str]]:
+    """(part, name, licence) of each pretrained backbone: the card names them and their licences."""
+    return [(part, getattr(config, f"{part}_name_or_path") or "", getattr(config, f"{part}_license") or "unknown")
+            for part in ("encoder", "decoder") if getattr(config, f"{part}_type") == "pretrained"]
+
+
+def _part(config: Any, part: str) -> str:
+    """One table cell describing the encoder or the decoder."""
+    kind = getattr(config, f"{part}_type")
+    if kind == "pretrained":
+        backbone = getattr(config, f"{part}_config") or {}
+        return (f"pretrained `{getattr(config, f'{part}_name_or_path')}` ({backbone.get('model_type', '?')}, "
+                f"{getattr(config, f'{part}_trainable')})")
+    text = f"{kind.upper()}, {getattr(config, f'{part}_layers')} layer(s), hidden {config.hidden_size}"
+    return text + (", bidirectional" if part == "encoder" and kind == "lstm" and config.encoder_bidirectional else "")
+
+
 def _architecture(model, recipe: dict[str, Any] | None, train_summary: dict[str, Any] | None) -> str:
     config = model.config
-    encoder = f"{config.encoder_type.upper()}, {config.encoder_layers} layer(s), hidden {config.hidden_size}"
-    if config.encoder_type == "lstm" and config.encoder_bidirectional:
-        encoder += ", bidirectional"
     latent = f"d = {config.latent_size}, path `{config.latent_path}`"
     if config.latent_path == "invlip":
         latent += (f", L = {config.lipschitz:g} (ICNN {config.icnn_layers} x {config.icnn_hidden_size}, "
@@ -180,8 +201,8 @@ def _architecture(model, recipe: dict[str, Any] | None, train_summary: dict[str,
     tokenizer = ((recipe or {}).get("data") or {}).get("tokenizer", "")
     rows = [
         ("Corpus", corpus_name(recipe)),
-        ("Encoder", encoder),
-        ("Decoder", f"{config.decoder_type.upper()}, {config.decoder_layers} layer(s), hidden {config.hidden_size}"),
+        ("Encoder", _part(config, "encoder")),
+        ("Decoder", _part(config, "decoder")),
         ("Embeddings", f"{config.embedding_size}, vocabulary {config.vocab_size} {tokenizer} tokens".rstrip()),
         ("Latent", latent),
         ("Parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
@@ -190,6 +211,10 @@ def _architecture(model, recipe: dict[str, Any] | None, train_summary: dict[str,
         best = f" (exported at step {train_summary['best_step']})" if "best_step" in train_summary else ""
         rows.append(("Training", f"{train_summary['steps']} optimiser steps{best}"))
     lines = ["## Model", "", "| | |", "| --- | --- |"] + [_row(k, v) for k, v in rows]
+    bases = base_models(config)
+    if bases:
+        lines += ["", "Base models (their licences apply to their weights):", ""]
+        lines += [f"- {part}: `{name}`, licence: {licence}" for part, name, licence in bases]
     return "\n".join(lines) + "\n\nThe full training recipe is in `recipe.yaml`.\n"
 
 

@@ -26,6 +26,7 @@ import fnmatch
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -39,7 +40,12 @@ from textvae.hub.failures import explain_hub_error, redact
 from textvae.hub.loading import load_model, resolve_export
 from textvae.hub.model_card import FIGURES, build_model_card, generate_examples
 from textvae.models import TextVAEModel
+from textvae.models.latents import ATTRIBUTES_FILE
+from textvae.models.modeling_textvae import ENCODER_TOKENIZER_DIR
+from textvae.models.pretrained import local_path
 
+# The weights' "*.safetensors" also takes the attribute vectors `textvae attributes` stores
+# (ATTRIBUTES_FILE), so that `textvae edit HUB_ID` finds them.
 EXPORT_PATTERNS = (
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
     "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
@@ -65,13 +71,36 @@ class PushResult:
 
 
 # ------------------------------------------------------------------------ pushing
-def push_export(source: str | Path, repo_id: str, **options: Any) -> PushResult:
+def push_export(source: str | Path, repo_id: str, *, merge: bool = False, **options: Any) -> PushResult:
     """Upload an export (or a run directory's ``final/``) with a generated model card.
 
-    Takes the keyword options of :func:`push_directory`.
+    ``merge`` uploads a pretrained backbone's own weights too (LoRA merged into them), for
+    an export that refers to a base model nobody else can load. Takes the keyword options
+    of :func:`push_directory`.
     """
     export = Path(resolve_export(source))
-    return push_directory(load_model(export), export, repo_id, **options)
+    model = load_model(export)
+    if not merge:
+        return push_directory(model, export, repo_id, **options)
+    with tempfile.TemporaryDirectory(prefix="textvae-push-") as tmp:
+        model.save_pretrained(tmp, embed_backbones=True)
+        for path in export_files(export):  # the recipe, reports and figures beside the weights
+            target = Path(tmp) / path.relative_to(export)
+            if not target.exists():
+                shutil.copy2(path, target)
+        return push_directory(model, Path(tmp), repo_id, **options)
+
+
+def local_backbones(directory: Path) -> list[str]:
+    """The backbones an export refers to by a local path (which nobody else can load)."""
+    config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    found = []
+    for part in ("decoder", "encoder"):
+        name = config.get(f"{part}_name_or_path")
+        if config.get(f"{part}_type") == "pretrained" and config.get(f"{part}_weights") == "reference" and name \
+                and (Path(local_path(name)).exists() or name.startswith(("/", ".", "~"))):
+            found.append(f"the {part} refers to the local directory {name}")
+    return found
 
 
 def push_model(model: TextVAEModel, repo_id: str, *, max_shard_size: int | str | None = "50GB",
@@ -106,6 +135,10 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
     if not token:
         raise InvalidArgument("token", "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass one")
     files = export_files(directory)
+    local = local_backbones(directory)
+    if local:
+        raise TextVAEError(f"{directory}: {'; '.join(local)}, which nobody who downloads the model can load: push with "
+                           "--merge (uploads the backbone's weights, LoRA merged), or train from its Hub id")
     metadata = scrub_local_paths(read_export_metadata(directory))
     examples = generate_examples(model)
     api = HfApi(endpoint=endpoint, token=token, library_name="textvae")
@@ -116,8 +149,8 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
         card.content = scrub_local_paths(card.content)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=upload_content(path, repo_id))
-                      for path in files]
+        operations = [CommitOperationAdd(path_in_repo=path.relative_to(directory).as_posix(),
+                                         path_or_fileobj=upload_content(path, repo_id)) for path in files]
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
         message = commit_message or f"Upload textvae model ({model.config.latent_path})"
         info = api.create_commit(repo_id, operations, commit_message=message, commit_description=commit_description,
@@ -127,7 +160,8 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
         if failure is None:
             raise
     else:
-        return PushResult(repo_id, info.commit_url, info.oid, [path.name for path in files] + ["README.md"],
+        return PushResult(repo_id, info.commit_url, info.oid,
+                          [path.relative_to(directory).as_posix() for path in files] + ["README.md"],
                           pr_url=info.pr_url)
     # Raised outside the handler, so no client exception (whose request holds the token) is chained.
     raise TextVAEError(redact(failure, token))
@@ -135,12 +169,20 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
 
 def upload_content(path: Path, repo_id: str) -> str | bytes:
     """What to upload for an export file: the file itself, unless it is metadata that names
-    local paths; those are scrubbed (:func:`scrub_local_paths`), and evaluation.json's
-    checkpoint and data sources become the repo id and the corpus name."""
+    local paths; those are scrubbed (:func:`scrub_local_paths`). evaluation.json's checkpoint
+    and data sources become the repo id and the corpus name, and config.json's embedded
+    backbones' local paths (relative ones too) shrink to their directory names."""
     if path.suffix not in (".json", ".jsonl", ".yaml", ".yml") or any(
             fnmatch.fnmatch(path.name, pattern) for pattern in VOCABULARY_FILES):
         return str(path)
     text = path.read_text(encoding="utf-8")
+    if path.name == "config.json":
+        config = json.loads(text)
+        for part in ("decoder", "encoder"):
+            name = config.get(f"{part}_name_or_path")
+            if config.get(f"{part}_weights") == "embedded" and name and name.startswith(("/", ".", "~")):
+                config[f"{part}_name_or_path"] = Path(name).name
+        return (json.dumps(scrub_local_paths(config), indent=2, sort_keys=True) + "\n").encode()
     if path.name == "evaluation.json":
         results = json.loads(text)
         if isinstance(results.get("checkpoint"), dict) and "source" in results["checkpoint"]:
@@ -173,10 +215,13 @@ def _public_name(path: str) -> str:
 
 def export_files(directory: Path) -> list[Path]:
     """The files of an export that are uploaded, sorted; at least config and weights."""
-    files = sorted(p for p in Path(directory).iterdir()
+    directory = Path(directory)
+    # A pretrained encoder's own tokenizer sits in a folder of its own (TextVAEModel.from_pretrained reads it).
+    folders = [directory, *([directory / ENCODER_TOKENIZER_DIR] if (directory / ENCODER_TOKENIZER_DIR).is_dir() else [])]
+    files = sorted(p for folder in folders for p in folder.iterdir()
                    if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in EXPORT_PATTERNS))
     names = {p.name for p in files}
-    if "config.json" not in names or not any(name.endswith(".safetensors") for name in names):
+    if "config.json" not in names or not any(n.endswith(".safetensors") and n != ATTRIBUTES_FILE for n in names):
         raise TextVAEError(f"{directory}: not a textvae export (needs config.json and model.safetensors)")
     return files
 

@@ -3,8 +3,10 @@
 It owns :class:`TextVAEConfig` (every architecture option), :class:`TextVAEModel` (the
 encoders, decoders, output head and inverse-Lipschitz latent path, returning the raw
 ELBO terms; ``generate()`` and the sentence-level text API), the checks a loaded
-checkpoint passes (:mod:`~textvae.models.integrity`), and their registration with
-transformers' Auto classes. It imports only the foundation modules (errors,
+checkpoint passes (:mod:`~textvae.models.integrity`), their registration with
+transformers' Auto classes, and the operations on codes built on that API alone
+(:mod:`~textvae.models.latents`: batched encoding, attribute vectors, edits, analogies). It
+imports only the foundation modules (errors,
 estimators, padding): no corpora, training, evaluation, Hub or CLI code.
 """
 

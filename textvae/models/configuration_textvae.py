@@ -6,9 +6,12 @@ from typing import Literal, get_args
 
 from transformers import PreTrainedConfig
 
-NetworkType = Literal["lstm", "transformer"]
-LatentPath = Literal["invlip", "concat", "none"]
-InvlipLift = Literal["frozen", "learned", "plausible"]
+NetworkType = Literal["lstm", "transformer", "pretrained"]
+LatentPath = Literal["invlip", "concat", "memory", "none"]
+InvlipLift = Literal["frozen", "learned", "plausible", "output"]
+Trainable = Literal["frozen", "lora", "full"]
+Pooling = Literal["mean", "first"]
+BackboneWeights = Literal["reference", "embedded"]
 
 
 class TextVAEConfig(PreTrainedConfig):
@@ -20,10 +23,13 @@ class TextVAEConfig(PreTrainedConfig):
         embedding_size: Token embedding width (shared by encoder and decoder).
         hidden_size: LSTM hidden size, or Transformer model width.
         latent_size: Dimension d of z.
-        encoder_type: ``lstm`` or ``transformer``.
+        encoder_type: ``lstm``, ``transformer`` or ``pretrained`` (any Hugging Face ``AutoModel``,
+            ``encoder_name_or_path``, reading the sentence with its own tokenizer).
         encoder_layers: Number of encoder layers.
         encoder_bidirectional: Bidirectional LSTM encoder.
-        decoder_type: ``lstm`` or ``transformer`` (causal, SDPA attention).
+        decoder_type: ``lstm``, ``transformer`` (causal, SDPA attention) or ``pretrained`` (any
+            Hugging Face ``AutoModelForCausalLM``, ``decoder_name_or_path``; its tokenizer defines
+            the ids the VAE models).
         decoder_layers: Number of decoder layers.
         num_attention_heads: Heads of the Transformer encoder/decoder.
         intermediate_size: Feed-forward width of Transformer layers (default 4 * hidden).
@@ -33,8 +39,9 @@ class TextVAEConfig(PreTrainedConfig):
         tie_word_embeddings: Share the input embedding with the output projection.
         latent_path: How the decoder sees z: ``invlip`` (default; an inverse-Lipschitz map
             inside every decoder step), ``concat`` (Bowman et al. 2016 / He et al. 2019:
-            z initialises the decoder and is appended to every input) or ``none`` (a plain
-            language model).
+            z initialises the decoder and is appended to every input), ``memory`` (Optimus,
+            Li et al. 2020, pretrained decoders only: z becomes one extra key/value per layer
+            and is added to every input embedding) or ``none`` (a plain language model).
         lipschitz: The constant L of the ``invlip`` path: for a fixed decoder state,
             ``||center(logits(z1)) - center(logits(z2))|| >= L * ||z1 - z2||``.
         invlip_state_size: How many features of the decoder state enter the map beside z.
@@ -50,6 +57,10 @@ class TextVAEConfig(PreTrainedConfig):
             tokens the z-free logits ``W h_t`` rank highest, from learned token rows
             orthonormalised there; the bound then holds for the centred log-probabilities
             of those k tokens, i.e. in distribution space.
+            ``output``: through the decoder's own output layer W: the map's output is added to
+            the state h_t along orthonormal directions A (W's top right-singular directions),
+            so the change reaches the logits as W A g; the lift W A is divided by
+            sigma_min(center(W) A), which keeps the bound exactly s * L however W is trained.
         invlip_top_k: k of the ``plausible`` lift; at least (map outputs) + 1 and at most
             ``vocab_size``.
         invlip_state_in_lift: The map takes and returns ``[P h_t; z]`` (True, the first
@@ -66,6 +77,29 @@ class TextVAEConfig(PreTrainedConfig):
         posterior_bn_gamma: BN-VAE (Zhu et al. 2020): batch-normalise the posterior mean with
             this fixed scale gamma, which bounds the batch-mean KL below by about
             ``latent_size * gamma**2 / 2`` nats. None (default) leaves mu as the encoder gives it.
+        decoder_name_or_path, encoder_name_or_path: A Hub id or a local directory of the
+            pretrained backbone (``decoder_type`` / ``encoder_type`` ``pretrained``).
+        decoder_gguf_file: A GGUF file inside ``decoder_name_or_path``, loaded through
+            transformers' GGUF reader (de-quantised to float; needs the ``gguf`` package).
+        decoder_trainable, encoder_trainable: What of a pretrained backbone trains: ``frozen``,
+            ``lora`` (peft adapters) or ``full``. Own LSTM/Transformer parts always train
+            (``full``); None picks ``frozen`` for a pretrained decoder and ``full`` otherwise.
+        encoder_pooling: How a pretrained encoder's states become one vector: ``mean`` (masked
+            mean) or ``first`` (the first token, e.g. BERT's [CLS]).
+        lora_rank, lora_alpha, lora_dropout: The LoRA adapters' r, alpha and dropout.
+        lora_target_modules: Module names the adapters wrap; None uses peft's default for the
+            architecture.
+        memory_embeddings: With ``memory``, also add a projection of z to every input
+            embedding (Optimus does both).
+        decoder_weights, encoder_weights: How an export stores a pretrained backbone:
+            ``reference`` (only the trained parts; the base is loaded from its
+            ``*_name_or_path`` and checked against ``*_fingerprint``) or ``embedded`` (all its
+            weights, LoRA merged). Set by textvae, not by recipes.
+        decoder_config, encoder_config: The backbones' own configs (filled in when they are
+            loaded), so an embedded export needs no download and a card can describe them.
+        decoder_fingerprint, encoder_fingerprint: Digests of the base weights a reference
+            export was trained on.
+        decoder_license, encoder_license: The backbones' licences, for the model card.
     """
 
     model_type = "textvae"
@@ -103,6 +137,25 @@ class TextVAEConfig(PreTrainedConfig):
         invlip_rotations: int = 0,
         invlip_outer_map: bool = False,
         posterior_bn_gamma: float | None = None,
+        decoder_name_or_path: str | None = None,
+        decoder_gguf_file: str | None = None,
+        decoder_trainable: Trainable | None = None,
+        encoder_name_or_path: str | None = None,
+        encoder_trainable: Trainable | None = None,
+        encoder_pooling: Pooling = "mean",
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.0,
+        lora_target_modules: list[str] | None = None,
+        memory_embeddings: bool = True,
+        decoder_weights: BackboneWeights = "reference",
+        encoder_weights: BackboneWeights = "reference",
+        decoder_config: dict | None = None,
+        encoder_config: dict | None = None,
+        decoder_fingerprint: str | None = None,
+        encoder_fingerprint: str | None = None,
+        decoder_license: str | None = None,
+        encoder_license: str | None = None,
         **kwargs,
     ):
         if kwargs.pop("invlip_learn_lift", False):  # configs saved before invlip_lift existed
@@ -112,6 +165,9 @@ class TextVAEConfig(PreTrainedConfig):
             ("decoder_type", decoder_type, get_args(NetworkType)),
             ("latent_path", latent_path, get_args(LatentPath)),
             ("invlip_lift", invlip_lift, get_args(InvlipLift)),
+            ("encoder_pooling", encoder_pooling, get_args(Pooling)),
+            ("decoder_weights", decoder_weights, get_args(BackboneWeights)),
+            ("encoder_weights", encoder_weights, get_args(BackboneWeights)),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -138,6 +194,12 @@ class TextVAEConfig(PreTrainedConfig):
             raise ValueError(f"lipschitz must be a finite number >= 0, got {lipschitz}")
         if posterior_bn_gamma is not None and not 0 < posterior_bn_gamma < float("inf"):
             raise ValueError(f"posterior_bn_gamma must be > 0 (or None), got {posterior_bn_gamma}")
+        decoder_trainable, encoder_trainable = _check_backbones(
+            decoder_type, decoder_name_or_path, decoder_trainable, encoder_type, encoder_name_or_path,
+            encoder_trainable, latent_path, invlip_condition_input, tie_word_embeddings)
+        if lora_rank < 1 or not lora_alpha > 0 or not 0.0 <= lora_dropout < 1.0:
+            raise ValueError(f"LoRA needs lora_rank >= 1, lora_alpha > 0 and lora_dropout in [0, 1), got "
+                             f"{lora_rank}, {lora_alpha}, {lora_dropout}")
         self.vocab_size = vocab_size
         self.unk_token_id = unk_token_id
         self.embedding_size = embedding_size
@@ -165,6 +227,25 @@ class TextVAEConfig(PreTrainedConfig):
         self.invlip_rotations = invlip_rotations
         self.invlip_outer_map = invlip_outer_map
         self.posterior_bn_gamma = None if posterior_bn_gamma is None else float(posterior_bn_gamma)
+        self.decoder_name_or_path = decoder_name_or_path
+        self.decoder_gguf_file = decoder_gguf_file
+        self.decoder_trainable = decoder_trainable
+        self.encoder_name_or_path = encoder_name_or_path
+        self.encoder_trainable = encoder_trainable
+        self.encoder_pooling = encoder_pooling
+        self.lora_rank = lora_rank
+        self.lora_alpha = float(lora_alpha)
+        self.lora_dropout = float(lora_dropout)
+        self.lora_target_modules = None if lora_target_modules is None else list(lora_target_modules)
+        self.memory_embeddings = memory_embeddings
+        self.decoder_weights = decoder_weights
+        self.encoder_weights = encoder_weights
+        self.decoder_config = decoder_config
+        self.encoder_config = encoder_config
+        self.decoder_fingerprint = decoder_fingerprint
+        self.encoder_fingerprint = encoder_fingerprint
+        self.decoder_license = decoder_license
+        self.encoder_license = encoder_license
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -172,3 +253,42 @@ class TextVAEConfig(PreTrainedConfig):
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
+
+
+def _check_backbones(decoder_type: str, decoder_path: str | None, decoder_trainable: str | None, encoder_type: str,
+                     encoder_path: str | None, encoder_trainable: str | None, latent_path: str, condition_input: bool,
+                     tie_word_embeddings: bool) -> tuple[str, str]:
+    """The rules across the pretrained-backbone options; returns what trains of the decoder
+    and of the encoder (None resolved: ``frozen`` for a pretrained decoder, else ``full``)."""
+    allowed = get_args(Trainable)
+    resolved = []
+    for part, kind, path, trainable in (("decoder", decoder_type, decoder_path, decoder_trainable),
+                                        ("encoder", encoder_type, encoder_path, encoder_trainable)):
+        if kind == "pretrained" and not path:
+            raise ValueError(f"{part}_type=pretrained needs {part}_name_or_path (a Hub id or a local directory)")
+        if trainable is not None and trainable not in allowed:
+            raise ValueError(f"{part}_trainable must be one of {allowed}, got {trainable!r}")
+        if kind != "pretrained" and trainable not in (None, "full"):
+            raise ValueError(f"{part}_trainable={trainable} applies to a pretrained {part}; "
+                             f"an own {kind} {part} always trains in full")
+        resolved.append(trainable or ("frozen" if part == "decoder" and kind == "pretrained" else "full"))
+    pretrained = decoder_type == "pretrained"
+    if latent_path == "memory" and not pretrained:
+        raise ValueError("latent_path=memory (Optimus) prefills a pretrained decoder's key/value cache; "
+                         "it needs decoder_type=pretrained")
+    if pretrained and latent_path == "concat":
+        raise ValueError("latent_path=concat is for the own LSTM/Transformer decoders; a pretrained decoder "
+                         "takes invlip, memory or none")
+    if pretrained and condition_input:
+        raise ValueError("invlip_condition_input feeds z into an own decoder's inputs; with a pretrained "
+                         "decoder use latent_path=memory for that")
+    if pretrained and tie_word_embeddings:
+        raise ValueError("tie_word_embeddings is the own decoders' option; a pretrained decoder keeps its own tying")
+    return resolved[0], resolved[1]
+
+
+def own_padding_idx(config: TextVAEConfig) -> int | None:
+    """The embeddings' ``padding_idx`` for the own encoders and decoders: the pad id, unless a
+    pretrained tokenizer pads with a token that is also read (EOS), whose row must train."""
+    pad = config.pad_token_id
+    return None if pad is None or pad in (config.bos_token_id, config.eos_token_id) else pad

@@ -139,23 +139,35 @@ DECODER_CLASSES = {"lstm": LSTMDecoder, "transformer": TransformerDecoder}
 
 
 class OutputHead(nn.Module):
-    """Decoder states (and z) -> next-token logits, with the ``invlip`` map inside."""
+    """Decoder states (and z) -> next-token logits, with the ``invlip`` map inside.
 
-    def __init__(self, config: TextVAEConfig):
+    Args:
+        config: The model's config.
+        state_size: Width H of the decoder states (the LM's width for a pretrained decoder).
+        output_layer: The decoder's own output layer W (a pretrained LM's ``lm_head``), used
+            instead of a new one. It stays the decoder's module: the head only calls it.
+    """
+
+    def __init__(self, config: TextVAEConfig, state_size: int | None = None, output_layer: nn.Module | None = None):
         super().__init__()
+        state_size = config.hidden_size if state_size is None else state_size
         self.dropout = nn.Dropout(config.dropout_output)
         tied = config.tie_word_embeddings
         # Tied: project to the embedding width; TextVAEModel ties `output.weight` to the
         # decoder's input embedding (its `_tied_weights_keys`).
         self.proj = (
-            nn.Linear(config.hidden_size, config.embedding_size, bias=False)
-            if tied and config.hidden_size != config.embedding_size
+            nn.Linear(state_size, config.embedding_size, bias=False)
+            if tied and state_size != config.embedding_size
             else nn.Identity()
         )
-        self.output = nn.Linear(config.embedding_size if tied else config.hidden_size, config.vocab_size)
+        # A tuple hides a borrowed layer from module registration (and the state dict).
+        self._borrowed = (output_layer,) if output_layer is not None else ()
+        if output_layer is None:
+            self.output = nn.Linear(config.embedding_size if tied else state_size, config.vocab_size)
         self.invlip = None
+        self.output_lift = config.invlip_lift == "output"
         if config.latent_path == "invlip":
-            self.state_proj = nn.Linear(config.hidden_size, config.invlip_state_size)
+            self.state_proj = nn.Linear(state_size, config.invlip_state_size)
             self.state_in_lift = config.invlip_state_in_lift
             context = 0 if self.state_in_lift else config.invlip_state_size
             self.invlip = InverseLipschitzMap(
@@ -165,9 +177,10 @@ class OutputHead(nn.Module):
                 hidden_size=config.icnn_hidden_size,
                 num_layers=config.icnn_layers,
                 center=True,
-                learn_lift=config.invlip_lift != "frozen",
+                learn_lift=config.invlip_lift in ("learned", "plausible"),
                 context_features=context,
                 rotations=config.invlip_rotations,
+                directions_of=self.output_layer().weight if self.output_lift else None,
             )
         self.top_k = config.invlip_top_k if config.invlip_lift == "plausible" else None
         # LIDVAE's second Brenier map (Wang et al. 2021) on the vocabulary-sized vector:
@@ -175,14 +188,20 @@ class OutputHead(nn.Module):
         self.outer = ICNN(config.vocab_size, config.icnn_hidden_size, config.icnn_layers) \
             if config.latent_path == "invlip" and config.invlip_outer_map else None
 
+    def output_layer(self) -> nn.Module:
+        """W: the head's own output layer, or the one borrowed from the decoder."""
+        return self._borrowed[0] if self._borrowed else self.output
+
     def lift(self) -> torch.Tensor | None:
         """The global ``invlip`` lift B, computed once for callers that evaluate the head many
         times (None when there is no map, or when the lift is rebuilt per position)."""
-        return self.invlip.lift_weight() if self.invlip is not None and self.top_k is None else None
+        if self.invlip is None or self.top_k is not None:
+            return None
+        return self.invlip.lift_weight(self.output_layer().weight if self.output_lift else None)
 
     def base_logits(self, h: torch.Tensor) -> torch.Tensor:
         """The part of the logits that does not see z directly: (..., H) -> (..., V)."""
-        return self.output(self.proj(self.dropout(h)))
+        return self.output_layer()(self.proj(self.dropout(h)))
 
     def add_latent(self, base: torch.Tensor, h: torch.Tensor, z: torch.Tensor,
                    lift: torch.Tensor | None = None) -> torch.Tensor:
@@ -202,7 +221,7 @@ class OutputHead(nn.Module):
         else:  # only z is mapped; P h conditions psi
             u, context = z, state
         if self.top_k is None:
-            logits = base + self.invlip(u, lift, context)
+            logits = base + self.invlip(u, self.lift() if lift is None else lift, context)
         else:
             # The rows are chosen from the z-free logits, so for a fixed prefix they are the same
             # whatever z is: the bound holds on a fixed set of tokens that carry the mass.

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from textvae.models.configuration_textvae import TextVAEConfig
+from textvae.models.configuration_textvae import TextVAEConfig, own_padding_idx
+from textvae.models.pretrained import PretrainedEncoder
 from textvae.models.transformer import TransformerStack
 
 
@@ -24,7 +25,7 @@ class LSTMEncoder(nn.Module):
 
     def __init__(self, config: TextVAEConfig):
         super().__init__()
-        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=own_padding_idx(config))
         self.lstm = nn.LSTM(
             config.embedding_size,
             config.hidden_size,
@@ -51,7 +52,7 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, config: TextVAEConfig):
         super().__init__()
-        self.embedding = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.embedding = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=own_padding_idx(config))
         self.positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.layers = TransformerStack(config, config.encoder_layers)
         self.output_size = config.hidden_size
@@ -65,7 +66,7 @@ class TransformerEncoder(nn.Module):
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
-ENCODER_CLASSES = {"lstm": LSTMEncoder, "transformer": TransformerEncoder}
+ENCODER_CLASSES = {"lstm": LSTMEncoder, "transformer": TransformerEncoder, "pretrained": PretrainedEncoder}
 
 
 class FixedScaleBatchNorm(nn.Module):

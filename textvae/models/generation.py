@@ -76,7 +76,7 @@ class TextGenerationMixin:
         if isinstance(texts_or_ids, str):
             texts_or_ids = [texts_or_ids]
         if isinstance(texts_or_ids, torch.Tensor):
-            mask = attention_mask if attention_mask is not None else (texts_or_ids != self.config.pad_token_id).long()
+            mask = attention_mask if attention_mask is not None else self.default_mask(texts_or_ids)
             return self.encode_ids(texts_or_ids.to(self.device), mask.to(self.device))
         return self.encode_ids(**self._tokenize(texts_or_ids))
 
@@ -98,6 +98,9 @@ class TextGenerationMixin:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)
+            # The one-token prompt (BOS) is real: said explicitly, since with a pretrained tokenizer that
+            # pads with EOS (or BOS) generate could not tell it from padding.
+            generate_kwargs.setdefault("attention_mask", torch.ones(z.shape[0], 1, dtype=torch.long, device=self.device))
             sequences = self.generate(latents=z.to(self.device), max_new_tokens=max_length + 1, **generate_kwargs)
         return trim(sequences[:, 1:], self.config.eos_token_id, max_length)
 

@@ -95,7 +95,9 @@ def record_tokenizer(config: TextVAEConfig, tokenizer: Any, corpus: str | None) 
 
 def check_tokenizer(tokenizer: Any, config: TextVAEConfig, source: Any) -> None:
     """Refuse a tokenizer that is not the one the model was trained with (size, then fingerprint)."""
-    if len(tokenizer) != config.vocab_size:
+    # A pretrained decoder's embedding matrix may be padded beyond its tokenizer's size.
+    pretrained = getattr(config, "decoder_type", None) == "pretrained"
+    if not (len(tokenizer) <= config.vocab_size if pretrained else len(tokenizer) == config.vocab_size):
         raise TextVAEError(
             f"{source}: tokenizer has {len(tokenizer)} tokens but the model was built for "
             f"vocab_size={config.vocab_size}; the tokenizer does not belong to this model"

@@ -30,6 +30,25 @@ def _inverse_softplus(x: float) -> float:
     return x + math.log(-math.expm1(-x))
 
 
+def top_right_singular_vectors(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """(H, k): the k leading right-singular vectors of ``weight`` (V, H) centred over its rows,
+    from the eigenvectors of the (H, H) Gram matrix in float64 (cheap for V >> H)."""
+    if k > weight.shape[1]:
+        raise ValueError(f"the output lift needs at most as many map outputs as the decoder is wide, "
+                         f"got {k} > {weight.shape[1]} (lower invlip_state_size or latent_size)")
+    w = weight.detach().double()
+    w = w - w.mean(dim=0, keepdim=True)
+    _, vectors = torch.linalg.eigh(w.T @ w)  # ascending eigenvalues
+    return vectors[:, -k:].flip(-1).to(weight.dtype).contiguous()
+
+
+def centred_min_singular_value(matrix: torch.Tensor) -> torch.Tensor:
+    """sigma_min of ``matrix`` (V, k) centred over its rows: the least factor by which it
+    stretches a vector, after the shift softmax ignores. Differentiable."""
+    centred = matrix - matrix.mean(dim=0, keepdim=True)
+    return torch.linalg.eigvalsh(centred.T @ centred)[0].clamp_min(0).sqrt()
+
+
 class ICNN(nn.Module):
     r"""A scalar input-convex network psi: R^n -> R.
 
@@ -121,6 +140,13 @@ class InverseLipschitzMap(nn.Module):
             over all outputs; a trained one can turn towards outputs that never matter
             (logits of tokens the decoder has made impossible), where distinct codes
             give distinct but practically identical distributions.
+        directions_of: Lift through a given output layer instead: W (out_features, H), the
+            layer the map's result passes through. The map then adds ``A g`` to W's input,
+            with A (H, in_features) W's top right-singular directions (of W centred over
+            its rows, fixed at construction), so that ``f = W A g / sigma``, where
+            ``sigma = sigma_min(center(W) A)`` is computed from the current W: the
+            centred change of f is at least ``s L ||u - v||`` however W is trained. W
+            itself is passed to :meth:`lift_weight` at each call; it is not stored here.
     """
 
     def __init__(
@@ -134,6 +160,7 @@ class InverseLipschitzMap(nn.Module):
         learn_lift: bool = False,
         context_features: int = 0,
         rotations: int = 0,
+        directions_of: torch.Tensor | None = None,
     ):
         super().__init__()
         if rotations and not context_features:
@@ -151,7 +178,11 @@ class InverseLipschitzMap(nn.Module):
         self.psi = ICNN(context_features + in_features, hidden_size, num_layers)
         self.reflections = nn.Linear(context_features, rotations * in_features) if rotations else None
         self.learn_lift = learn_lift
-        if learn_lift:
+        self.through_output = directions_of is not None
+        self._output_lift_cache: tuple[tuple, torch.Tensor, float] | None = None
+        if self.through_output:
+            self.register_buffer("directions", top_right_singular_vectors(directions_of, in_features))
+        elif learn_lift:
             self.lift_raw = nn.Parameter(torch.empty(out_features, in_features))
         else:  # the frozen lift is stored already orthonormalised: no QR per forward
             self.register_buffer("lift_raw", torch.empty(out_features, in_features))
@@ -160,11 +191,13 @@ class InverseLipschitzMap(nn.Module):
 
     def reset_parameters(self) -> None:
         self.psi.reset_parameters()
+        nn.init.zeros_(self.scale_raw)
+        if self.through_output:  # A is W's, fixed at construction
+            return
         # Q is scale-invariant in lift_raw, so the init scale only sets how fast the
         # optimiser can rotate Q: entries of the size of Q's own (1/sqrt(out)) let an
         # Adam step turn it as fast as an ordinary linear layer's weights.
         nn.init.normal_(self.lift_raw, std=self.out_features**-0.5)
-        nn.init.zeros_(self.scale_raw)
         if not self.learn_lift:
             with torch.no_grad():
                 self.lift_raw.copy_(self._orthonormalise(self.lift_raw))
@@ -193,10 +226,37 @@ class InverseLipschitzMap(nn.Module):
             q, _ = torch.linalg.qr(raw, mode="reduced")
         return q
 
-    def lift_weight(self) -> torch.Tensor:
-        """B = s Q, shape (out_features, in_features); singular values all equal s >= 1."""
+    def lift_weight(self, output_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """B, shape (out_features, in_features): s Q (singular values all s >= 1), or through
+        an output layer W (``output_weight``) s W A / sigma_min(center(W) A), whose centred
+        singular values are all >= s."""
+        if self.through_output:
+            return self.scale * self._normalised_output_lift(output_weight)
         q = self._orthonormalise(self.lift_raw) if self.learn_lift else self.lift_raw
         return self.scale * q
+
+    def _normalised_output_lift(self, weight: torch.Tensor) -> torch.Tensor:
+        """W A / sigma_min(center(W) A); kept while a frozen W is unchanged (a trained W is
+        read afresh at every call, so the bound follows it)."""
+        if weight is None:
+            raise ValueError("this map lifts through an output layer: pass its weight to lift_weight")
+        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
+        cached = self._output_lift_cache
+        need_grad = torch.is_grad_enabled() and weight.requires_grad
+        if cached is not None and cached[0] == key and not need_grad:
+            return cached[1]
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            wa = weight.float() @ self.directions.float()  # (V, in)
+            sigma = centred_min_singular_value(wa)
+            lift = wa / sigma.clamp_min(torch.finfo(wa.dtype).tiny)
+        if not need_grad:
+            self._output_lift_cache = (key, lift.detach(), float(sigma))
+        return lift
+
+    def output_sigma(self, output_weight: torch.Tensor) -> float:
+        """sigma_min(center(W) A): the bound W A alone would give per unit of g (reported beside s L)."""
+        with torch.no_grad():
+            return float(centred_min_singular_value(output_weight.float() @ self.directions.float()))
 
     def lower_bound(self) -> float:
         """The constant this module guarantees: s * L (>= L).
@@ -215,11 +275,14 @@ class InverseLipschitzMap(nn.Module):
         Checks Q^T Q = I and, when centred, that the columns sum to 0, to a tolerance that
         a bf16 copy passes (its column sums are off by ~2^-9).
         """
-        if self.learn_lift or self.lift_raw.device.type == "meta":
+        if self.learn_lift:
             return
-        q = self.lift_raw.double()
+        q = self.directions if self.through_output else self.lift_raw
+        if q.device.type == "meta":
+            return
+        q = q.double()
         error = float((q.T @ q - torch.eye(q.shape[1], dtype=q.dtype, device=q.device)).abs().max())
-        if self.center:
+        if self.center and not self.through_output:
             error = max(error, float(q.sum(dim=0).abs().max()))
         if not error <= tolerance:  # also catches NaN
             raise ValueError(f"the stored inverse-Lipschitz lift is not orthonormal{' and centred' if self.center else ''} "

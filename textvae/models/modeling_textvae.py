@@ -14,6 +14,8 @@ holds, conditioned on z, and the output is next-token ``logits`` and the ``cache
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from transformers.utils import ModelOutput
 
 from textvae.errors import TextVAEError
 from textvae.estimators import count_predicted_tokens, gaussian_kl_per_dim
-from textvae.models.configuration_textvae import TextVAEConfig
+from textvae.models.configuration_textvae import TextVAEConfig, own_padding_idx
 from textvae.models.decoders import DECODER_CLASSES, OutputHead
 from textvae.models.encoders import GaussianPosterior
 from textvae.models.generation import TextGenerationMixin
@@ -40,6 +42,14 @@ from textvae.models.integrity import (
     quiet_load_report,
 )
 from textvae.models.invlip import ICNN, InverseLipschitzMap
+from textvae.models.pretrained import (
+    PretrainedDecoder,
+    align_tensors,
+    backbone_parts,
+    check_loaded_keys,
+    export_state_dict,
+)
+from textvae.padding import default_attention_mask, pad_ids
 
 # Upper bound on elements of one (samples x tokens x vocab) logits block in log_likelihood.
 _LOGITS_BLOCK = 2**25
@@ -75,8 +85,12 @@ class TextVAEOutput(ModelOutput):
     cache: Cache | None = None
 
 
-def load_companion_tokenizer(name_or_path, config: TextVAEConfig, **hub_kwargs):
-    """The tokenizer saved beside a model, or None; one that is not the model's own is an error."""
+ENCODER_TOKENIZER_DIR = "encoder_tokenizer"
+
+
+def load_companion_tokenizer(name_or_path, config: TextVAEConfig | None, **hub_kwargs):
+    """The tokenizer saved beside a model, or None; a vocabulary that does not fit the model is an error
+    (not checked without ``config``: the encoder's own tokenizer)."""
     from transformers import AutoTokenizer
 
     try:
@@ -88,7 +102,8 @@ def load_companion_tokenizer(name_or_path, config: TextVAEConfig, **hub_kwargs):
             raise TextVAEError(f"{name_or_path}: the tokenizer files ({', '.join(present)}) cannot be read "
                                f"({type(exc).__name__}: {first[:200]})") from None
         return None
-    check_tokenizer(tokenizer, config, name_or_path)
+    if config is not None:
+        check_tokenizer(tokenizer, config, name_or_path)
     return tokenizer
 
 
@@ -111,32 +126,76 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
 
     def __init__(self, config: TextVAEConfig):
         super().__init__(config)
+        # The vocabulary is the decoder's: a pretrained LM's output layer may be wider than its tokenizer.
+        self.decoder = PretrainedDecoder(config) if config.decoder_type == "pretrained" else None
+        if self.decoder is not None:
+            config.vocab_size = self.decoder.output_layer().out_features
         self.posterior = GaussianPosterior(config) if config.latent_path != "none" else None
-        embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
-        self.decoder = DECODER_CLASSES[config.decoder_type](config, embedding)
-        self.head = OutputHead(config)
-        self.tokenizer = None  # attached by from_pretrained / the trainer; see TextGenerationMixin
+        if self.decoder is None:
+            embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=own_padding_idx(config))
+            self.decoder = DECODER_CLASSES[config.decoder_type](config, embedding)
+            self.head = OutputHead(config)
+        else:
+            self.head = OutputHead(config, self.decoder.output_size, self.decoder.output_layer())
+        # Attached by from_pretrained / the trainer (see TextGenerationMixin); a pretrained
+        # encoder reads each sentence with its own tokenizer.
+        self.tokenizer = self.encoder_tokenizer = None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         """The decoder's token embedding (the encoder has its own, and keeps it)."""
-        return self.decoder.embedding
+        return self.decoder.lm.get_input_embeddings() if self.pretrained_decoder else self.decoder.embedding
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.decoder.embedding = value
+        if self.pretrained_decoder:
+            self.decoder.lm.set_input_embeddings(value)
+        else:
+            self.decoder.embedding = value
 
     def get_output_embeddings(self) -> nn.Linear:
-        return self.head.output
+        return self.head.output_layer()
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.head.output = value
+        if self.pretrained_decoder:
+            self.decoder.lm.set_output_embeddings(value)
+        else:
+            self.head.output = value
+
+    @property
+    def pretrained_decoder(self) -> bool:
+        return self.config.decoder_type == "pretrained"
 
     # ---------------------------------------------------------- persistence
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """``PreTrainedModel.save_pretrained`` plus the attached tokenizer, so an export is self-contained."""
-        result = super().save_pretrained(save_directory, *args, **kwargs)
+    def save_pretrained(self, save_directory, *args, embed_backbones: bool = False, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus the attached tokenizers, so an export is self-contained.
+
+        A frozen or LoRA pretrained backbone is saved as a reference to its base model (its
+        name and a fingerprint of its weights) plus the trained parts, not as a copy of the
+        LM; ``embed_backbones=True`` (or a fully trained backbone) stores all of its weights,
+        LoRA merged, so the export needs neither the base model nor peft.
+        """
+        if backbone_parts(self.config):
+            kwargs["state_dict"], weights = export_state_dict(self, kwargs.get("state_dict"), embed_backbones)
+            # Keys as the modules name them: transformers would otherwise "revert" a backbone's
+            # weight renamings (GPT-2's) and drop the LoRA keys it does not know.
+            kwargs.setdefault("save_original_format", False)
+            nothing_own = not kwargs["state_dict"]  # (save_pretrained empties the dict it is given)
+            live, self.config = self.config, copy.deepcopy(self.config)
+            self.config.update(weights)
+            try:
+                result = super().save_pretrained(save_directory, *args, **kwargs)
+            finally:
+                self.config = live
+            if nothing_own:  # a frozen LM alone: nothing of its own, but an export all the same
+                from safetensors.torch import save_file
+
+                save_file({}, str(Path(save_directory) / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            result = super().save_pretrained(save_directory, *args, **kwargs)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(save_directory)
+        if self.encoder_tokenizer is not None:
+            self.encoder_tokenizer.save_pretrained(Path(save_directory) / ENCODER_TOKENIZER_DIR)
         return result
 
     @classmethod
@@ -145,23 +204,25 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
 
         A checkpoint that belongs to something else (another model type, missing, extra or
         mis-shaped tensors, non-finite weights, another tokenizer) is refused in one line
-        (:mod:`textvae.models.integrity`) instead of loading with random or wrong parts.
+        (:mod:`textvae.models.integrity`) instead of loading with random or wrong parts. An
+        export with pretrained backbones loads its reference backbones from their own names
+        (checked against the recorded fingerprints), then the trained parts.
         """
         hub_keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
         hub_kwargs = {k: kwargs[k] for k in hub_keys if k in kwargs}
-        check_model_type(pretrained_model_name_or_path, **hub_kwargs)
+        if "config" not in kwargs:
+            check_model_type(pretrained_model_name_or_path, **hub_kwargs)
+        config = kwargs.get("config") or TextVAEConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         with_info = kwargs.pop("output_loading_info", False)
-        with quiet_load_report():
-            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
-                                                  **{**kwargs, "ignore_mismatched_sizes": True})
-        check_loading_info(info, pretrained_model_name_or_path, kwargs.get("ignore_mismatched_sizes", False))
-        # Tensors read from safetensors can start at addresses that are not 64-byte aligned;
-        # CPU kernels then vectorise differently and outputs differ from the saved model's in
-        # the last bits. Copies in torch's own (aligned) memory make the round trip bit-exact.
-        with torch.no_grad():
-            for tensor in (*model.parameters(), *model.buffers()):
-                if tensor.data_ptr() % 64:
-                    tensor.data = tensor.data.clone()
+        info = None
+        if backbone_parts(config):
+            model = cls._from_export_with_backbones(pretrained_model_name_or_path, config, hub_kwargs)
+        else:
+            with quiet_load_report():
+                model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+                                                      **{**kwargs, "ignore_mismatched_sizes": True})
+            check_loading_info(info, pretrained_model_name_or_path, kwargs.get("ignore_mismatched_sizes", False))
+        align_tensors(model)
         check_finite_weights(model, pretrained_model_name_or_path)
         if model.head.invlip is not None:
             try:
@@ -169,7 +230,33 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
             except ValueError as exc:
                 raise TextVAEError(f"{pretrained_model_name_or_path}: {exc}") from None
         model.tokenizer = load_companion_tokenizer(pretrained_model_name_or_path, model.config, **hub_kwargs)
+        if model.config.encoder_type == "pretrained":
+            model.encoder_tokenizer = load_companion_tokenizer(pretrained_model_name_or_path, None, **{
+                **hub_kwargs, "subfolder": "/".join(filter(None, (hub_kwargs.get("subfolder"), ENCODER_TOKENIZER_DIR)))})
         return (model, info) if with_info else model
+
+    @classmethod
+    def _from_export_with_backbones(cls, source, config: TextVAEConfig, hub_kwargs: dict) -> TextVAEModel:
+        """Build the model (loading reference backbones by name), then read the export's weights into it."""
+        from safetensors.torch import load_file
+        from transformers.utils import cached_file
+
+        model = cls(config)
+        try:
+            index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False,
+                                **hub_kwargs)
+            if index is not None:
+                shards = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+                files = [cached_file(source, shard, **hub_kwargs) for shard in shards]
+            else:
+                files = [cached_file(source, "model.safetensors", **hub_kwargs)]
+            state = {k: v for file in files for k, v in load_file(file).items()}
+        except Exception as exc:  # noqa: BLE001 -- a damaged file fails in safetensors' own words
+            raise TextVAEError(f"{source}: cannot read the weights ({type(exc).__name__}: {exc})") from None
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        check_loaded_keys(config, missing, unexpected, str(source))
+        model.config._name_or_path = str(source)
+        return model
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
                     private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
@@ -191,7 +278,8 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
     # ----------------------------------------------------------------- init
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Uniform init of recurrent weights and embeddings as in He et al. (2019).
+        """Uniform init of recurrent weights and embeddings as in He et al. (2019); with a
+        pretrained decoder, a zero state projection in the invlip map.
 
         Never touches a loaded weight: transformers' ``init`` functions skip tensors that
         ``from_pretrained`` flagged as loaded, and the invlip map, whose own init also
@@ -206,6 +294,11 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
                 init.uniform_(param, -0.1, 0.1)
         elif isinstance(module, nn.Embedding):
             init.uniform_(module.weight, -0.1, 0.1)
+        elif self.pretrained_decoder and module is getattr(self.head, "state_proj", None):
+            # P = 0: the map starts from the code alone, and the model from the LM's own
+            # predictions (a random P h_t, lifted, would scramble them before any training).
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
         else:
             super()._init_weights(module)
 
@@ -234,8 +327,27 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         if self.posterior is None:
             zeros = input_ids.new_zeros(input_ids.shape[0], self.config.latent_size, dtype=torch.float)
             return zeros, zeros
+        if self.config.encoder_type == "pretrained":
+            input_ids, attention_mask = self.encoder_inputs(input_ids, attention_mask)
         mu, logvar = self.posterior(input_ids, attention_mask)
         return mu.float(), logvar.float()
+
+    def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sentences of decoder ids (B, T), as a pretrained encoder's own tokenizer reads them.
+
+        The ids are decoded back to text (BOS and EOS cut, every other token kept, so a
+        literal ``<unk>`` stays) and encoded again: the encoder reads the sentence the decoder
+        models, cut where the length policy cut it, without a second id stream in the data.
+        """
+        if self.tokenizer is None or self.encoder_tokenizer is None:
+            raise TextVAEError("a pretrained encoder reads the sentence with its own tokenizer: attach "
+                               "model.tokenizer and model.encoder_tokenizer (from_pretrained does)")
+        lengths = attention_mask.sum(dim=1).tolist()
+        texts = self.tokenizer.batch_decode([row[1 : n - 1] for row, n in zip(input_ids.tolist(), lengths, strict=True)])
+        tok = self.encoder_tokenizer
+        ids = tok(texts, truncation=True, max_length=min(tok.model_max_length, 512))["input_ids"]
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        return tuple(t.to(input_ids.device) for t in pad_ids(ids, pad).values())
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
@@ -257,6 +369,7 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         word_dropout: float = 0.0,
         sample_posterior: bool = True,
+        decoder_states: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> TextVAEOutput | tuple:
         """The VAE on whole sentences, or (with ``latents``) the decoder alone.
@@ -272,10 +385,13 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
             use_cache: Return the decoder's state for the next call (decoder mode).
             word_dropout: Probability of replacing decoder inputs by ``<unk>`` (training only).
             sample_posterior: Decode from a sample of q(z|x) (the ELBO) or from its mean.
+            decoder_states: (B, T - 1, H) the decoder's states on the sentence's inputs, computed
+                before (a frozen pretrained LM's state cache): the decoder is not run. Only
+                where z does not enter the decoder (``invlip``, ``none``) and without word dropout.
             return_dict: ``False`` gives the output's non-None fields as a tuple.
         """
         if latents is None:
-            output = self._vae_forward(input_ids, attention_mask, word_dropout, sample_posterior)
+            output = self._vae_forward(input_ids, attention_mask, word_dropout, sample_posterior, decoder_states)
         else:
             if use_cache and cache is None:
                 cache = self.decoder.new_cache()
@@ -284,19 +400,26 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
             output = TextVAEOutput(logits=self.head(self.decoder(input_ids, z, cache), z), cache=cache)
         return output.to_tuple() if return_dict is False else output
 
-    def _vae_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                     word_dropout: float, sample_posterior: bool) -> TextVAEOutput:
+    def _vae_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, word_dropout: float,
+                     sample_posterior: bool, decoder_states: torch.Tensor | None = None) -> TextVAEOutput:
         """One pass of the VAE with one posterior sample per sentence."""
         if attention_mask is None:
-            attention_mask = (input_ids != self.config.pad_token_id).long()
+            attention_mask = self.default_mask(input_ids)
         mu, logvar = self.encode_ids(input_ids, attention_mask)
         z = self.reparameterize(mu, logvar) if sample_posterior and self.has_latent else mu
         decoder_inputs = input_ids[:, :-1]
-        if word_dropout > 0 and self.training:
-            drop = torch.rand(decoder_inputs.shape, device=input_ids.device) < word_dropout
-            drop[:, 0] = False  # keep BOS
-            decoder_inputs = decoder_inputs.masked_fill(drop, self.config.unk_token_id)
-        logits = self.head(self.decoder(decoder_inputs, z), z)
+        if decoder_states is not None:
+            if self.decoder.uses_latent or (word_dropout > 0 and self.training):
+                raise TextVAEError("decoder_states stand for the decoder only where z does not enter it and "
+                                   "its inputs are not dropped out")
+            hidden = decoder_states.to(self.dtype)
+        else:
+            if word_dropout > 0 and self.training:
+                drop = torch.rand(decoder_inputs.shape, device=input_ids.device) < word_dropout
+                drop[:, 0] = False  # keep BOS
+                decoder_inputs = decoder_inputs.masked_fill(drop, self.config.unk_token_id)
+            hidden = self.decoder(decoder_inputs, z)
+        logits = self.head(hidden, z)
         rec = self._sequence_log_likelihood(logits, input_ids[:, 1:], attention_mask[:, 1:])
         kl_per_dim = gaussian_kl_per_dim(mu, logvar)
         kl = kl_per_dim.sum(-1)
@@ -331,6 +454,10 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
             raise TextVAEError(f"latents must be (batch, {d}) for this model, got {tuple(latents.shape)}")
         return super().prepare_inputs_for_generation(input_ids, latents=latents, **kwargs)
 
+    def default_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The attention mask of right-padded ``<bos> ... <eos>`` rows (see :func:`textvae.padding.default_attention_mask`)."""
+        return default_attention_mask(input_ids, self.config.pad_token_id, self.config.eos_token_id)
+
     @staticmethod
     def _sequence_log_likelihood(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(..., T, V) logits, (..., T) targets and mask -> (...,) summed log-probabilities."""
@@ -350,7 +477,7 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         importance-weighted evaluation with K = 500.
         """
         if attention_mask is None:
-            attention_mask = (input_ids != self.config.pad_token_id).long()
+            attention_mask = self.default_mask(input_ids)
         single = z.dim() == 2
         z = z.unsqueeze(1) if single else z
         inputs, targets, mask = input_ids[:, :-1], input_ids[:, 1:], attention_mask[:, 1:]

@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from textvae.data.tokenization import load_encoder_tokenizer, load_pretrained_tokenizer
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig, TextVAEModel
+from textvae.models.pretrained import local_path
 from textvae.training.config import OptimConfig
 from textvae.training.recipe import Recipe
 
@@ -15,8 +17,19 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 
+def pretrained_tokenizer(recipe: Recipe) -> tuple[PreTrainedTokenizerFast, dict] | None:
+    """The pretrained decoder's tokenizer (and its metadata), as ``data.tokenizer: decoder`` uses it."""
+    model = recipe.model
+    if model.get("decoder_type") != "pretrained":
+        return None
+    return load_pretrained_tokenizer(local_path(model["decoder_name_or_path"]), gguf_file=model.get("decoder_gguf_file"),
+                                     bos_token=recipe.data.bos_token, eos_token=recipe.data.eos_token,
+                                     model_max_length=recipe.data.max_length + 2)
+
+
 def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerFast) -> TextVAEModel:
-    """A fresh model whose vocabulary and special ids come from ``tokenizer``."""
+    """A fresh model whose vocabulary and special ids come from ``tokenizer``; pretrained
+    backbones are loaded here (and a pretrained encoder's own tokenizer attached)."""
     special = {
         "vocab_size": len(tokenizer),
         "pad_token_id": tokenizer.pad_token_id,
@@ -39,6 +52,8 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerFast) -> TextVAEMo
     check_vocabulary_fits(config)
     model = TextVAEModel(config)
     model.tokenizer = tokenizer
+    if config.encoder_type == "pretrained":
+        model.encoder_tokenizer = load_encoder_tokenizer(local_path(config.encoder_name_or_path))
     return model
 
 

@@ -25,10 +25,14 @@ class ObjectiveConfig:
     kl_warmup_steps: int = field(at_least(0), default=0)
     kl_cycles: int = field(at_least(1), default=4)
     kl_cycle_ratio: float = field(in_interval(0.0, 1.0, open_low=True), default=0.5)
+    """Share of each cycle over which the weight rises from 0 to ``beta``."""
+    kl_cycle_zero_ratio: float = field(in_interval(0.0, 1.0, open_high=True), default=0.0)
+    """Share of each cycle, before the rise, at weight 0 (Optimus: 0.5, with ``kl_cycle_ratio`` 0.25)."""
     kl_cycle_steps: int | None = field(at_least(1), default=None)
     """Total steps the cycles span; defaults to the run's total steps."""
     free_bits: float = field(at_least(0), default=0.0)
-    """Nats; 0 disables free bits."""
+    """Nats; 0 disables free bits. Optimus's KL threshold lambda per dimension of each sentence is
+    ``free_bits_mode: sentence`` with ``free_bits`` = lambda * d."""
     free_bits_mode: FreeBitsMode = "dim"
     """``dim`` (Kingma et al. 2016, per dimension), ``total`` (a batch-level target rate) or
     ``sentence`` (Li et al. 2019's ``fb=2``: ``free_bits / d`` per dimension of every sentence)."""
@@ -41,6 +45,11 @@ class ObjectiveConfig:
     """Li et al. (2019) phase 1: the first N steps train an autoencoder (KL weight 0); then the
     decoder is re-initialised, the optimiser restarted, and the KL and L schedules start from
     their step 0. 0 disables."""
+
+    def validate_kl_cycle_zero_ratio(self) -> None:
+        if self.kl_cycle_zero_ratio + self.kl_cycle_ratio > 1.0:
+            raise ValueError(f"kl_cycle_zero_ratio + kl_cycle_ratio must be <= 1, got "
+                             f"{self.kl_cycle_zero_ratio} + {self.kl_cycle_ratio}")
 
 
 @section("optim")
@@ -98,6 +107,11 @@ class TrainConfig:
     fsdp: bool = False
     """Shard weights, gradients and optimiser state over the processes (Accelerate's FSDP
     with its default plugin; GPUs only). ``accelerate launch --use_fsdp`` does the same."""
+    state_cache: bool = True
+    """With a frozen pretrained decoder whose states do not depend on z (``invlip``, ``none``),
+    compute them once per corpus and read them from a memory-mapped cache in every epoch."""
+    state_cache_dir: str | None = None
+    """Where the state caches live (default ``$TEXTVAE_CACHE/lm-states`` or ``~/.cache/textvae/lm-states``)."""
     compile: bool = False
     """``torch.compile`` the prepared model (inductor): the first steps compile, later ones run faster."""
     aggressive: bool = False

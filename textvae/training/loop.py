@@ -25,9 +25,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from textvae.atomic import ensure_directory, write_text
-from textvae.data.batching import make_dataloader
+from textvae.data.batching import Features, make_dataloader
 from textvae.data.pipeline import PreparedData, prepare_data
-from textvae.data.tokenization import KINDS, META_FILE
+from textvae.data.tokenization import DECODER_TOKENIZER, KINDS, META_FILE
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
 from textvae.evaluation.metrics import LikelihoodTotals
@@ -39,7 +39,7 @@ from textvae.training.aggressive import (
     encoder_updates,
     step_except,
 )
-from textvae.training.builders import build_model, build_optimizer
+from textvae.training.builders import build_model, build_optimizer, pretrained_tokenizer
 from textvae.training.checkpointing import (
     TrainState,
     save_checkpoint,
@@ -63,6 +63,7 @@ from textvae.training.resume import (
     undone_on_failure,
 )
 from textvae.training.schedules import LRSchedule
+from textvae.training.state_cache import can_cache, open_or_build
 from textvae.training.step_totals import StepTotals
 
 # torch.compile's backend for train.compile (the tests swap in a quick one).
@@ -103,14 +104,16 @@ def load_run_data(recipe: Recipe, run_dir: Path, accelerator: Accelerator, resum
     the other processes, and a resumed run, load that one.
     """
     tokenizer_dir = run_dir / "tokenizer"
-    if resuming and recipe.data.tokenizer in KINDS and not tokenizer_dir.is_dir():
+    if resuming and recipe.data.tokenizer in (*KINDS, DECODER_TOKENIZER) and not tokenizer_dir.is_dir():
         raise TextVAEError(f"output_dir {run_dir} has no tokenizer/ to resume with (the one the checkpoint's model was "
                            "trained with): resume in the output_dir of the run that wrote the checkpoint")
     with accelerator.main_process_first():
         cfg = recipe.data
-        if (resuming or not accelerator.is_main_process) and cfg.tokenizer in KINDS:
+        made_here = cfg.tokenizer in (*KINDS, DECODER_TOKENIZER)
+        if (resuming or not accelerator.is_main_process) and made_here:
             cfg = dataclasses.replace(cfg, tokenizer=str(tokenizer_dir))
-        return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"))
+        given = pretrained_tokenizer(recipe) if cfg.tokenizer == DECODER_TOKENIZER else None
+        return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"), tokenizer=given)
 
 
 def batch_stream(loader: DataLoader, state: TrainState, device: torch.device) -> Iterator[tuple[dict, bool]]:
@@ -304,6 +307,40 @@ def export(model: torch.nn.Module, accelerator: Accelerator, run_dir: Path, reci
     )
 
 
+def state_cache_features(model: TextVAEModel, data: PreparedData, recipe: Recipe,
+                         accelerator: Accelerator) -> dict[str, Features]:
+    """Per split, the batches' cached decoder states (:mod:`~textvae.training.state_cache`),
+    when the decoder is a frozen LM that z does not enter; else nothing. The main process
+    builds a missing cache while the others wait, then every process memory-maps it."""
+    if not (recipe.train.state_cache and can_cache(model, recipe.objective.word_dropout)):
+        return {}
+    model.to(accelerator.device)
+    root = recipe.train.state_cache_dir
+    features = {}
+    with accelerator.main_process_first():
+        for split in ("train", "valid"):
+            cache = open_or_build(model, data.splits[split].ids, split, root, batch_size=recipe.data.batch_size,
+                                  progress=recipe.train.progress and accelerator.is_main_process)
+            accelerator.print(f"{split}: decoder states {'computed into' if cache.built else 'read from'} {cache.directory}")
+            features[split] = cache.features
+    return features
+
+
+def export_untrained(model: TextVAEModel, valid_loader: DataLoader, accelerator: Accelerator, run_dir: Path,
+                     recipe: Recipe) -> Path:
+    """Nothing trains (a frozen LM with ``latent_path: none``): validate it once and export it
+    as it is, so that it is evaluated and shared like any trained model."""
+    accelerator.print("nothing to train (no parameter requires a gradient): exporting the model as it is")
+    model = accelerator.prepare(model)
+    metrics = validate(model, valid_loader, accelerator, recipe.train.eval_batches, recipe.seed)
+    MetricsLog(run_dir / "metrics.jsonl", accelerator).write({"step": 0, "epoch": 0, "split": "valid", **metrics})
+    summary = {"best_step": 0, "valid": metrics, "steps": 0, "wall_time_s": 0.0, "processes": accelerator.num_processes}
+    export(model, accelerator, run_dir, recipe, summary)
+    accelerator.wait_for_everyone()
+    accelerator.print(f"model exported to {run_dir / 'final'}")
+    return run_dir
+
+
 def train(recipe: Recipe) -> Path:
     """Train the model a recipe describes; returns the run directory (export in ``final/``)."""
     recipe.check()  # a bad value fails here, before anything is read or written
@@ -335,13 +372,20 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
         record_tokenizer(model.config, tokenizer, data.corpus_name)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        trainable = any(p.requires_grad for p in model.parameters())
+        features = state_cache_features(model, data, recipe, accelerator) if trainable else {}
         loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,
                            bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
                            rank=accelerator.process_index)
-        train_loader = make_dataloader(data.splits["train"].ids, shuffle=True, **loader_args)
+        train_loader = make_dataloader(data.splits["train"].ids, shuffle=True, features=features.get("train"),
+                                       **loader_args)
         # Shuffled too (always in epoch 0's order): train.eval_batches then validates on a
         # fixed random sample, not on the shortest sentences.
-        valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=True, **loader_args)
+        valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=True, features=features.get("valid"),
+                                       **loader_args)
+        if not trainable:
+            export_untrained(model, valid_loader, accelerator, run_dir, recipe)
+            return
         steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
         total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
         invlip = model.config.latent_path == "invlip"
@@ -383,6 +427,9 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
         accelerator.clip_grad_norm_(model.parameters(), clip)
         step_except(optimizer, frozen)
 
+    # Training mode for every module: a pretrained backbone comes out of from_pretrained in eval
+    # mode, and would otherwise train without its dropout until the first validation.
+    model.train()
     progress = tqdm(total=total_steps, initial=state.step, desc="train", dynamic_ncols=True,
                     disable=not (cfg.progress and accelerator.is_main_process))
     started, tokens_at_log, time_at_log = time.time(), 0, time.time()

@@ -174,7 +174,7 @@ class Objective:
             if span < 1:
                 key = "objective.kl_cycle_steps" if cfg.kl_cycle_steps is not None else "objective.kl_schedule"
                 raise TextVAEError(f"recipe key '{key}': the cyclical schedule needs >= 1 step, got {span}")
-            kl_schedule = CyclicalSchedule(span, cfg.kl_cycles, cfg.kl_cycle_ratio, cfg.beta)
+            kl_schedule = CyclicalSchedule(span, cfg.kl_cycles, cfg.kl_cycle_ratio, cfg.beta, cfg.kl_cycle_zero_ratio)
 
         lipschitz_schedule = None
         if cfg.lipschitz_start is not None:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from textvae.atomic import write_text
-from textvae.data.config import DataConfig
+from textvae.data.config import DECODER_TOKENIZER, DataConfig
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig
 from textvae.schema import check_value, from_mapping, shown
@@ -61,7 +61,18 @@ class Recipe:
         if needs_encoder and self.model.get("latent_path") == "none":
             raise TextVAEError(f"recipe key '{needs_encoder[0]}': needs an encoder, but model.latent_path is 'none'")
         config = TextVAEConfig(**self.model)
-        if self.train.gradient_checkpointing and "transformer" not in (config.encoder_type, config.decoder_type):
+        pretrained = config.decoder_type == "pretrained"
+        if pretrained != (self.data.tokenizer == DECODER_TOKENIZER):
+            raise TextVAEError("recipe key 'data.tokenizer': a pretrained decoder models its own tokenizer's ids, "
+                               f"so it goes with data.tokenizer: {DECODER_TOKENIZER} (and only it); got "
+                               f"data.tokenizer: {self.data.tokenizer} with model.decoder_type: {config.decoder_type}")
+        if pretrained and self.objective.pretrain_steps:
+            raise TextVAEError("recipe key 'objective.pretrain_steps': Li et al.'s recipe re-initialises the decoder "
+                               "after its autoencoder phase, which would throw a pretrained decoder away")
+        if self.train.gradient_checkpointing and config.latent_path == "memory":
+            raise TextVAEError("recipe key 'train.gradient_checkpointing': transformers' checkpointed layers drop the "
+                               "key/value cache that carries z on the memory path; turn it off or use invlip")
+        if self.train.gradient_checkpointing and not {"transformer", "pretrained"} & {config.encoder_type, config.decoder_type}:
             raise TextVAEError("recipe key 'train.gradient_checkpointing': checkpoints Transformer blocks, but "
                                "model.encoder_type and model.decoder_type are both 'lstm'")
 

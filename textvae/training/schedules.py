@@ -63,8 +63,10 @@ class CyclicalSchedule:
     """Fu et al. (2019, NAACL) cyclical annealing ("linear" ramp variant).
 
     ``total_steps`` are split into ``cycles`` cycles of length ``total_steps / cycles``.
-    Within a cycle the value rises linearly from 0 to ``end`` over the first ``ratio``
-    of the cycle and stays at ``end`` for the rest; each new cycle restarts at 0.
+    Within a cycle the value stays at 0 for the first ``zero_ratio`` of it (Optimus's
+    ``ratio_zero``, Li et al. 2020: the model trains as an autoencoder there), rises
+    linearly to ``end`` over the next ``ratio`` of it and stays at ``end`` for the rest;
+    each new cycle restarts at 0.
     From ``total_steps`` on it stays at ``end``. The position in the cycle is computed
     with integer arithmetic, so cycle starts are exact even when the cycle length is
     not an integer.
@@ -74,6 +76,7 @@ class CyclicalSchedule:
     cycles: int
     ratio: float
     end: float
+    zero_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if self.total_steps < 1:
@@ -82,6 +85,8 @@ class CyclicalSchedule:
             raise ValueError(f"cycles must be >= 1, got {self.cycles}")
         if not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if not 0.0 <= self.zero_ratio < 1.0 or self.zero_ratio + self.ratio > 1.0:
+            raise ValueError(f"zero_ratio must be in [0, 1) with zero_ratio + ratio <= 1, got {self.zero_ratio}")
 
     def __call__(self, step: int) -> float:
         if step >= self.total_steps:
@@ -89,7 +94,7 @@ class CyclicalSchedule:
         step = max(step, 0)
         # Fraction of the current cycle already done, in [0, 1).
         tau = (step * self.cycles) % self.total_steps / self.total_steps
-        return float(self.end * min(1.0, tau / self.ratio))
+        return float(self.end * min(1.0, max(0.0, tau - self.zero_ratio) / self.ratio))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The four models of the latent-edit table (benchmarks/latent_edits/README.md), each the
+# quickstart recipe (recipes/quickstart.yaml) with one change. 1.5-4 min each on 2 CPU cores (OMP_NUM_THREADS=1).
+# Run from the checkout: bash benchmarks/latent_edits/train.sh
+set -euo pipefail
+TEXTVAE=${TEXTVAE:-.venv/bin/textvae}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# The demo's model (make demo trains the same run).
+$TEXTVAE train quickstart train.overwrite=true
+# BN-VAE on the standard concat path (gamma as recipes/ptb/lstm-bn.yaml).
+$TEXTVAE train quickstart output_dir=runs/latent_edits/bn-vae train.overwrite=true \
+    model.latent_path=concat model.posterior_bn_gamma=0.6
+# He et al.'s aggressive encoder updates.
+$TEXTVAE train quickstart output_dir=runs/latent_edits/aggressive train.overwrite=true \
+    train.aggressive=true train.aggressive_max_inner_steps=30
+# An autoencoder (no KL term): the ceiling of what a code of this size can hold. The export is
+# the validation with the best ELBO at beta = 1, which for an autoencoder (whose KL only grows)
+# is the first one; validating only once, at the end, exports the last step instead.
+$TEXTVAE train quickstart output_dir=runs/latent_edits/autoencoder train.overwrite=true objective.beta=0 \
+    train.eval_every=1000000
