@@ -183,7 +183,7 @@ def test_analogy_decodes_what_the_library_analogy_decodes(export, capsys):
     (["--set", "tense=past", "--from", "negation=true"], "a current value is given for negation, which no change"),
     (["--set", "tense=past", "--set", "tense=future"], "--set: attribute 'tense' is given twice"),
     (["--set", "tense"], "argument --set: expected ATTRIBUTE=VALUE, got 'tense'"),
-    (["--set", "tense=past", "--strength", "0"], "argument --strength: must be positive, got 0"),
+    (["--set", "tense=past", "--strength", "0"], "argument --strength: must be a positive finite number, got 0"),
 ])
 def test_edit_refuses_unknown_attributes_and_values_in_one_line(with_attributes, capsys, argv, message):
     assert_error(*run_cli(capsys, "edit", with_attributes, A, *argv), message)

@@ -81,7 +81,8 @@ PATH_KINDS = ["file", "empty directory", "missing", "under a file", "read-only f
 
 def test_the_path_keys_are_found():
     assert PATH_KEYS == {"output_dir": "output", "data.corpus": "input", "data.data_dir": "input",
-                         "data.hf_dataset": "input", "data.tokenizer": "input", "train.resume": "checkpoint"}
+                         "data.hf_dataset": "input", "data.tokenizer": "input", "train.resume": "checkpoint",
+                         "train.state_cache_dir": "output"}
 
 
 def path_value(kind: str, tmp_path: Path) -> str:

@@ -210,7 +210,11 @@ def read_sentences(file: str) -> tuple[list[str], list[int]]:
     from textvae.data.reading import clean_lines, decode_lines, read_raw_lines
 
     # Standard input as bytes, decoded as a file is: line endings alike, invalid UTF-8 named.
-    raw = decode_lines(sys.stdin.buffer.read(), "<stdin>") if file == "-" else read_raw_lines(file)
+    if file == "-":  # a replaced sys.stdin (a StringIO) has text only
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+        raw = decode_lines(data, "<stdin>")
+    else:
+        raw = read_raw_lines(file)
     source = "<stdin>" if file == "-" else file
     sentences, _ = clean_lines(raw, source)
     numbers = [n for n, line in enumerate(raw, 1) if line.strip()]

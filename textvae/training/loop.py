@@ -348,6 +348,8 @@ def train(recipe: Recipe) -> Path:
     accelerator = make_accelerator(recipe.train, run_dir, TextVAEConfig(**recipe.model))
     created = not run_dir.exists()
     ensure_directory(run_dir, "output_dir")
+    if recipe.train.state_cache_dir is not None:  # named by the user: a mistake even where no cache is built
+        ensure_directory(recipe.train.state_cache_dir, "train.state_cache_dir")
     with claim_run_directory(run_dir, accelerator):
         point = choose_checkpoint(run_dir, recipe.train.resume, recipe.train.overwrite, recipe.train.resume_inexact)
         accelerator.wait_for_everyone()  # every process has looked before the main one clears
