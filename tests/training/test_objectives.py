@@ -233,7 +233,7 @@ def test_every_config_field_is_used_or_validated():
     # Guards against a recipe key being added without the objective learning about it.
     known = {
         "beta", "kl_schedule", "kl_start", "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio",
-        "kl_cycle_steps", "free_bits", "free_bits_mode", "word_dropout", "lipschitz_start",
+        "kl_cycle_steps", "kl_cycle_zero_ratio", "free_bits", "free_bits_mode", "word_dropout", "lipschitz_start",
         "lipschitz_warmup_steps", "pretrain_steps",
     }
     assert {f.name for f in dataclasses.fields(ObjectiveConfig)} == known
