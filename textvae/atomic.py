@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set back at once)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -27,7 +28,7 @@ def write_text(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -44,7 +45,7 @@ def staged_directory(directory: str | Path) -> Iterator[Path]:
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~current_umask())
     old = tmp.with_name(tmp.name + ".old")
     try:
         yield tmp

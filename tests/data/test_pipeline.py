@@ -4,12 +4,16 @@ import pytest
 
 from tests.data.conftest import assert_one_line_error
 from textvae.data.config import DataConfig
-from textvae.data.pipeline import encode_split, prepare_data, read_splits
+from textvae.data.pipeline import prepare_data, split_sources, tokenize_split
 from textvae.data.synthetic import render, write_corpus
 from textvae.data.tokenization import BOS_ID, EOS_ID, load_meta
 from textvae.errors import TextVAEError
 
 LONG = "one two three four five six seven"
+
+
+def texts(tok, split) -> list[str]:
+    return tok.batch_decode(list(split.ids), skip_special_tokens=True)
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +29,9 @@ def long_corpus(make_corpus):
 def test_synthetic_splits_are_encoded_with_bos_eos_and_factors(small_synthetic):
     data = prepare_data(DataConfig(corpus=str(small_synthetic)))
     train = data.splits["train"]
-    assert len(train.ids) == len(train.lines) == len(train.factors) == 400
+    assert len(train.ids) == len(train.line_numbers) == len(train.factors) == 400
     assert all(row[0] == BOS_ID and row[-1] == EOS_ID for row in train.ids)
-    assert [render(f) for f in train.factors] == train.lines
-    assert data.tokenizer.decode(train.ids[0], skip_special_tokens=True) == train.lines[0]
+    assert [render(f) for f in train.factors] == texts(data.tokenizer, train)
     assert data.corpus_name == small_synthetic.name
 
 
@@ -46,7 +49,7 @@ def test_truncate_keeps_the_first_tokens_then_eos(long_corpus):
     assert train.report.truncated == 1 and train.report.blank_skipped == 1
     assert tok.convert_ids_to_tokens(train.ids[1]) == ["<bos>", "one", "two", "three", "<eos>"]
     assert all(len(row) <= 5 for row in train.ids)
-    assert train.lines[1] == LONG  # the text is kept whole
+    assert train.line_numbers.tolist() == [1, 2, 4]
     assert train.report.summary() == (f"train: 3 sentences from {long_corpus / 'train.txt'} "
                                       "(1 blank lines skipped; 1 truncated to 3 tokens)")
 
@@ -54,16 +57,16 @@ def test_truncate_keeps_the_first_tokens_then_eos(long_corpus):
 def test_drop_removes_long_sentences_and_counts_them(long_corpus):
     data = prepare_data(DataConfig(corpus=str(long_corpus), max_length=3, length_policy="drop"))
     valid = data.splits["valid"]
-    assert valid.lines == ["a"] and len(valid.ids) == 1 and valid.report.dropped == 1
+    assert texts(data.tokenizer, valid) == ["a"] and valid.line_numbers.tolist() == [2] and valid.report.dropped == 1
     assert "1 dropped as longer than 3 tokens" in valid.report.summary()
-    assert data.splits["train"].lines == ["a b", "c d e"]
+    assert texts(data.tokenizer, data.splits["train"]) == ["a b", "c d e"]
 
 
 def test_drop_keeps_factors_aligned(small_synthetic):
     data = prepare_data(DataConfig(corpus=str(small_synthetic), max_length=9, length_policy="drop"))
     train = data.splits["train"]
     assert 0 < train.report.dropped < 400
-    assert [render(f) for f in train.factors] == train.lines
+    assert [render(f) for f in train.factors] == texts(data.tokenizer, train)
 
 
 def test_max_length_counts_tokens_not_bos_eos(long_corpus):
@@ -135,9 +138,10 @@ def saved_dataset(tmp_path_factory):
 
 def test_hf_saved_dataset_supplies_the_sentences(saved_dataset):
     data = prepare_data(DataConfig(hf_dataset=str(saved_dataset), text_column="sentence"))
-    assert data.splits["train"].lines == ["the dog ran", "a cat sat"]
+    assert texts(data.tokenizer, data.splits["train"]) == ["the dog ran", "a cat sat"]
+    assert data.splits["train"].line_numbers.tolist() == [1, 3]
     assert data.splits["train"].report.blank_skipped == 1
-    assert data.splits["valid"].lines == ["the cat ran"]
+    assert texts(data.tokenizer, data.splits["valid"]) == ["the cat ran"]
     assert data.corpus_name == "tiny" and data.splits["test"].factors is None
 
 
@@ -155,7 +159,7 @@ def test_hf_data_files_folder_with_missing_split(tmp_path):
         prepare_data(DataConfig(hf_dataset=str(folder)))
     (folder / "validation.csv").write_text("text\na dog\n")
     data = prepare_data(DataConfig(hf_dataset=str(folder)))
-    assert data.splits["valid"].lines == ["a dog"]
+    assert texts(data.tokenizer, data.splits["valid"]) == ["a dog"]
 
 
 def test_cli_prepare_reports_truncation(cli, long_corpus, tmp_path):
@@ -200,8 +204,8 @@ def test_cli_prepare_hf_missing_column(cli, saved_dataset):
 def test_a_split_encoded_for_evaluation_is_the_split_training_reads(long_corpus, policy):
     cfg = DataConfig(corpus=str(long_corpus), max_length=3, length_policy=policy)
     prepared = prepare_data(cfg).splits["valid"]
-    _, raw = read_splits(cfg, ["valid"])
-    evaluated = encode_split(prepare_data(cfg).tokenizer, raw["valid"], cfg, "valid")
-    assert evaluated.ids == prepared.ids and evaluated.lines == prepared.lines
+    _, sources = split_sources(cfg, ["valid"])
+    evaluated = tokenize_split(prepare_data(cfg).tokenizer, sources["valid"], cfg)
+    assert evaluated.ids == prepared.ids and evaluated.line_numbers.tolist() == prepared.line_numbers.tolist()
     assert evaluated.report == prepared.report
     assert (prepared.report.truncated, prepared.report.dropped) == ((1, 0) if policy == "truncate" else (0, 1))

@@ -40,8 +40,11 @@ def _prepare(args: argparse.Namespace) -> int:
     data = prepare_data(recipe.data, tokenizer_dir=args.tokenizer_dir)
     for split in data.splits.values():
         print(split.report.summary())
+        print(f"  cache: {split.cache.describe()}")
     saved = f", saved to {args.tokenizer_dir}" if args.tokenizer_dir else ""
     print(f"tokenizer: {recipe.data.tokenizer}, {len(data.tokenizer):,} entries{saved}")
+    if data.tokenizer_cache is not None:
+        print(f"  cache: {data.tokenizer_cache.describe()}")
     return 0
 
 

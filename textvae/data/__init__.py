@@ -1,8 +1,10 @@
 """The data layer: corpora, tokenizers and batches (for training and evaluation alike).
 
-It owns reading and checking corpora, training and loading tokenizers, the length
-policy, and length-bucketed batches sharded over processes. It imports nothing from the
-models, training, evaluation, hub or CLI layers.
+It owns reading and checking corpora (streamed, never whole), training and loading
+tokenizers, the length policy, the cache of tokenised splits (memory-mapped arrays built
+once, ``cache.py`` being the general machinery), and length-bucketed batches sharded
+over processes. It imports nothing from the models, training, evaluation, hub or CLI
+layers.
 
 Typical use (the trainer's)::
 
@@ -25,12 +27,14 @@ from typing import Any
 _EXPORTS = {
     "config": ("DataConfig",),
     "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "evaluation_order", "make_dataloader"),
+    "cache": ("CacheCorrupt", "Entry", "EntryWriter", "cache_root", "file_fingerprint", "get_or_build", "open_entry"),
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
-    "pipeline": ("PreparedData", "RawSplit", "SplitData", "SplitReport", "encode_split", "prepare_data",
-                 "read_splits"),
-    "reading": ("ReadReport", "read_hf_splits", "read_lines"),
+    "pipeline": ("PreparedData", "SplitData", "SplitReport", "SplitSource", "prepare_data", "split_sources",
+                 "tokenize_split"),
+    "reading": ("ReadReport", "SentenceStream", "hf_split_streams", "read_hf_splits", "read_lines"),
     "stats": ("CorpusStats", "corpus_stats"),
     "synthetic": ("load_factors", "render", "write_corpus"),
+    "tokenized": ("LengthPolicy", "TokenRows", "as_token_rows"),
     "tokenization": ("BOS_ID", "EOS_ID", "KINDS", "PAD_ID", "SPECIAL_TOKENS", "UNK_ID",
                      "load_tokenizer", "save_tokenizer", "train_tokenizer"),
 }

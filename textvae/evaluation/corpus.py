@@ -39,10 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from textvae.data.batching import Collator, evaluation_order
+from textvae.data.tokenized import TokenRows, as_token_rows
 from textvae.errors import InvalidArgument
 from textvae.estimators import (
     IWAccumulator,
@@ -66,14 +68,17 @@ _DECODE_SLACK = 10
 # --------------------------------------------------------------------------- inputs
 
 
-def check_ids(ids: Sequence[Sequence[int]], bos_id: int, eos_id: int) -> None:
+def check_ids(ids: Sequence[Sequence[int]] | TokenRows, bos_id: int, eos_id: int) -> None:
     """Every row must be model-ready ``<bos> w_1 ... w_n <eos>`` (what the tokenizer emits)."""
-    if len(ids) == 0:
+    rows = as_token_rows(ids)
+    if len(rows) == 0:
         raise InvalidArgument("ids", "no sentences to evaluate")
-    for i, row in enumerate(ids):
-        if len(row) < 2 or row[0] != bos_id or row[-1] != eos_id:
-            raise InvalidArgument("ids", f"sentence {i} is not '<bos> ... <eos>' token ids "
-                                  "(tokenise with the model's tokenizer, which adds them)")
+    bad = np.asarray(rows.lengths < 2)
+    starts, ends = rows.offsets[:-1][~bad], rows.offsets[1:][~bad]
+    bad[~bad] = (rows.ids[starts] != bos_id) | (rows.ids[ends - 1] != eos_id)
+    if bad.any():
+        raise InvalidArgument("ids", f"sentence {int(np.argmax(bad))} is not '<bos> ... <eos>' token ids "
+                              "(tokenise with the model's tokenizer, which adds them)")
 
 
 # --------------------------------------------------------------------------- estimators
@@ -196,14 +201,14 @@ class Evaluation:
     logvar: torch.Tensor
 
 
-def evaluate(model: TextVAEModel, ids: Sequence[Sequence[int]], **options: Any) -> dict[str, Any]:
+def evaluate(model: TextVAEModel, ids: Sequence[Sequence[int]] | TokenRows, **options: Any) -> dict[str, Any]:
     """The numbers of :func:`evaluate_split` alone (``options`` are its keywords)."""
     return evaluate_split(model, ids, **options).results
 
 
 def evaluate_split(
     model: TextVAEModel,
-    ids: Sequence[Sequence[int]],
+    ids: Sequence[Sequence[int]] | TokenRows,
     *,
     iw_samples: int = 500,
     delta: float = 0.01,
@@ -220,7 +225,7 @@ def evaluate_split(
 
     Args:
         model: A :class:`~textvae.models.TextVAEModel` (put in eval mode here).
-        ids: N model-ready id lists ``<bos> w_1 ... w_n <eos>``.
+        ids: N model-ready id lists ``<bos> w_1 ... w_n <eos>`` (or the rows of a tokenised split).
         iw_samples: K importance samples per sentence (He et al.: 500).
         delta: Active-unit threshold on Var_x E_q[z_j].
         batch_size: Sentences per forward pass; also the block size of the mini-batch MI.
@@ -250,6 +255,7 @@ def evaluate_split(
     if factors is not None and len(factors) != len(ids):
         raise InvalidArgument("factors", f"{len(factors)} factor rows for {len(ids)} sentences")
     config = model.config
+    ids = as_token_rows(ids)
     check_ids(ids, config.bos_token_id, config.eos_token_id)
     was_training = model.training
     model.eval()
@@ -263,10 +269,9 @@ def evaluate_split(
     bar = tqdm(total=len(ids), desc="evaluate", unit="sent", disable=not progress or rank > 0, file=sys.stderr,
                leave=False)
     with torch.no_grad():
-        for number, batch in enumerate(evaluation_order([len(r) for r in ids], batch_size)):
+        for number, batch in enumerate(evaluation_order(ids.lengths, batch_size)):
             if number % processes == rank:
-                split.add(model, ids, batch, collate([ids[i] for i in batch]), num_samples, sample_chunk, generator,
-                          bleu)
+                split.add(model, ids, batch, collate(ids.gather(batch)), num_samples, sample_chunk, generator, bleu)
             else:
                 split.skip(model, len(batch), num_samples, generator)
             bar.update(len(batch))
@@ -291,7 +296,7 @@ def evaluate_split(
     if factors is not None:
         from textvae.evaluation.probing import probe_factors
 
-        with_length = [{**f, "length": len(r) - 2} for f, r in zip(factors, ids, strict=True)]
+        with_length = [{**f, "length": n - 2} for f, n in zip(factors, ids.lengths.tolist(), strict=True)]
         results["probes"] = probe_factors(split.mu, with_length, seed=seed)
     results["protocol"] = _protocol(len(ids), split.tokens, iw_samples, has_latent, delta, batch_size, mi, bleu, seed)
     results["checkpoint"] = checkpoint_identity(model)
@@ -346,7 +351,7 @@ class _SplitPass:
             self.tv_posterior, self.tv_prior = self.tv_posterior + tv_posterior, self.tv_prior + tv_prior
         self.done = sorted(i for part in parts for i in part["index"].tolist())
 
-    def add(self, model, ids: Sequence[Sequence[int]], batch: list[int], tensors: dict[str, torch.Tensor],
+    def add(self, model, ids: TokenRows, batch: list[int], tensors: dict[str, torch.Tensor],
             num_samples: int, sample_chunk: int, generator: torch.Generator, bleu: bool) -> None:
         """Evaluate sentences ``batch`` (indices into ``ids``), padded as ``tensors``."""
         input_ids, mask = tensors["input_ids"].to(model.device), tensors["attention_mask"].to(model.device)

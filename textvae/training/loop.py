@@ -86,7 +86,8 @@ def load_run_data(recipe: Recipe, run_dir: Path, accelerator: Accelerator, resum
         cfg = recipe.data
         if (resuming or not accelerator.is_main_process) and cfg.tokenizer in ("word", "bpe", "unigram"):
             cfg = dataclasses.replace(cfg, tokenizer=str(tokenizer_dir))
-        return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"))
+        return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"),
+                            progress=recipe.train.progress and accelerator.is_main_process)
 
 
 def batch_stream(loader: DataLoader, state: TrainState, device: torch.device) -> Iterator[tuple[dict, bool]]:
