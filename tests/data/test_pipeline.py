@@ -209,3 +209,77 @@ def test_a_split_encoded_for_evaluation_is_the_split_training_reads(long_corpus,
     assert evaluated.ids == prepared.ids and evaluated.line_numbers.tolist() == prepared.line_numbers.tolist()
     assert evaluated.report == prepared.report
     assert (prepared.report.truncated, prepared.report.dropped) == ((1, 0) if policy == "truncate" else (0, 1))
+
+
+# -- the cache -----------------------------------------------------------------------------
+
+def cached(corpus, tmp_path, **options) -> DataConfig:
+    return DataConfig(corpus=str(corpus), cache_dir=str(tmp_path / "cache"), **options)
+
+
+def test_a_second_prepare_reuses_every_cache_entry(long_corpus, tmp_path):
+    first = prepare_data(cached(long_corpus, tmp_path))
+    again = prepare_data(cached(long_corpus, tmp_path))
+    assert first.tokenizer_cache.built_in_s is not None and again.tokenizer_cache.built_in_s is None
+    for split, data in first.splits.items():
+        assert data.cache.built_in_s is not None and again.splits[split].cache.built_in_s is None
+        assert data.cache.path.parent == tmp_path / "cache" / "tokenized"
+        assert again.splits[split].ids == data.ids and again.splits[split].report == data.report
+    assert again.tokenizer.get_vocab() == first.tokenizer.get_vocab()
+
+
+def test_a_changed_file_gets_a_new_entry_never_a_stale_one(long_corpus, tmp_path):
+    first = prepare_data(cached(long_corpus, tmp_path), splits=("valid",))
+    (long_corpus / "valid.txt").write_text("c a b\n")
+    second = prepare_data(cached(long_corpus, tmp_path), splits=("valid",))
+    assert second.splits["valid"].cache.path != first.splits["valid"].cache.path
+    assert texts(second.tokenizer, second.splits["valid"]) == ["c a b"]
+    assert second.tokenizer_cache.path == first.tokenizer_cache.path  # the train split did not change
+    (long_corpus / "train.txt").write_text("c a\n")
+    third = prepare_data(cached(long_corpus, tmp_path), splits=("valid",))
+    assert third.tokenizer_cache.path != first.tokenizer_cache.path
+    assert third.tokenizer.convert_ids_to_tokens(third.splits["valid"].ids[0]) == ["<bos>", "c", "a", "<unk>", "<eos>"]
+
+
+def test_the_length_policy_is_part_of_the_key(long_corpus, tmp_path):
+    keep = prepare_data(cached(long_corpus, tmp_path, max_length=3), splits=("valid",)).splits["valid"]
+    drop = prepare_data(cached(long_corpus, tmp_path, max_length=3, length_policy="drop"), splits=("valid",))
+    assert drop.splits["valid"].cache.path != keep.cache.path
+    assert (len(keep.ids), len(drop.splits["valid"].ids)) == (2, 1)
+
+
+def test_a_damaged_cache_is_reported_in_one_line_and_rebuilt(long_corpus, tmp_path, capsys):
+    first = prepare_data(cached(long_corpus, tmp_path), splits=("train",)).splits["train"]
+    expected = list(first.ids)  # read before the damage: the rows are mapped from the file
+    ids = first.cache.path / "ids.bin"
+    ids.write_bytes(ids.read_bytes()[:-2])
+    capsys.readouterr()
+    again = prepare_data(cached(long_corpus, tmp_path), splits=("train",)).splits["train"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and str(first.cache.path) in warnings[0] and "ids.bin" in warnings[0]
+    assert again.cache.built_in_s is not None and list(again.ids) == expected
+
+
+def test_small_chunks_give_the_ids_of_one_chunk(small_synthetic, tmp_path, monkeypatch):
+    whole = prepare_data(DataConfig(corpus=str(small_synthetic), cache_dir=str(tmp_path / "a")))
+    monkeypatch.setattr("textvae.data.reading.CHUNK_BYTES", 200)
+    chunked = prepare_data(DataConfig(corpus=str(small_synthetic), cache_dir=str(tmp_path / "b")))
+    for split, data in whole.splits.items():
+        assert chunked.splits[split].ids == data.ids and chunked.splits[split].factors == data.factors
+
+
+def test_a_corpus_with_old_mac_line_endings_is_read_line_by_line(make_corpus, tmp_path):
+    corpus = make_corpus(train=b"a b\rc d\r\rb c\r")
+    train = prepare_data(cached(corpus, tmp_path), splits=("train",)).splits["train"]
+    assert len(train.ids) == 3 and train.report.blank_skipped == 1 and train.line_numbers.tolist() == [1, 2, 4]
+
+
+def test_cli_prepare_reports_where_the_cache_is_and_its_size(cli, long_corpus, tmp_path):
+    options = ("data", "prepare", f"data.corpus={long_corpus}", f"data.cache_dir={tmp_path / 'c'}")
+    rc, out, err = cli(*options)
+    assert rc == 0, err
+    caches = [line for line in out.splitlines() if line.startswith("  cache: ")]
+    assert len(caches) == 4  # three splits and the tokenizer
+    assert all(str(tmp_path / "c") in line and " MB, built in " in line for line in caches)
+    rc, out, _ = cli(*options)
+    assert rc == 0 and out.count(" MB, reused)") == 4

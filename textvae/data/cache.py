@@ -208,19 +208,20 @@ def open_entry(path: str | Path, *, verify: bool = True) -> Entry:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` for the duration; a no-op where flock is missing."""
+def _locked(path: Path) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path`` for the duration; yields whether the lock is held."""
     try:
         import fcntl
     except ImportError:  # Windows: concurrent builders race, the first rename wins
-        yield
+        yield False
         return
     with path.open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError:  # a file system without locks (some NFS mounts): the same race
-            pass
-        yield
+            yield False
+        else:
+            yield True
 
 
 def _discard(path: Path) -> None:
@@ -252,15 +253,16 @@ def get_or_build(root: Path, kind: str, inputs: dict[str, Any], build: Callable[
     except OSError as exc:
         raise TextVAEError(f"{directory}: cannot create the cache there ({exc.strerror}); set data.cache_dir "
                            f"or ${CACHE_ENV} to a writable directory") from None
-    with _locked(directory / f".{key}.lock"):
+    with _locked(directory / f".{key}.lock") as exclusive:
         if final.exists():
             try:
                 return open_entry(final, verify=verify)
             except CacheCorrupt as exc:
                 warn(f"damaged cache entry, rebuilding it: {exc}")
                 _discard(final)
-        for stale in directory.glob(f".{key}.*.tmp"):  # left by a builder that was killed; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
+        if exclusive:  # no one else is building this key: a temporary folder is a killed builder's
+            for stale in directory.glob(f".{key}.*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
         started = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=directory))
         try:

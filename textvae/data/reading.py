@@ -52,8 +52,8 @@ def _last_break(data: bytes) -> int:
     return max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end)) + 1
 
 
-def file_chunks(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
-    """The lines of a UTF-8 file, a list per chunk of about ``chunk_bytes``, in order.
+def file_chunks(path: str | Path, chunk_bytes: int | None = None) -> Iterator[list[str]]:
+    """The lines of a UTF-8 file, a list per chunk of about ``chunk_bytes`` (:data:`CHUNK_BYTES`), in order.
 
     Lines end at LF, CRLF or a lone CR (old Mac files must not read as one sentence); a
     leading byte-order mark is dropped. Undecodable bytes raise :class:`TextVAEError`
@@ -68,6 +68,7 @@ def file_chunks(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[li
         raise TextVAEError(f"{path}: is a directory, expected a text file") from None
     except OSError as exc:
         raise TextVAEError(f"{path}: cannot read ({exc.strerror})") from None
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     with handle:
         carry, line_no = b"", 1
         while True:
