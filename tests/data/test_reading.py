@@ -87,7 +87,7 @@ def test_every_line_ending_ends_a_line(tmp_path, ending):
        final=st.booleans(), bom=st.booleans(), chunk=st.integers(1, 9))
 def test_chunks_of_any_size_read_what_one_chunk_reads(tmp_path_factory, lines, endings, final, bom, chunk):
     """A chunk boundary may fall anywhere, between the CR and LF of a CRLF too."""
-    text = "".join(line + ending for line, ending in zip(lines, endings))
+    text = "".join(line + ending for line, ending in zip(lines, endings[: len(lines)], strict=True))
     if lines and not final:  # no break after the last line
         text = text[: -len(endings[len(lines) - 1])]
     path = tmp_path_factory.mktemp("chunks") / "t.txt"
