@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, required=True, help="copies of PTB's train split (24 -> 1.0M sentences)")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--ptb", type=Path, default=Path(os.environ.get("TEXTVAE_DATA", "../shared/data")) / "ptb")
+    parser.add_argument("--ptb", type=Path, default=Path(os.environ.get("TEXTVAE_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "ptb")
     args = parser.parse_args()
     out = write_corpus(args.ptb, args.repeat, args.out)
     lines = 42068 * args.repeat

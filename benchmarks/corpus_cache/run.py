@@ -97,6 +97,7 @@ def main() -> None:
     row["train"]["steps_logged"] = sum(1 for line in metrics.open() if '"split": "train"' in line)
     row["cache_mb"] = round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 1e6) if cache.exists() else 0
     row["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    row["load_avg_1m_after"] = round(os.getloadavg()[0], 2)  # other work on the machine skews the timings
     row["maxrss_self_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
     print(json.dumps(row))
     with args.results.open("a") as handle:
