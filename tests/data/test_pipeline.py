@@ -283,3 +283,17 @@ def test_cli_prepare_reports_where_the_cache_is_and_its_size(cli, long_corpus, t
     assert all(str(tmp_path / "c") in line and " MB, built in " in line for line in caches)
     rc, out, _ = cli(*options)
     assert rc == 0 and out.count(" MB, reused)") == 4
+
+
+def test_cli_cache_lists_and_clears_entries_but_never_corpora(cli, long_corpus, tmp_path):
+    root = tmp_path / "c"
+    (root / "data" / "ptb").mkdir(parents=True)  # downloads share the folder by default
+    (root / "data" / "ptb" / "train.txt").write_text("a b\n")
+    assert cli("data", "prepare", f"data.corpus={long_corpus}", f"data.cache_dir={root}")[0] == 0
+    rc, out, _ = cli("data", "cache", "--cache-dir", root)
+    assert rc == 0 and out.splitlines()[0].startswith(f"{root}: 4 cache entries (")
+    assert sum(str(long_corpus / "train.txt") in line for line in out.splitlines()) == 2  # split and tokenizer
+    rc, out, _ = cli("data", "cache", "--clear", "--cache-dir", root)
+    assert rc == 0 and out.startswith(f"{root}: removed 4 cache entries (")
+    assert cli("data", "cache", "--cache-dir", root)[1].startswith(f"{root}: 0 cache entries")
+    assert (root / "data" / "ptb" / "train.txt").read_text() == "a b\n"

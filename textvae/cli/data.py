@@ -49,8 +49,25 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from textvae.data.cache import cache_root, clear, entries
+
+    root = cache_root(args.cache_dir)
+    if args.clear:
+        count, size = clear(root)
+        print(f"{root}: removed {count} cache entries ({size / 1e6:,.1f} MB)")
+        return 0
+    found = entries(root)
+    print(f"{root}: {len(found)} cache entries ({sum(e.size_bytes for e in found) / 1e6:,.1f} MB)")
+    for entry in found:
+        source = entry.meta.get("source", "")
+        print(f"  {entry.path.parent.name}/{entry.path.name}  {entry.size_bytes / 1e6:>9,.1f} MB  "
+              f"{entry.manifest.get('created', '')}  {source}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data stats``, ``data download``, ``data verify``, ``data prepare`` and ``data generate``."""
+    """Add ``data stats``, ``download``, ``verify``, ``prepare``, ``cache`` and ``generate``."""
     data = subparsers.add_parser("data", help="inspect, download or generate corpora")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
@@ -79,6 +96,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="a recipe file and/or overrides such as data.corpus=ptb data.max_length=40")
     prep.add_argument("--tokenizer-dir", help="also save the tokenizer here")
     prep.set_defaults(handler=_prepare)
+
+    cache = actions.add_parser("cache", help="list the cached tokenised splits and tokenizers, or clear them")
+    cache.add_argument("--clear", action="store_true", help="delete every cache entry (downloaded corpora stay)")
+    cache.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help="the cache folder (default: $TEXTVAE_CACHE or ~/.cache/textvae)")
+    cache.set_defaults(handler=_cache)
 
     gen = actions.add_parser("generate", help="write the synthetic corpus with its generative factors")
     gen.add_argument("--out", default="data/synthetic", help="output directory (default: data/synthetic)")

@@ -293,3 +293,30 @@ def get_or_build(root: Path, kind: str, inputs: dict[str, Any], build: Callable[
     entry = open_entry(final, verify=False)  # just written and hashed
     entry.built_in_s = time.perf_counter() - started
     return entry
+
+
+def entries(root: Path) -> list[Entry]:
+    """Every entry under ``root`` (any kind), opened without hashing; damaged ones are skipped.
+
+    Only directories with a cache manifest count, so other things kept under the same
+    root (``~/.cache/textvae/data``, the downloaded corpora) are never listed or cleared.
+    """
+    found = []
+    for manifest in sorted(Path(root).glob(f"*/*/{MANIFEST}")):
+        try:
+            found.append(open_entry(manifest.parent, verify=False))
+        except CacheCorrupt:
+            continue
+    return found
+
+
+def clear(root: Path) -> tuple[int, int]:
+    """Delete every entry under ``root``; return how many entries and bytes went.
+
+    A process reading an entry keeps its open files (they go when it closes them); one
+    building an entry is left alone (its temporary folder is not an entry yet).
+    """
+    gone = entries(root)
+    for entry in gone:
+        _discard(entry.path)
+    return len(gone), sum(entry.size_bytes for entry in gone)

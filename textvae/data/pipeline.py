@@ -189,7 +189,7 @@ def _train(cfg: DataConfig, corpus: str, train: SplitSource) -> tuple[Path, Entr
                 "vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency, "lowercase": cfg.lowercase,
                 "fertility": fertility([e.ids for e in tok.backend_tokenizer.encode_batch(sample)], sample)}
         save_tokenizer(tok, writer.directory / "tokenizer", meta)
-        return {}
+        return {"source": f"{cfg.tokenizer} tokenizer of {stream.source}"}
 
     inputs = {"kind": "tokenizer", "version": CACHE_VERSION, "corpus": corpus, "train": train.identity,
               "max_train_lines": cfg.max_train_lines, **{key: getattr(cfg, key) for key in
