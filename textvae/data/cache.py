@@ -93,7 +93,8 @@ def file_fingerprint(path: str | Path) -> dict[str, Any]:
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sampled_sha256": sampled.hexdigest()}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA256 of a file's bytes, read in 4 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(1 << 22):
@@ -143,7 +144,7 @@ class EntryWriter:
         files = {}
         for path in sorted(p for p in self.directory.rglob("*") if p.is_file()):
             relative = path.relative_to(self.directory).as_posix()
-            files[relative] = {"size": path.stat().st_size, "sha256": known.get(relative) or _sha256(path)}
+            files[relative] = {"size": path.stat().st_size, "sha256": known.get(relative) or sha256_file(path)}
         return {"format": FORMAT, "inputs": inputs, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "arrays": self._arrays, "files": files, "meta": meta}
 
@@ -198,7 +199,7 @@ def open_entry(path: str | Path, *, verify: bool = True) -> Entry:
         if size != expected["size"]:
             found = "missing" if size is None else f"{size:,} bytes"
             raise CacheCorrupt(f"{path}: {name} is {found}, expected {expected['size']:,} bytes")
-        if verify and _sha256(file) != expected["sha256"]:
+        if verify and sha256_file(file) != expected["sha256"]:
             raise CacheCorrupt(f"{path}: {name} does not match its SHA256")
     for name, spec in manifest["arrays"].items():
         need = int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize

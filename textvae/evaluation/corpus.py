@@ -44,6 +44,7 @@ import torch
 from tqdm import tqdm
 
 from textvae.data.batching import Collator, evaluation_order
+from textvae.data.cache import sha256_file
 from textvae.data.tokenized import TokenRows, as_token_rows
 from textvae.errors import InvalidArgument
 from textvae.estimators import (
@@ -148,14 +149,6 @@ def next_token_total_variation(model: TextVAEModel, input_ids: torch.Tensor, mas
 # --------------------------------------------------------------------------- identity
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def checkpoint_identity(model: TextVAEModel) -> dict[str, Any]:
     """Which weights the numbers belong to: source, a hash or Hub commit, and the config."""
     config = model.config
@@ -164,7 +157,7 @@ def checkpoint_identity(model: TextVAEModel) -> dict[str, Any]:
     weights = Path(source) / "model.safetensors" if source else None
     if weights is not None and weights.is_file():
         identity["source"] = str(Path(source).resolve())
-        identity["model_safetensors_sha256"] = _sha256(weights)
+        identity["model_safetensors_sha256"] = sha256_file(weights)
     else:  # in memory, or from the Hub cache: hash the weights themselves
         digest = hashlib.sha256()
         for name, tensor in sorted(model.state_dict().items()):
