@@ -13,7 +13,9 @@ the way training reads them. Each phase runs in its own process, so peak RSS is 
 Build: wall time and peak RSS of the building process (and of its ``num_proc`` workers).
 Access: the time to open the result and get the lengths array the sampler sorts, then
 the time to gather 2,000 random batches of 32 sentences as id lists (what the DataLoader
-does per step), and the peak RSS of that process.
+does per step) and how much RSS that gathering added, and the peak RSS of that process.
+The memmap store is gathered two ways: by positioned reads (``Entry.rows``, what textvae
+does) and by slicing the memory mapping.
 
     python benchmarks/corpus_cache/formats.py --repeat 24 --work /tmp/cf
 """
@@ -77,7 +79,13 @@ def build(variant: str, corpus: Path, out: Path, work: Path) -> dict:
     return {"rows": rows, "build_s": round(wall, 1)}
 
 
+def vm_rss_mb() -> float:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
+
+
 def access(variant: str, out: Path) -> dict:
+    """Open, get the lengths, then gather random batches; ``memmap`` is read two ways: with
+    positioned reads (``Entry.rows``, what textvae does) and by slicing the mapping."""
     import numpy as np
 
     if variant == "memmap":
@@ -86,12 +94,11 @@ def access(variant: str, out: Path) -> dict:
 
         started = time.perf_counter()  # after the imports: both variants' are paid by any run
         entry = open_entry(next(p for p in (out / "tokenized").iterdir() if not p.name.startswith(".")))
-        rows = TokenRows(entry.array("ids"), entry.array("offsets"), entry.array("lengths"))
-        lengths = rows.lengths
+        lengths = entry.array("lengths")
+        lengths.max()  # the sampler reads every length
         opened = time.perf_counter() - started
-
-        def gather(batch):
-            return rows.gather(batch)
+        ways = {"pread": TokenRows(entry.rows("ids"), entry.rows("offsets"), lengths).gather,
+                "mapped": TokenRows(entry.array("ids"), entry.array("offsets"), lengths).gather}
     else:
         import datasets
 
@@ -99,16 +106,16 @@ def access(variant: str, out: Path) -> dict:
         dataset = datasets.load_from_disk(str(out / "saved"))
         lengths = dataset.data.column("length").to_numpy()
         opened = time.perf_counter() - started
-
-        def gather(batch):
-            return dataset[batch]["ids"]
+        ways = {"rows": lambda batch: dataset[batch]["ids"]}
+    result = {"open_and_lengths_s": round(opened, 2)}
     rng = np.random.default_rng(0)
-    batches = [rng.integers(0, len(lengths), BATCH_SIZE).tolist() for _ in range(BATCHES)]
-    started = time.perf_counter()
-    tokens = sum(len(row) for batch in batches for row in gather(batch))
-    gathered = time.perf_counter() - started
-    return {"open_and_lengths_s": round(opened, 2), "gather_ms_per_batch": round(1000 * gathered / BATCHES, 3),
-            "tokens_gathered": tokens}
+    for way, gather in ways.items():
+        batches = [rng.integers(0, len(lengths), BATCH_SIZE).tolist() for _ in range(BATCHES)]
+        before, started = vm_rss_mb(), time.perf_counter()
+        tokens = sum(len(row) for batch in batches for row in gather(batch))
+        result[way] = {"gather_ms_per_batch": round(1000 * (time.perf_counter() - started) / BATCHES, 3),
+                       "rss_growth_mb": round(vm_rss_mb() - before, 1), "tokens": tokens}
+    return result
 
 
 def child(args: argparse.Namespace) -> None:

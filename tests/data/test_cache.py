@@ -195,3 +195,20 @@ def test_the_manifest_records_inputs_arrays_and_hashes(tmp_path):
     assert manifest["inputs"] == INPUTS
     assert manifest["arrays"]["x"] == {"file": "x.bin", "dtype": "<i4", "shape": [10]}
     assert set(manifest["files"]) == {"x.bin", "pairs.bin", "nothing.bin", "notes.txt"}
+
+
+def test_rows_are_read_by_position_like_the_mapping(tmp_path):
+    import pickle
+
+    entry = get_or_build(tmp_path, "test", INPUTS, squares)
+    rows, mapped = entry.rows("x"), entry.array("x")
+    assert len(rows) == 10 and rows[3] == 9 and rows[-1] == 81
+    assert rows[2:5].tolist() == mapped[2:5].tolist() and rows[:].tolist() == mapped.tolist()
+    assert rows[7:7].shape == (0,) and entry.rows("pairs")[1:3].shape == (2, 2)
+    copy = pickle.loads(pickle.dumps(rows))  # what a DataLoader worker receives
+    assert copy[4] == 16
+    with pytest.raises(IndexError):
+        rows[10]
+    (entry.path / "x.bin").write_bytes(b"\0" * 8)  # cut short under a reader
+    with pytest.raises(CacheCorrupt, match="shorter than its manifest says"):
+        entry.rows("x")[0:10]

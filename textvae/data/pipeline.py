@@ -170,7 +170,7 @@ def tokenize_split(tok: TokenizersBackend, source: SplitSource, cfg: DataConfig,
     report = SplitReport(source.split, meta["source"], meta["lines_read"], meta["blank_skipped"], cfg.max_length,
                          cfg.length_policy, limited_to, meta["truncated"], meta["dropped"])
     lines = entry.array("lines")
-    rows = TokenRows(entry.array("ids"), entry.array("offsets"), entry.array("lengths"))
+    rows = TokenRows(entry.rows("ids"), entry.rows("offsets"), entry.array("lengths"))
     return SplitData(rows, lines, _factors(source, report, lines), report, entry)
 
 

@@ -25,21 +25,24 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from textvae.data.cache import EntryWriter
+from textvae.data.cache import ArrayFile, EntryWriter
 from textvae.data.reading import SentenceStream
 
 
 class TokenRows(Sequence):
     """Sentences of token ids held flat: row ``i`` is ``ids[offsets[i]:offsets[i + 1]]``.
 
+    ``ids`` and ``offsets`` are arrays, or :class:`~textvae.data.cache.ArrayFile` readers of
+    a cache entry (a batch then costs two positioned reads per sentence and no memory).
     Indexing gives a list of ints, as the id lists of the tokenizer would be; :attr:`lengths`
     is an array, so samplers never walk the rows. Two ``TokenRows`` are equal when they hold
     the same rows.
     """
 
-    def __init__(self, ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray | None = None) -> None:
+    def __init__(self, ids: np.ndarray | ArrayFile, offsets: np.ndarray | ArrayFile,
+                 lengths: np.ndarray | None = None) -> None:
         self.ids, self.offsets = ids, offsets
-        self.lengths = np.diff(offsets) if lengths is None else lengths
+        self.lengths = np.diff(offsets[:]) if lengths is None else lengths
 
     @classmethod
     def from_lists(cls, rows: Sequence[Sequence[int]]) -> TokenRows:
@@ -54,8 +57,8 @@ class TokenRows(Sequence):
     def __getitem__(self, index: int) -> list[int]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"row {index} of {len(self)}")
-        index %= len(self)
-        return self.ids[self.offsets[index] : self.offsets[index + 1]].tolist()
+        start, stop = self.offsets[index % len(self) : index % len(self) + 2].tolist()
+        return self.ids[start:stop].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         return (self[i] for i in range(len(self)))
@@ -67,8 +70,7 @@ class TokenRows(Sequence):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TokenRows):
             return NotImplemented
-        return np.array_equal(self.lengths, other.lengths) and np.array_equal(
-            self.ids[self.offsets[0] : self.offsets[-1]], other.ids[other.offsets[0] : other.offsets[-1]])
+        return np.array_equal(self.lengths, other.lengths) and np.array_equal(self.ids[:], other.ids[:])
 
     __hash__ = None
 

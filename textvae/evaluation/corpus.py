@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -71,15 +70,12 @@ _DECODE_SLACK = 10
 
 def check_ids(ids: Sequence[Sequence[int]] | TokenRows, bos_id: int, eos_id: int) -> None:
     """Every row must be model-ready ``<bos> w_1 ... w_n <eos>`` (what the tokenizer emits)."""
-    rows = as_token_rows(ids)
-    if len(rows) == 0:
+    if len(ids) == 0:
         raise InvalidArgument("ids", "no sentences to evaluate")
-    bad = np.asarray(rows.lengths < 2)
-    starts, ends = rows.offsets[:-1][~bad], rows.offsets[1:][~bad]
-    bad[~bad] = (rows.ids[starts] != bos_id) | (rows.ids[ends - 1] != eos_id)
-    if bad.any():
-        raise InvalidArgument("ids", f"sentence {int(np.argmax(bad))} is not '<bos> ... <eos>' token ids "
-                              "(tokenise with the model's tokenizer, which adds them)")
+    for i, row in enumerate(ids):
+        if len(row) < 2 or row[0] != bos_id or row[-1] != eos_id:
+            raise InvalidArgument("ids", f"sentence {i} is not '<bos> ... <eos>' token ids "
+                                  "(tokenise with the model's tokenizer, which adds them)")
 
 
 # --------------------------------------------------------------------------- estimators
