@@ -27,7 +27,8 @@ from typing import Any
 _EXPORTS = {
     "config": ("DataConfig",),
     "batching": ("BucketBatchSampler", "Collator", "TokenizedDataset", "evaluation_order", "make_dataloader"),
-    "cache": ("CacheCorrupt", "Entry", "EntryWriter", "cache_root", "file_fingerprint", "get_or_build", "open_entry"),
+    "cache": ("ArrayFile", "CacheCorrupt", "Entry", "EntryWriter", "cache_root", "clear", "entries", "file_fingerprint",
+              "get_or_build", "open_entry", "sha256_file"),
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
     "pipeline": ("PreparedData", "SplitData", "SplitReport", "SplitSource", "prepare_data", "split_sources",
                  "tokenize_split"),
