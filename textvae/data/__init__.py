@@ -32,7 +32,7 @@ _EXPORTS = {
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
     "pipeline": ("PreparedData", "SplitData", "SplitReport", "SplitSource", "prepare_data", "split_sources",
                  "tokenize_split"),
-    "reading": ("ReadReport", "SentenceStream", "hf_split_streams", "read_hf_splits", "read_lines"),
+    "reading": ("ReadReport", "SentenceStream", "hf_split_streams", "read_lines"),
     "stats": ("CorpusStats", "corpus_stats"),
     "synthetic": ("load_factors", "render", "write_corpus"),
     "tokenized": ("LengthPolicy", "TokenRows", "as_token_rows"),

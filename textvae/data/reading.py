@@ -237,11 +237,3 @@ def hf_split_streams(path: str | Path, text_column: str, splits: Sequence[str] =
         column = dataset[name].select_columns([text_column])
         out[split] = SentenceStream(f"{path}[{name}]", functools.partial(_column_batches, column, text_column))
     return out
-
-
-def read_hf_splits(path: str | Path, text_column: str,
-                   splits: Sequence[str] = SPLITS) -> dict[str, tuple[list[str], ReadReport]]:
-    """All sentences of ``text_column`` for each split of a local Hugging Face dataset
-    (see :func:`hf_split_streams`)."""
-    streams = hf_split_streams(path, text_column, splits)
-    return {split: (list(stream.sentences()), stream.report()) for split, stream in streams.items()}
