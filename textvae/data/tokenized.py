@@ -151,22 +151,22 @@ def encode_stream(writer: EntryWriter, stream: SentenceStream, encoder: Tokenize
     for name, kind in (("ids", dtype), ("lengths", np.int32), ("lines", np.int64)):
         writer.append(name, np.empty(0, dtype=kind))
     end = truncated = dropped = kept = 0
-    bar = tqdm(desc=description, unit=" sentences", unit_scale=True, file=sys.stderr, disable=not progress,
-               mininterval=1.0, leave=False)
-    for sentences, numbers in stream:
-        encodings = encoder.encode_batch_fast(sentences)
-        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
-        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=dtype, count=int(lengths.sum()))
-        truncated += int((lengths > policy.limit).sum()) if policy.policy == "truncate" else 0
-        ids, lengths, keep = policy.apply(ids, lengths)
-        dropped += len(keep) - len(lengths)
-        kept += len(lengths)
-        writer.append("ids", ids)
-        writer.append("lengths", lengths.astype(np.int32))
-        writer.append("offsets", end + np.cumsum(lengths))
-        writer.append("lines", numbers[keep])
-        end += int(lengths.sum())
-        bar.update(len(sentences))
-    bar.close()
+    with tqdm(desc=description, unit=" sentences", unit_scale=True, file=sys.stderr, disable=not progress,
+              mininterval=1.0, leave=False) as bar:  # closed (and cleared) before any error is printed
+        for sentences, numbers in stream:
+            encodings = encoder.encode_batch_fast(sentences)
+            lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+            ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=dtype,
+                              count=int(lengths.sum()))
+            truncated += int((lengths > policy.limit).sum()) if policy.policy == "truncate" else 0
+            ids, lengths, keep = policy.apply(ids, lengths)
+            dropped += len(keep) - len(lengths)
+            kept += len(lengths)
+            writer.append("ids", ids)
+            writer.append("lengths", lengths.astype(np.int32))
+            writer.append("offsets", end + np.cumsum(lengths))
+            writer.append("lines", numbers[keep])
+            end += int(lengths.sum())
+            bar.update(len(sentences))
     return {"lines_read": stream.lines_read, "blank_skipped": stream.blank_skipped, "truncated": truncated,
             "dropped": dropped, "sentences": kept}
