@@ -77,8 +77,8 @@ def file_fingerprint(path: str | Path) -> dict[str, Any]:
     The samples are 16 blocks of 64 KiB spread evenly from the first byte to the last (the
     whole file when it is smaller). An edit changes the size or the modification time, and
     one that restores both still shows in the sampled blocks. A full hash would read the
-    whole file on every run: 0.8 s for the 1.1 GB 10M-sentence corpus from the page cache
-    (``benchmarks/corpus_cache/README.md``), far more from a cold disk.
+    whole file on every run: 0.8 s for the 1.2 GB 10M-sentence corpus from the page cache
+    (``benchmarks/README.md``, "Corpora larger than memory"), far more from a cold disk.
     """
     path = Path(path).resolve()
     stat = path.stat()
