@@ -1,6 +1,6 @@
 """Suite-wide settings: one torch thread per test process, a fresh Accelerate state per test,
-and ``TEXTVAE_DATA`` pointing at ``../shared/data`` beside the checkout (unless already set),
-where the PTB copy the tests read lives.
+``TEXTVAE_DATA`` pointing at ``../shared/data`` beside the checkout (unless already set),
+where the PTB copy the tests read lives, and ``TEXTVAE_CACHE`` at a temporary folder.
 
 ``make test`` runs two pytest workers on two cores; with torch's default of one thread
 per core each, four spinning threads share two cores and small models run 10-40x
@@ -8,9 +8,15 @@ slower. Subprocesses started by tests inherit ``OMP_NUM_THREADS``.
 """
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TEXTVAE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+# Tokenised splits and trained tokenizers are cached; the suite's go to a folder of its own
+# (one per worker, subprocesses included), never to the user's ~/.cache/textvae.
+_CACHE = tempfile.mkdtemp(prefix="textvae-test-cache-")
+os.environ["TEXTVAE_CACHE"] = _CACHE
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -21,10 +27,8 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _private_caches(tmp_path_factory):
-    """Caches the code writes (decoder-state caches) go to a temporary directory, never ~/.cache."""
-    os.environ["TEXTVAE_CACHE"] = str(tmp_path_factory.mktemp("textvae-cache"))
+def pytest_unconfigure(config):
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

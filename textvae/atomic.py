@@ -18,7 +18,8 @@ from pathlib import Path
 from textvae.errors import TextVAEError
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set back at once)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -73,7 +74,7 @@ def staged_file(path: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(fd)
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as exc:
         raise _cannot(path, exc) from None
@@ -99,7 +100,7 @@ def staged_directory(directory: str | Path) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     except OSError as exc:
         raise _cannot(directory, exc) from None
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~current_umask())
     old = tmp.with_name(tmp.name + ".old")
     try:
         try:  # an OSError while the directory is filled or swapped in is a failed write (a full disk)

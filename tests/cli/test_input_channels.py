@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers_models import offline_and_quiet, run_cli, save_export, tiny_model, word_tokenizer  # noqa: F401
-from textvae.data.reading import read_hf_splits, read_lines
+from textvae.data.reading import hf_split_streams, read_lines
 from textvae.errors import TextVAEError
 
 SENTENCES = ["the old dog saw a cat .", "she will not find the boxes .", "a man ran ."]
@@ -49,7 +49,7 @@ def through_dataset(data: bytes, tmp_path: Path) -> list[str]:
     directory.mkdir()
     for split in ("train", "validation", "test"):
         (directory / f"{split}.txt").write_bytes(data)
-    return read_hf_splits(directory, "text", ["train"])["train"][0]
+    return list(hf_split_streams(directory, "text", ["train"])["train"].sentences())
 
 
 def through_command(data: bytes, tmp_path: Path, export: Path, capsys, monkeypatch, stdin: bool) -> list[str]:

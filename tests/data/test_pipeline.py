@@ -4,12 +4,16 @@ import pytest
 
 from tests.data.conftest import assert_one_line_error
 from textvae.data.config import DataConfig
-from textvae.data.pipeline import encode_split, prepare_data, read_splits
+from textvae.data.pipeline import prepare_data, split_sources, tokenize_split
 from textvae.data.synthetic import render, write_corpus
 from textvae.data.tokenization import BOS_ID, EOS_ID, load_meta
 from textvae.errors import TextVAEError
 
 LONG = "one two three four five six seven"
+
+
+def texts(tok, split) -> list[str]:
+    return tok.batch_decode(list(split.ids), skip_special_tokens=True)
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +29,9 @@ def long_corpus(make_corpus):
 def test_synthetic_splits_are_encoded_with_bos_eos_and_factors(small_synthetic):
     data = prepare_data(DataConfig(corpus=str(small_synthetic)))
     train = data.splits["train"]
-    assert len(train.ids) == len(train.lines) == len(train.factors) == 400
+    assert len(train.ids) == len(train.line_numbers) == len(train.factors) == 400
     assert all(row[0] == BOS_ID and row[-1] == EOS_ID for row in train.ids)
-    assert [render(f) for f in train.factors] == train.lines
-    assert data.tokenizer.decode(train.ids[0], skip_special_tokens=True) == train.lines[0]
+    assert [render(f) for f in train.factors] == texts(data.tokenizer, train)
     assert data.corpus_name == small_synthetic.name
 
 
@@ -46,7 +49,7 @@ def test_truncate_keeps_the_first_tokens_then_eos(long_corpus):
     assert train.report.truncated == 1 and train.report.blank_skipped == 1
     assert tok.convert_ids_to_tokens(train.ids[1]) == ["<bos>", "one", "two", "three", "<eos>"]
     assert all(len(row) <= 5 for row in train.ids)
-    assert train.lines[1] == LONG  # the text is kept whole
+    assert train.line_numbers.tolist() == [1, 2, 4]
     assert train.report.summary() == (f"train: 3 sentences from {long_corpus / 'train.txt'} "
                                       "(1 blank lines skipped; 1 truncated to 3 tokens)")
 
@@ -54,16 +57,16 @@ def test_truncate_keeps_the_first_tokens_then_eos(long_corpus):
 def test_drop_removes_long_sentences_and_counts_them(long_corpus):
     data = prepare_data(DataConfig(corpus=str(long_corpus), max_length=3, length_policy="drop"))
     valid = data.splits["valid"]
-    assert valid.lines == ["a"] and len(valid.ids) == 1 and valid.report.dropped == 1
+    assert texts(data.tokenizer, valid) == ["a"] and valid.line_numbers.tolist() == [2] and valid.report.dropped == 1
     assert "1 dropped as longer than 3 tokens" in valid.report.summary()
-    assert data.splits["train"].lines == ["a b", "c d e"]
+    assert texts(data.tokenizer, data.splits["train"]) == ["a b", "c d e"]
 
 
 def test_drop_keeps_factors_aligned(small_synthetic):
     data = prepare_data(DataConfig(corpus=str(small_synthetic), max_length=9, length_policy="drop"))
     train = data.splits["train"]
     assert 0 < train.report.dropped < 400
-    assert [render(f) for f in train.factors] == train.lines
+    assert [render(f) for f in train.factors] == texts(data.tokenizer, train)
 
 
 def test_max_length_counts_tokens_not_bos_eos(long_corpus):
@@ -135,9 +138,10 @@ def saved_dataset(tmp_path_factory):
 
 def test_hf_saved_dataset_supplies_the_sentences(saved_dataset):
     data = prepare_data(DataConfig(hf_dataset=str(saved_dataset), text_column="sentence"))
-    assert data.splits["train"].lines == ["the dog ran", "a cat sat"]
+    assert texts(data.tokenizer, data.splits["train"]) == ["the dog ran", "a cat sat"]
+    assert data.splits["train"].line_numbers.tolist() == [1, 3]
     assert data.splits["train"].report.blank_skipped == 1
-    assert data.splits["valid"].lines == ["the cat ran"]
+    assert texts(data.tokenizer, data.splits["valid"]) == ["the cat ran"]
     assert data.corpus_name == "tiny" and data.splits["test"].factors is None
 
 
@@ -155,7 +159,7 @@ def test_hf_data_files_folder_with_missing_split(tmp_path):
         prepare_data(DataConfig(hf_dataset=str(folder)))
     (folder / "validation.csv").write_text("text\na dog\n")
     data = prepare_data(DataConfig(hf_dataset=str(folder)))
-    assert data.splits["valid"].lines == ["a dog"]
+    assert texts(data.tokenizer, data.splits["valid"]) == ["a dog"]
 
 
 def test_cli_prepare_reports_truncation(cli, long_corpus, tmp_path):
@@ -200,8 +204,96 @@ def test_cli_prepare_hf_missing_column(cli, saved_dataset):
 def test_a_split_encoded_for_evaluation_is_the_split_training_reads(long_corpus, policy):
     cfg = DataConfig(corpus=str(long_corpus), max_length=3, length_policy=policy)
     prepared = prepare_data(cfg).splits["valid"]
-    _, raw = read_splits(cfg, ["valid"])
-    evaluated = encode_split(prepare_data(cfg).tokenizer, raw["valid"], cfg, "valid")
-    assert evaluated.ids == prepared.ids and evaluated.lines == prepared.lines
+    _, sources = split_sources(cfg, ["valid"])
+    evaluated = tokenize_split(prepare_data(cfg).tokenizer, sources["valid"], cfg)
+    assert evaluated.ids == prepared.ids and evaluated.line_numbers.tolist() == prepared.line_numbers.tolist()
     assert evaluated.report == prepared.report
     assert (prepared.report.truncated, prepared.report.dropped) == ((1, 0) if policy == "truncate" else (0, 1))
+
+
+# -- the cache -----------------------------------------------------------------------------
+
+def cached(corpus, tmp_path, **options) -> DataConfig:
+    return DataConfig(corpus=str(corpus), cache_dir=str(tmp_path / "cache"), **options)
+
+
+def test_a_second_prepare_reuses_every_cache_entry(long_corpus, tmp_path):
+    first = prepare_data(cached(long_corpus, tmp_path))
+    again = prepare_data(cached(long_corpus, tmp_path))
+    assert first.tokenizer_cache.built_in_s is not None and again.tokenizer_cache.built_in_s is None
+    for split, data in first.splits.items():
+        assert data.cache.built_in_s is not None and again.splits[split].cache.built_in_s is None
+        assert data.cache.path.parent == tmp_path / "cache" / "tokenized"
+        assert again.splits[split].ids == data.ids and again.splits[split].report == data.report
+    assert again.tokenizer.get_vocab() == first.tokenizer.get_vocab()
+
+
+def test_a_changed_file_gets_a_new_entry_never_a_stale_one(long_corpus, tmp_path):
+    first = prepare_data(cached(long_corpus, tmp_path), splits=("valid",))
+    (long_corpus / "valid.txt").write_text("c a b\n")
+    second = prepare_data(cached(long_corpus, tmp_path), splits=("valid",))
+    assert second.splits["valid"].cache.path != first.splits["valid"].cache.path
+    assert texts(second.tokenizer, second.splits["valid"]) == ["c a b"]
+    assert second.tokenizer_cache.path == first.tokenizer_cache.path  # the train split did not change
+    (long_corpus / "train.txt").write_text("c a\n")
+    third = prepare_data(cached(long_corpus, tmp_path), splits=("valid",))
+    assert third.tokenizer_cache.path != first.tokenizer_cache.path
+    assert third.tokenizer.convert_ids_to_tokens(third.splits["valid"].ids[0]) == ["<bos>", "c", "a", "<unk>", "<eos>"]
+
+
+def test_the_length_policy_is_part_of_the_key(long_corpus, tmp_path):
+    keep = prepare_data(cached(long_corpus, tmp_path, max_length=3), splits=("valid",)).splits["valid"]
+    drop = prepare_data(cached(long_corpus, tmp_path, max_length=3, length_policy="drop"), splits=("valid",))
+    assert drop.splits["valid"].cache.path != keep.cache.path
+    assert (len(keep.ids), len(drop.splits["valid"].ids)) == (2, 1)
+
+
+def test_a_damaged_cache_is_reported_in_one_line_and_rebuilt(long_corpus, tmp_path, capsys):
+    first = prepare_data(cached(long_corpus, tmp_path), splits=("train",)).splits["train"]
+    expected = list(first.ids)  # read before the damage: the rows are mapped from the file
+    ids = first.cache.path / "ids.bin"
+    ids.write_bytes(ids.read_bytes()[:-2])
+    capsys.readouterr()
+    again = prepare_data(cached(long_corpus, tmp_path), splits=("train",)).splits["train"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and str(first.cache.path) in warnings[0] and "ids.bin" in warnings[0]
+    assert again.cache.built_in_s is not None and list(again.ids) == expected
+
+
+def test_small_chunks_give_the_ids_of_one_chunk(small_synthetic, tmp_path, monkeypatch):
+    whole = prepare_data(DataConfig(corpus=str(small_synthetic), cache_dir=str(tmp_path / "a")))
+    monkeypatch.setattr("textvae.data.reading.CHUNK_BYTES", 200)
+    chunked = prepare_data(DataConfig(corpus=str(small_synthetic), cache_dir=str(tmp_path / "b")))
+    for split, data in whole.splits.items():
+        assert chunked.splits[split].ids == data.ids and chunked.splits[split].factors == data.factors
+
+
+def test_a_corpus_with_old_mac_line_endings_is_read_line_by_line(make_corpus, tmp_path):
+    corpus = make_corpus(train=b"a b\rc d\r\rb c\r")
+    train = prepare_data(cached(corpus, tmp_path), splits=("train",)).splits["train"]
+    assert len(train.ids) == 3 and train.report.blank_skipped == 1 and train.line_numbers.tolist() == [1, 2, 4]
+
+
+def test_cli_prepare_reports_where_the_cache_is_and_its_size(cli, long_corpus, tmp_path):
+    options = ("data", "prepare", f"data.corpus={long_corpus}", f"data.cache_dir={tmp_path / 'c'}")
+    rc, out, err = cli(*options)
+    assert rc == 0, err
+    caches = [line for line in out.splitlines() if line.startswith("  cache: ")]
+    assert len(caches) == 4  # three splits and the tokenizer
+    assert all(str(tmp_path / "c") in line and " MB, built in " in line for line in caches)
+    rc, out, _ = cli(*options)
+    assert rc == 0 and out.count(" MB, reused)") == 4
+
+
+def test_cli_cache_lists_and_clears_entries_but_never_corpora(cli, long_corpus, tmp_path):
+    root = tmp_path / "c"
+    (root / "data" / "ptb").mkdir(parents=True)  # downloads share the folder by default
+    (root / "data" / "ptb" / "train.txt").write_text("a b\n")
+    assert cli("data", "prepare", f"data.corpus={long_corpus}", f"data.cache_dir={root}")[0] == 0
+    rc, out, _ = cli("data", "cache", "--cache-dir", root)
+    assert rc == 0 and out.splitlines()[0].startswith(f"{root}: 4 cache entries (")
+    assert sum(str(long_corpus / "train.txt") in line for line in out.splitlines()) == 2  # split and tokenizer
+    rc, out, _ = cli("data", "cache", "--clear", "--cache-dir", root)
+    assert rc == 0 and out.startswith(f"{root}: removed 4 cache entries (")
+    assert cli("data", "cache", "--cache-dir", root)[1].startswith(f"{root}: 0 cache entries")
+    assert (root / "data" / "ptb" / "train.txt").read_text() == "a b\n"

@@ -31,22 +31,43 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from textvae.cli.train import resolve_recipe_path
     from textvae.data.pipeline import prepare_data  # imports transformers: only when needed
     from textvae.training.recipe import load_recipe
 
-    # The first item is the recipe unless it is already an override.
+    # The first item is the recipe (a file or a shipped name) unless it is already an override.
     has_recipe = bool(args.items) and "=" not in args.items[0]
-    recipe = load_recipe(args.items[0] if has_recipe else None, args.items[has_recipe:])
+    recipe = load_recipe(resolve_recipe_path(args.items[0]) if has_recipe else None, args.items[has_recipe:])
     data = prepare_data(recipe.data, tokenizer_dir=args.tokenizer_dir)
     for split in data.splits.values():
         print(split.report.summary())
+        print(f"  cache: {split.cache.describe()}")
     saved = f", saved to {args.tokenizer_dir}" if args.tokenizer_dir else ""
     print(f"tokenizer: {recipe.data.tokenizer}, {len(data.tokenizer):,} entries{saved}")
+    if data.tokenizer_cache is not None:
+        print(f"  cache: {data.tokenizer_cache.describe()}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from textvae.data.cache import cache_root, clear, entries
+
+    root = cache_root(args.cache_dir)
+    if args.clear:
+        count, size = clear(root)
+        print(f"{root}: removed {count} cache entries ({size / 1e6:,.1f} MB)")
+        return 0
+    found = entries(root)
+    print(f"{root}: {len(found)} cache entries ({sum(e.size_bytes for e in found) / 1e6:,.1f} MB)")
+    for entry in found:
+        source = entry.meta.get("source", "")
+        print(f"  {entry.path.parent.name}/{entry.path.name}  {entry.size_bytes / 1e6:>9,.1f} MB  "
+              f"{entry.manifest.get('created', '')}  {source}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data stats``, ``data download``, ``data verify``, ``data prepare`` and ``data generate``."""
+    """Add ``data stats``, ``download``, ``verify``, ``prepare``, ``cache`` and ``generate``."""
     data = subparsers.add_parser("data", help="inspect, download or generate corpora")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
@@ -75,6 +96,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="a recipe file and/or overrides such as data.corpus=ptb data.max_length=40")
     prep.add_argument("--tokenizer-dir", help="also save the tokenizer here")
     prep.set_defaults(handler=_prepare)
+
+    cache = actions.add_parser("cache", help="list the cached tokenised splits and tokenizers, or clear them")
+    cache.add_argument("--clear", action="store_true", help="delete every cache entry (downloaded corpora stay)")
+    cache.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help="the cache folder (default: $TEXTVAE_CACHE or ~/.cache/textvae)")
+    cache.set_defaults(handler=_cache)
 
     gen = actions.add_parser("generate", help="write the synthetic corpus with its generative factors")
     gen.add_argument("--out", default="data/synthetic", help="output directory (default: data/synthetic)")

@@ -24,7 +24,7 @@ from textvae.atomic import ensure_directory, write_text
 from textvae.cli.arguments import device, export_directory, positive_float, positive_int
 from textvae.data.config import DataConfig
 from textvae.data.corpora import SPLITS
-from textvae.data.pipeline import RawSplit, SplitData, encode_split, read_splits
+from textvae.data.pipeline import SplitData, SplitSource, split_sources, tokenize_split
 from textvae.errors import TextVAEError
 from textvae.evaluation.corpus import MI_VARIANTS
 from textvae.training.recipe import load_recipe
@@ -78,11 +78,10 @@ def _hub_file(repo_id: str, filename: str) -> Path | None:
     raise TextVAEError(message)  # outside the handler: the client's exception (and its token) is not chained
 
 
-def read_split(cfg: DataConfig, split: str, max_sentences: int | None) -> RawSplit:
-    """The first ``max_sentences`` sentences of ``split``, read before the model is loaded
-    (a wrong corpus or split fails fast)."""
-    _, raw = read_splits(cfg, [split])
-    return raw[split] if max_sentences is None else raw[split].head(max_sentences)
+def split_source(cfg: DataConfig, split: str) -> SplitSource:
+    """Where ``split`` is read from, found before the model is loaded (a wrong corpus or split
+    fails fast)."""
+    return split_sources(cfg, [split])[1][split]
 
 
 def split_info(cfg: DataConfig, split: SplitData) -> dict[str, Any]:
@@ -125,7 +124,7 @@ def write_plots(model: TextVAEModel, split: SplitData, evaluation: Evaluation, e
     written = []
     if model.has_latent:
         written.append(plots.plot_kl_per_dimension(evaluation.results["kl_per_dim"], directory / "kl_per_dim.png"))
-        colourings: dict[str, list] = {"sentence length": [len(row) - 2 for row in split.ids]}
+        colourings: dict[str, list] = {"sentence length": (split.ids.lengths - 2).tolist()}
         for name in sorted({k for row in split.factors or [] for k in row}):
             values = [row.get(name) for row in split.factors]
             if 1 < len({str(v) for v in values}) <= _PCA_MAX_CLASSES:
@@ -173,11 +172,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if export is None and not _looks_like_hub_id(args.checkpoint):
         raise TextVAEError(f"checkpoint not found: {args.checkpoint}")
     cfg = recipe_data_config(args.checkpoint, export, args.corpus)
-    raw = read_split(cfg, args.split, args.max_sentences)
+    source = split_source(cfg, args.split)
     model = load_model(args.checkpoint, device=device)
     if model.tokenizer is None:
         raise TextVAEError(f"{args.checkpoint}: the export has no tokenizer files")
-    split = encode_split(model.tokenizer, raw, cfg, args.split)
+    main = accelerator is None or accelerator.is_main_process
+    split = tokenize_split(model.tokenizer, source, cfg, limit=args.max_sentences, progress=main and not args.no_progress)
     evaluation = evaluate_split(model, split.ids, iw_samples=args.iw_samples, delta=args.delta,
                                 batch_size=args.batch_size, mi=args.mi, seed=args.seed, factors=split.factors,
                                 progress=not args.no_progress, accelerator=accelerator)

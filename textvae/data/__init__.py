@@ -1,9 +1,11 @@
 """The data layer: corpora, tokenizers and batches (for training and evaluation alike).
 
-It owns reading and checking corpora (and labelled sentences), the embedded grammar
-(rendering and parsing), training and loading tokenizers, the length policy, and
-length-bucketed batches sharded over processes. It imports nothing from the
-models, training, evaluation, hub or CLI layers.
+It owns reading and checking corpora (streamed, never whole; and labelled sentences),
+the embedded grammar (rendering and parsing), training and loading tokenizers (and a
+pretrained decoder's), the length policy, the cache of tokenised splits (memory-mapped
+arrays built once, ``cache.py`` being the general machinery), and length-bucketed batches
+sharded over processes. It imports nothing from the models, training, evaluation, hub or
+CLI layers.
 
 Typical use (the trainer's)::
 
@@ -27,12 +29,15 @@ _EXPORTS = {
     "config": ("DataConfig",),
     "labels": ("LabelledSentences", "read_labelled"),
     "batching": ("BucketBatchSampler", "Collator", "IndexCollator", "evaluation_order", "make_dataloader"),
+    "cache": ("ArrayFile", "CacheCorrupt", "Entry", "EntryWriter", "cache_root", "clear", "entries", "file_fingerprint",
+              "get_or_build", "open_entry", "sha256_file"),
     "corpora": ("CORPORA", "CorpusSpec", "download", "resolve_corpus"),
-    "pipeline": ("PreparedData", "RawSplit", "SplitData", "SplitReport", "encode_split", "prepare_data",
-                 "read_splits"),
-    "reading": ("ReadReport", "read_hf_splits", "read_lines"),
+    "pipeline": ("PreparedData", "SplitData", "SplitReport", "SplitSource", "prepare_data", "split_sources",
+                 "tokenize_split"),
+    "reading": ("ReadReport", "SentenceStream", "hf_split_streams", "read_lines"),
     "stats": ("CorpusStats", "corpus_stats"),
     "synthetic": ("load_factors", "parse", "render", "write_corpus"),
+    "tokenized": ("LengthPolicy", "TokenRows", "as_token_rows"),
     "tokenization": ("BOS_ID", "EOS_ID", "KINDS", "PAD_ID", "SPECIAL_TOKENS", "UNK_ID",
                      "load_tokenizer", "save_tokenizer", "train_tokenizer"),
 }

@@ -42,3 +42,5 @@ class DataConfig:
     """Use only the first N training sentences (quick runs)."""
     bucket_batches: int = field(at_least(1), default=50)
     """Length bucketing sorts within chunks of this many batches, then shuffles the batches."""
+    cache_dir: str | None = None
+    """Where tokenised splits and trained tokenizers are cached; else ``$TEXTVAE_CACHE``, else ``~/.cache/textvae``."""

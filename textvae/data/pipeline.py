@@ -1,44 +1,60 @@
 """From a recipe's ``data`` section to token ids: the one path trainers and evaluation take.
 
-``prepare_data`` reads the splits (a corpus directory, a registered name or a local
-Hugging Face dataset), trains or loads the tokenizer, encodes every split in one batch
-call, applies the length policy and reports what it skipped, cut or dropped. Evaluation,
-which has the model's tokenizer already, runs the same steps through :func:`read_splits`
-and :func:`encode_split`.
+``prepare_data`` finds the splits (a corpus directory, a registered name or a local
+Hugging Face dataset), trains or loads the tokenizer, and tokenises every split under the
+length policy, reporting what it skipped, cut or dropped. Both expensive steps go
+through the cache (:mod:`textvae.data.cache`): a tokenizer trained on a corpus is kept
+under ``<cache>/tokenizers/<key>``, a tokenised split under ``<cache>/tokenized/<key>``,
+each key a digest of what the result depends on (the source files' fingerprints, the
+tokenizer, the length policy, the head limit). A second run memory-maps what the first
+built; a changed file gets a new key, never a stale entry. Text is streamed throughout,
+so a corpus may be larger than memory. Evaluation, which has the model's tokenizer
+already, runs the same steps through :func:`split_sources` and :func:`tokenize_split`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformers import TokenizersBackend
 
-from textvae.data.config import DataConfig
+from textvae.data.cache import Entry, EntryWriter, cache_root, file_fingerprint, get_or_build
+from textvae.data.config import DECODER_TOKENIZER, DataConfig
 from textvae.data.corpora import SPLITS, resolve_corpus
-from textvae.data.reading import ReadReport, read_hf_splits, read_lines
+from textvae.data.reading import SentenceStream, head, hf_split_streams
 from textvae.data.synthetic import factors_path, load_factors
 from textvae.data.tokenization import (
-    DECODER_TOKENIZER,
     KINDS,
+    Fingerprint,
     check_fits_corpus,
     fertility,
-    fingerprint,
     load_meta,
     load_tokenizer,
     save_tokenizer,
     train_tokenizer,
 )
+from textvae.data.tokenized import (
+    LengthPolicy,
+    TokenRows,
+    encode_stream,
+    encoder_of,
+    tokenizer_identity,
+)
 from textvae.errors import TextVAEError
 
 FERTILITY_SAMPLE = 2000  # training sentences that set a tokenizer's tokens-per-word
+FIT_SAMPLE = 10_000  # first sentences a loaded tokenizer is checked on (does it belong to this corpus?)
+CACHE_VERSION = 1  # part of every key: bump it when what the cache holds changes
 
 
 @dataclass
 class SplitReport:
-    """What became of one split's sentences between the file and the id lists."""
+    """What became of one split's sentences between the file and the id arrays."""
 
     split: str
     source: str
@@ -47,7 +63,7 @@ class SplitReport:
     max_length: int
     policy: str
     limited_to: int | None = None
-    """``data.max_train_lines`` when it cut the split short."""
+    """The head limit (``data.max_train_lines``) when it cut the split short."""
     truncated: int = 0
     dropped: int = 0
 
@@ -65,12 +81,15 @@ class SplitReport:
 
 @dataclass
 class SplitData:
-    lines: list[str]
-    ids: list[list[int]]
-    """``<bos> ... <eos>`` token ids, one list per sentence, aligned with ``lines``."""
+    ids: TokenRows
+    """``<bos> ... <eos>`` token ids, one row per sentence, memory-mapped from the cache."""
+    line_numbers: np.ndarray
+    """The source line (or dataset row) of each sentence, 1-based."""
     factors: list[dict[str, Any]] | None
     """Generative factors per sentence, for corpora that ship them (the synthetic one)."""
     report: SplitReport
+    cache: Entry | None = None
+    """The cache entry the rows are read from."""
 
 
 @dataclass
@@ -78,137 +97,155 @@ class PreparedData:
     tokenizer: TokenizersBackend
     corpus_name: str
     splits: dict[str, SplitData] = field(default_factory=dict)
+    tokenizer_cache: Entry | None = None
+    """The cache entry of a tokenizer trained here (``None`` when one was loaded)."""
 
 
 @dataclass
-class RawSplit:
-    """One split as read from its file or dataset, before tokenisation."""
+class SplitSource:
+    """Where one split's sentences come from, and what identifies them for the cache key."""
 
-    lines: list[str]
-    report: ReadReport
-    factors: list[dict[str, Any]] | None
+    split: str
+    stream: SentenceStream
+    identity: dict[str, Any]
+    """Fingerprints of the files the sentences (and factors) are read from."""
+    factors: Path | None = None
+    """The synthetic corpus's ``{split}.factors.jsonl``, aligned with the text's lines."""
 
-    def head(self, n: int) -> RawSplit:
-        """The first ``n`` sentences, with their factors."""
-        return RawSplit(self.lines[:n], self.report, self.factors[:n] if self.factors is not None else None)
 
-
-def _read_files(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, RawSplit]]:
-    files = resolve_corpus(cfg.corpus, cfg.data_dir, splits)
-    raw = {}
-    for split, path in files.items():
-        lines, report = read_lines(path)
-        factors = None
-        if factors_path(path.parent, split).is_file():
-            factors = load_factors(path.parent, split)
-            if report.blank_skipped or len(factors) != len(lines):
-                raise TextVAEError(f"{factors_path(path.parent, split)}: {len(factors)} rows do not match "
-                                   f"the {len(lines) + report.blank_skipped} lines of {path}")
-        raw[split] = RawSplit(lines, report, factors)
+def split_sources(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, SplitSource]]:
+    """The corpus name and where each of ``splits`` is read from (nothing is read yet)."""
+    if cfg.hf_dataset is not None:
+        path = Path(cfg.hf_dataset).resolve()
+        streams = hf_split_streams(cfg.hf_dataset, cfg.text_column, splits)
+        files = [file_fingerprint(p) for p in sorted(path.rglob("*")) if p.is_file()]
+        return path.name, {s: SplitSource(s, stream, {"dataset": files, "source": stream.source,
+                                                      "column": cfg.text_column})
+                           for s, stream in streams.items()}
+    sources = {}
+    for split, path in resolve_corpus(cfg.corpus, cfg.data_dir, splits).items():
+        factors = factors_path(path.parent, split)
+        factors = factors if factors.is_file() else None
+        identity = {"file": file_fingerprint(path), "factors": file_fingerprint(factors) if factors else None}
+        sources[split] = SplitSource(split, SentenceStream.from_file(path), identity, factors)
     name = cfg.corpus if not Path(cfg.corpus).is_dir() else Path(cfg.corpus).resolve().name
-    return name, raw
+    return name, sources
 
 
-def read_splits(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, RawSplit]]:
-    """The corpus name and the sentences (and factors, where the corpus ships them) of ``splits``."""
-    if cfg.hf_dataset is None:
-        return _read_files(cfg, splits)
-    loaded = read_hf_splits(cfg.hf_dataset, cfg.text_column, splits)
-    return Path(cfg.hf_dataset).resolve().name, {s: RawSplit(lines, rep, None) for s, (lines, rep) in loaded.items()}
+def _factors(source: SplitSource, report: SplitReport, lines: np.ndarray) -> list[dict[str, Any]] | None:
+    """The factors of the kept sentences (``lines`` are their line numbers)."""
+    if source.factors is None:
+        return None
+    factors = load_factors(source.factors.parent, source.split)
+    if report.blank_skipped or len(factors) != report.lines_read:
+        raise TextVAEError(f"{source.factors}: {len(factors)} rows do not match "
+                           f"the {report.lines_read + report.blank_skipped} lines of {report.source}")
+    return [factors[n - 1] for n in lines.tolist()]
 
 
-def _encode(tok: TokenizersBackend, lines: list[str]) -> list[list[int]]:
-    # The Rust batch encoder, bypassing the Python wrapper's per-call checks.
-    return [enc.ids for enc in tok.backend_tokenizer.encode_batch(lines)]
+def tokenize_split(tok: TokenizersBackend, source: SplitSource, cfg: DataConfig, *, limit: int | None = None,
+                   progress: bool = True) -> SplitData:
+    """Token ids of the first ``limit`` sentences of ``source`` under ``cfg``'s length policy.
+
+    Read from the cache when an entry for this source, tokenizer, policy and limit is
+    there; encoded into a new entry (streaming, with a progress bar) otherwise.
+    """
+    encoder = encoder_of(tok.backend_tokenizer)
+    special = {"pad": tok.pad_token_id, "bos": tok.bos_token_id, "eos": tok.eos_token_id, "unk": tok.unk_token_id}
+    policy = LengthPolicy(cfg.max_length, cfg.length_policy, tok.eos_token_id, encoder.num_special_tokens_to_add(False))
+    stream = source.stream.limited(limit)
+
+    def build(writer: EntryWriter) -> dict[str, Any]:
+        counts = encode_stream(writer, stream, encoder, policy, f"tokenise {source.split}", progress)
+        if not counts["sentences"]:
+            raise TextVAEError(f"data.max_length: every sentence of {stream.source} is longer than "
+                               f"{cfg.max_length} tokens, so length_policy=drop leaves nothing")
+        return {"source": stream.source, **counts}
+
+    inputs = {"kind": "tokenized", "version": CACHE_VERSION, "source": source.identity,
+              "tokenizer": tokenizer_identity(encoder, special), "policy": dataclasses.asdict(policy), "limit": limit}
+    entry = get_or_build(cache_root(cfg.cache_dir), "tokenized", inputs, build)
+    meta = entry.meta
+    limited_to = limit if limit is not None and meta["lines_read"] > limit else None
+    report = SplitReport(source.split, meta["source"], meta["lines_read"], meta["blank_skipped"], cfg.max_length,
+                         cfg.length_policy, limited_to, meta["truncated"], meta["dropped"])
+    lines = entry.array("lines")
+    rows = TokenRows(entry.rows("ids"), entry.rows("offsets"), entry.array("lengths"))
+    return SplitData(rows, lines, _factors(source, report, lines), report, entry)
 
 
-def _report(raw: RawSplit, cfg: DataConfig, split: str, limited_to: int | None = None) -> SplitReport:
-    return SplitReport(split, raw.report.source, raw.report.lines_read, raw.report.blank_skipped,
-                       cfg.max_length, cfg.length_policy, limited_to)
+def _train(cfg: DataConfig, corpus: str, train: SplitSource) -> tuple[Path, Entry]:
+    """The tokenizer of kind ``cfg.tokenizer`` trained on the train split, from the cache or
+    trained now (streaming the split once); returns its directory and cache entry."""
 
-
-def encode_split(tok: TokenizersBackend, raw: RawSplit, cfg: DataConfig, split: str) -> SplitData:
-    """Token ids of ``raw`` under ``cfg``'s length policy, encoded as :func:`prepare_data` does
-    (for a split read with :func:`read_splits` and a tokenizer that already exists)."""
-    return _apply_length_policy(raw, _encode(tok, raw.lines), _report(raw, cfg, split), tok.eos_token_id)
-
-
-def _apply_length_policy(raw: RawSplit, ids: list[list[int]], report: SplitReport, eos_id: int) -> SplitData:
-    limit = report.max_length + 2  # BOS and EOS do not count towards max_length
-    if report.policy == "truncate":
-        long_rows = [i for i, row in enumerate(ids) if len(row) > limit]
-        for i in long_rows:
-            ids[i] = ids[i][: limit - 1] + [eos_id]
-        report.truncated = len(long_rows)
-        return SplitData(raw.lines, ids, raw.factors, report)
-    keep = [i for i, row in enumerate(ids) if len(row) <= limit]
-    report.dropped = len(ids) - len(keep)
-    if not keep:
-        raise TextVAEError(f"data.max_length: every sentence of {report.source} is longer than "
-                           f"{report.max_length} tokens, so length_policy=drop leaves nothing")
-    factors = [raw.factors[i] for i in keep] if raw.factors is not None else None
-    return SplitData([raw.lines[i] for i in keep], [ids[i] for i in keep], factors, report)
-
-
-def _tokenizer(cfg: DataConfig, corpus: str, train: RawSplit | None,
-               given: tuple[TokenizersBackend, dict] | None) -> tuple[TokenizersBackend, dict, Path | None]:
-    """Train one on the train split, or load ``cfg.tokenizer``, or take the ``given`` one (a
-    pretrained decoder's); return it, its meta and the directory it was loaded from (``None``
-    when trained or given here)."""
-    if cfg.tokenizer == DECODER_TOKENIZER:
-        if given is None:
-            raise TextVAEError("data.tokenizer: 'decoder' is the pretrained decoder's own tokenizer, "
-                               "and model.decoder_type is not pretrained")
-        return given[0], given[1], None
-    if cfg.tokenizer in KINDS:
-        tok = train_tokenizer(cfg.tokenizer, train.lines, cfg.vocab_size, cfg.min_frequency, cfg.lowercase,
+    def build(writer: EntryWriter) -> dict[str, Any]:
+        stream = train.stream.limited(cfg.max_train_lines)
+        tally = Fingerprint((sentences for sentences, _ in stream), FERTILITY_SAMPLE)
+        tok = train_tokenizer(cfg.tokenizer, tally, cfg.vocab_size, cfg.min_frequency, cfg.lowercase,
                               model_max_length=cfg.max_length + 2)
-        sample = train.lines[:FERTILITY_SAMPLE]
-        meta = {"kind": cfg.tokenizer, "corpus": corpus, "train_source": train.report.source,
-                "train_fingerprint": fingerprint(train.lines), "train_lines": len(train.lines),
+        sample = tally.sample
+        meta = {"kind": cfg.tokenizer, "corpus": corpus, "train_source": stream.source,
+                "train_fingerprint": tally.hexdigest(), "train_lines": tally.count,
                 "vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency, "lowercase": cfg.lowercase,
-                "fertility": fertility(_encode(tok, sample), sample)}
-        return tok, meta, None
-    directory = Path(cfg.tokenizer)
-    if not directory.exists():
-        raise TextVAEError(f"data.tokenizer: '{cfg.tokenizer}' is neither a kind ({', '.join(KINDS)}) "
-                           f"nor an existing tokenizer directory")
-    tok = load_tokenizer(directory)
-    tok.model_max_length = cfg.max_length + 2
-    return tok, load_meta(directory), directory
+                "fertility": fertility([e.ids for e in tok.backend_tokenizer.encode_batch(sample)], sample)}
+        save_tokenizer(tok, writer.directory / "tokenizer", meta)
+        return {"source": f"{cfg.tokenizer} tokenizer of {stream.source}"}
+
+    inputs = {"kind": "tokenizer", "version": CACHE_VERSION, "corpus": corpus, "train": train.identity,
+              "max_train_lines": cfg.max_train_lines, **{key: getattr(cfg, key) for key in
+                                                         ("tokenizer", "vocab_size", "min_frequency", "lowercase")}}
+    entry = get_or_build(cache_root(cfg.cache_dir), "tokenizers", inputs, build)
+    return entry.path / "tokenizer", entry
+
+
+def _check_fits(tok: TokenizersBackend, directory: Path, meta: dict, corpus: str, source: SplitSource,
+                limit: int | None) -> None:
+    """Refuse a loaded tokenizer built for another corpus, judged on the split's first sentences."""
+    sample = head(source.stream, min(FIT_SAMPLE, limit or FIT_SAMPLE))
+    ids = [e.ids for e in tok.backend_tokenizer.encode_batch(sample)]
+    check_fits_corpus(ids, sample, directory, meta, corpus, source.split)
 
 
 def prepare_data(cfg: DataConfig, *, tokenizer_dir: Path | None = None, splits: Sequence[str] = SPLITS,
-                 tokenizer: tuple[TokenizersBackend, dict] | None = None) -> PreparedData:
-    """Read, tokenise and length-limit ``splits`` as ``cfg`` describes.
+                 progress: bool = True, tokenizer: tuple[TokenizersBackend, dict] | None = None) -> PreparedData:
+    """Tokenise ``splits`` as ``cfg`` describes, through the cache.
 
     When ``cfg.tokenizer`` is a kind, the tokenizer is trained on the train split (after
-    ``max_train_lines``); when it is a directory it is loaded and checked against the
-    first requested split (more than 5% ``<unk>`` means it belongs to another corpus);
-    when it is ``decoder``, ``tokenizer`` (a pretrained decoder's, with its metadata) is used.
-    Either way it is saved to ``tokenizer_dir`` when one is given, so a run directory
-    always holds the tokenizer its model was trained with.
+    ``max_train_lines``), or taken from the cache where that was done before; when it is
+    a directory it is loaded and checked against the first sentences of the first
+    requested split (more than 5% ``<unk>`` means it belongs to another corpus); when it is
+    ``decoder``, ``tokenizer`` (a pretrained decoder's, with its metadata) is used. Either
+    way it is saved to ``tokenizer_dir`` when one is given, so a run directory always holds
+    the tokenizer its model was trained with.
     """
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise TextVAEError(f"unknown split(s) {unknown or list(splits)} (use {', '.join(SPLITS)})")
     trains = cfg.tokenizer in KINDS
     needed = list(splits) if not trains or "train" in splits else ["train", *splits]
-    corpus, raw = read_splits(cfg, needed)
-    limited = cfg.max_train_lines
-    if limited is not None and "train" in raw and len(raw["train"].lines) > limited:
-        raw["train"] = raw["train"].head(limited)
+    corpus, sources = split_sources(cfg, needed)
+    limits = {split: cfg.max_train_lines if split == "train" else None for split in needed}
+    trained = directory = None
+    if cfg.tokenizer == DECODER_TOKENIZER:
+        if tokenizer is None:
+            raise TextVAEError("data.tokenizer: 'decoder' is the pretrained decoder's own tokenizer, "
+                               "and model.decoder_type is not pretrained")
+        tok, meta = tokenizer
     else:
-        limited = None
-    tok, meta, loaded_from = _tokenizer(cfg, corpus, raw.get("train"), tokenizer)
-    prepared = PreparedData(tok, corpus)
+        if trains:
+            directory, trained = _train(cfg, corpus, sources["train"])
+        else:
+            directory = Path(cfg.tokenizer)
+            if not directory.exists():
+                raise TextVAEError(f"data.tokenizer: '{cfg.tokenizer}' is neither a kind ({', '.join(KINDS)}) "
+                                   f"nor an existing tokenizer directory")
+        tok, meta = load_tokenizer(directory), load_meta(directory)
+    tok.model_max_length = cfg.max_length + 2
+    if not trains and directory is not None and meta.get("kind") != "pretrained":
+        _check_fits(tok, directory, meta, corpus, sources[splits[0]], limits[splits[0]])
+    prepared = PreparedData(tok, corpus, tokenizer_cache=trained)
     for split in splits:
-        r = raw[split]
-        ids = _encode(tok, r.lines)
-        if loaded_from is not None and split == splits[0] and meta.get("kind") != "pretrained":
-            check_fits_corpus(ids, r.lines, loaded_from, meta, corpus, split)
-        report = _report(r, cfg, split, limited if split == "train" else None)
-        prepared.splits[split] = _apply_length_policy(r, ids, report, tok.eos_token_id)
-    if tokenizer_dir is not None and (loaded_from is None or Path(tokenizer_dir).resolve() != loaded_from.resolve()):
+        prepared.splits[split] = tokenize_split(tok, sources[split], cfg, limit=limits[split], progress=progress)
+    if tokenizer_dir is not None and (directory is None or Path(tokenizer_dir).resolve() != directory.resolve()):
         save_tokenizer(tok, tokenizer_dir, meta)
     return prepared

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from textvae.data.corpora import resolve_corpus
-from textvae.data.reading import read_hf_splits, read_lines
+from textvae.data.reading import SentenceStream, hf_split_streams
 
 _STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -72,18 +72,27 @@ def length_histogram(lengths: np.ndarray, bins: int = 12) -> list[tuple[str, int
 def corpus_stats(target: str | Path, data_dir: str | Path | None = None,
                  text_column: str | None = None) -> CorpusStats:
     """Statistics of a corpus directory, a registered corpus name or a single text file;
-    with ``text_column``, of that column of a local Hugging Face dataset directory."""
+    with ``text_column``, of that column of a local Hugging Face dataset directory.
+
+    The text is streamed: what is kept is one length per sentence and the first split's
+    word types.
+    """
     path = Path(target)
     if text_column is not None:
-        read = read_hf_splits(path, text_column)
+        streams = hf_split_streams(path, text_column)
     else:
         files = {path.name: path} if path.is_file() else resolve_corpus(target, data_dir)
-        read = {name: read_lines(file) for name, file in files.items()}
+        streams = {name: SentenceStream.from_file(file) for name, file in files.items()}
     splits, first = [], None
-    for name, (lines, report) in read.items():
-        lengths = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
-        splits.append(SplitStats(name, report.source, len(lines), int(lengths.sum()), report.blank_skipped))
+    for name, stream in streams.items():
+        parts, types = [], set()
+        for sentences, _ in stream:
+            parts.append(np.fromiter((len(line.split()) for line in sentences), dtype=np.int32, count=len(sentences)))
+            if first is None:
+                types.update(" ".join(sentences).split())
+        lengths = np.concatenate(parts).astype(np.int64)
+        splits.append(SplitStats(name, stream.source, stream.lines_read, int(lengths.sum()), stream.blank_skipped))
         if first is None:
-            first = lengths, len(set(" ".join(lines).split()))
+            first = lengths, len(types)
     source = str(path) if path.exists() else f"{target} ({Path(splits[0].source).parent})"
     return CorpusStats(source, splits, first[1], first[0])

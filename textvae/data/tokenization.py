@@ -19,9 +19,10 @@ on top, so PTB's 10k-word vocabulary fits ``vocab_size=10000`` with nothing left
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +51,31 @@ MAX_UNK_RATE = 0.05
 MAX_FERTILITY_RATIO = 1.5
 
 
-def _word_vocab(lines: Sequence[str], vocab_size: int, min_frequency: int, lowercase: bool) -> dict[str, int]:
+TRAIN_BATCH = 10_000
+"""Sentences handed to a trainer at a time: a corpus is never held whole."""
+
+
+def _batches(lines: Iterable[str]) -> Iterator[list[str]]:
+    iterator = iter(lines)
+    while batch := list(itertools.islice(iterator, TRAIN_BATCH)):
+        yield batch
+
+
+def _word_vocab(lines: Iterable[str], vocab_size: int, min_frequency: int, lowercase: bool) -> dict[str, int]:
     # Counted here rather than by WordLevelTrainer, which ranks a literal "<unk>" in the
-    # corpus as an ordinary word and so moves the special token away from id 3.
-    text = "\n".join(lines)
-    counts = Counter((text.lower() if lowercase else text).split())
+    # corpus as an ordinary word and so moves the special token away from id 3. Counting
+    # batch by batch gives the counts of the whole text (words never span lines).
+    counts: Counter[str] = Counter()
+    for batch in _batches(lines):
+        text = "\n".join(batch)
+        counts.update((text.lower() if lowercase else text).split())
     for token in SPECIAL_TOKENS:
         counts.pop(token, None)
     ranked = sorted((w for w, c in counts.items() if c >= min_frequency), key=lambda w: (-counts[w], w))
     return {w: i for i, w in enumerate([*SPECIAL_TOKENS, *ranked[:vocab_size]])}
 
 
-def _build(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int, lowercase: bool) -> Tokenizer:
+def _build(kind: str, lines: Iterable[str], vocab_size: int, min_frequency: int, lowercase: bool) -> Tokenizer:
     if kind == "word":
         tok = Tokenizer(models.WordLevel(_word_vocab(lines, vocab_size, min_frequency, lowercase), unk_token=UNK))
         tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -73,11 +87,11 @@ def _build(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int,
     if lowercase:
         tok.normalizer = normalizers.Lowercase()
     if kind == "bpe":
-        tok.train_from_iterator(lines, trainers.BpeTrainer(
+        tok.train_from_iterator(_batches(lines), trainers.BpeTrainer(
             vocab_size=vocab_size + len(SPECIAL_TOKENS), min_frequency=min_frequency,
             special_tokens=list(SPECIAL_TOKENS), show_progress=False))
     elif kind == "unigram":
-        tok.train_from_iterator(lines, trainers.UnigramTrainer(
+        tok.train_from_iterator(_batches(lines), trainers.UnigramTrainer(
             vocab_size=vocab_size + len(SPECIAL_TOKENS), special_tokens=list(SPECIAL_TOKENS),
             unk_token=UNK, show_progress=False))
     tok.add_special_tokens(list(SPECIAL_TOKENS))
@@ -86,10 +100,12 @@ def _build(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int,
     return tok
 
 
-def train_tokenizer(kind: str, lines: Sequence[str], vocab_size: int, min_frequency: int = 1,
+def train_tokenizer(kind: str, lines: Iterable[str], vocab_size: int, min_frequency: int = 1,
                     lowercase: bool = False, *, model_max_length: int = 512) -> TokenizersBackend:
     """Train a ``word``/``bpe``/``unigram`` tokenizer on ``lines``.
 
+    ``lines`` is read once, in batches, so it may be a stream over a corpus larger than
+    memory: the trainers keep counts of distinct words, not the text.
     ``model_max_length`` is the longest encoding (BOS and EOS included) the model accepts;
     the data pipeline sets it from ``data.max_length``.
     """
@@ -158,12 +174,28 @@ def load_encoder_tokenizer(name_or_path: str) -> TokenizersBackend:
         raise TextVAEError(f"model.encoder_name_or_path: cannot load the tokenizer of '{name_or_path}' ({first})") from None
 
 
-def fingerprint(lines: Sequence[str]) -> str:
-    """A SHA256 of the training sentences, recorded so a tokenizer can name its data."""
-    digest = hashlib.sha256()
-    for line in lines:
-        digest.update(line.encode("utf-8") + b"\n")
-    return digest.hexdigest()
+class Fingerprint:
+    """Training sentences streaming past, with a SHA256 of them, so a tokenizer can name its data.
+
+    Iterating yields the sentences of ``chunks`` (lists of sentences) one by one, once;
+    afterwards :attr:`count` and :meth:`hexdigest` describe what went through (the digest of
+    the sentences each followed by a newline), and :attr:`sample` holds the first
+    ``sample_size`` of them.
+    """
+
+    def __init__(self, chunks: Iterable[Sequence[str]], sample_size: int = 0) -> None:
+        self.chunks, self.sample_size = chunks, sample_size
+        self.digest, self.count, self.sample = hashlib.sha256(), 0, []
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self.chunks:
+            self.digest.update(("\n".join(chunk) + "\n").encode("utf-8"))
+            self.count += len(chunk)
+            self.sample.extend(chunk[: self.sample_size - len(self.sample)])
+            yield from chunk
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 def save_tokenizer(tok: TokenizersBackend, directory: str | Path, meta: dict[str, Any]) -> Path:

@@ -43,6 +43,8 @@ import torch
 from tqdm import tqdm
 
 from textvae.data.batching import Collator, evaluation_order
+from textvae.data.cache import sha256_file
+from textvae.data.tokenized import TokenRows, as_token_rows
 from textvae.errors import InvalidArgument, TextVAEError
 from textvae.estimators import (
     IWAccumulator,
@@ -67,7 +69,7 @@ _DECODE_SLACK = 10
 # --------------------------------------------------------------------------- inputs
 
 
-def check_ids(ids: Sequence[Sequence[int]], bos_id: int, eos_id: int) -> None:
+def check_ids(ids: Sequence[Sequence[int]] | TokenRows, bos_id: int, eos_id: int) -> None:
     """Every row must be model-ready ``<bos> w_1 ... w_n <eos>`` (what the tokenizer emits)."""
     if len(ids) == 0:
         raise InvalidArgument("ids", "no sentences to evaluate")
@@ -144,19 +146,14 @@ def next_token_total_variation(model: TextVAEModel, input_ids: torch.Tensor, mas
 # --------------------------------------------------------------------------- identity
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def word_count(tokenizer: Any, ids: Sequence[Sequence[int]]) -> int:
+def word_count(tokenizer: Any, ids: TokenRows) -> int:
     """Whitespace words of the sentences the ids spell (BOS and EOS cut), plus one EOS each:
     the unit of per-word perplexity, the same for every tokenizer of the same text."""
-    texts = tokenizer.batch_decode([list(row[1:-1]) for row in ids])
-    return sum(len(text.split()) for text in texts) + len(ids)
+    words = 0
+    for start in range(0, len(ids), 4096):  # a block of sentences at a time: a split may be large
+        texts = tokenizer.batch_decode([row[1:-1] for row in ids.gather(range(start, min(start + 4096, len(ids))))])
+        words += sum(len(text.split()) for text in texts)
+    return words + len(ids)
 
 
 def checkpoint_identity(model: TextVAEModel) -> dict[str, Any]:
@@ -167,7 +164,7 @@ def checkpoint_identity(model: TextVAEModel) -> dict[str, Any]:
     weights = Path(source) / "model.safetensors" if source else None
     if weights is not None and weights.is_file():
         identity["source"] = str(Path(source).resolve())
-        identity["model_safetensors_sha256"] = _sha256(weights)
+        identity["model_safetensors_sha256"] = sha256_file(weights)
     else:  # in memory, or from the Hub cache: hash the weights themselves
         digest = hashlib.sha256()
         for name, tensor in sorted(model.state_dict().items()):
@@ -216,14 +213,14 @@ class Evaluation:
     logvar: torch.Tensor
 
 
-def evaluate(model: TextVAEModel, ids: Sequence[Sequence[int]], **options: Any) -> dict[str, Any]:
+def evaluate(model: TextVAEModel, ids: Sequence[Sequence[int]] | TokenRows, **options: Any) -> dict[str, Any]:
     """The numbers of :func:`evaluate_split` alone (``options`` are its keywords)."""
     return evaluate_split(model, ids, **options).results
 
 
 def evaluate_split(
     model: TextVAEModel,
-    ids: Sequence[Sequence[int]],
+    ids: Sequence[Sequence[int]] | TokenRows,
     *,
     iw_samples: int = 500,
     delta: float = 0.01,
@@ -240,7 +237,7 @@ def evaluate_split(
 
     Args:
         model: A :class:`~textvae.models.TextVAEModel` (put in eval mode here).
-        ids: N model-ready id lists ``<bos> w_1 ... w_n <eos>``.
+        ids: N model-ready id lists ``<bos> w_1 ... w_n <eos>`` (or the rows of a tokenised split).
         iw_samples: K importance samples per sentence (He et al.: 500).
         delta: Active-unit threshold on Var_x E_q[z_j].
         batch_size: Sentences per forward pass; also the block size of the mini-batch MI.
@@ -273,6 +270,7 @@ def evaluate_split(
         raise TextVAEError(f"an evaluation compares sentences (active units, mutual information) and needs at "
                            f"least 2, got {len(ids)}")
     config = model.config
+    ids = as_token_rows(ids)
     check_ids(ids, config.bos_token_id, config.eos_token_id)
     was_training = model.training
     model.eval()
@@ -286,10 +284,9 @@ def evaluate_split(
     bar = tqdm(total=len(ids), desc="evaluate", unit="sent", disable=not progress or rank > 0, file=sys.stderr,
                leave=False)
     with torch.no_grad():
-        for number, batch in enumerate(evaluation_order([len(r) for r in ids], batch_size)):
+        for number, batch in enumerate(evaluation_order(ids.lengths, batch_size)):
             if number % processes == rank:
-                split.add(model, ids, batch, collate([ids[i] for i in batch]), num_samples, sample_chunk, generator,
-                          bleu)
+                split.add(model, ids, batch, collate(ids.gather(batch)), num_samples, sample_chunk, generator, bleu)
             else:
                 split.skip(model, len(batch), num_samples, generator)
             bar.update(len(batch))
@@ -318,7 +315,7 @@ def evaluate_split(
     if factors is not None:
         from textvae.evaluation.probing import probe_factors
 
-        with_length = [{**f, "length": len(r) - 2} for f, r in zip(factors, ids, strict=True)]
+        with_length = [{**f, "length": n - 2} for f, n in zip(factors, ids.lengths.tolist(), strict=True)]
         results["probes"] = probe_factors(split.mu, with_length, seed=seed)
     results["protocol"] = _protocol(len(ids), split.tokens, iw_samples, has_latent, delta, batch_size, mi, bleu, seed)
     if words is not None:
@@ -376,7 +373,7 @@ class _SplitPass:
             self.tv_posterior, self.tv_prior = self.tv_posterior + tv_posterior, self.tv_prior + tv_prior
         self.done = sorted(i for part in parts for i in part["index"].tolist())
 
-    def add(self, model, ids: Sequence[Sequence[int]], batch: list[int], tensors: dict[str, torch.Tensor],
+    def add(self, model, ids: TokenRows, batch: list[int], tensors: dict[str, torch.Tensor],
             num_samples: int, sample_chunk: int, generator: torch.Generator, bleu: bool) -> None:
         """Evaluate sentences ``batch`` (indices into ``ids``), padded as ``tensors``."""
         input_ids, mask = tensors["input_ids"].to(model.device), tensors["attention_mask"].to(model.device)

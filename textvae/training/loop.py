@@ -113,7 +113,8 @@ def load_run_data(recipe: Recipe, run_dir: Path, accelerator: Accelerator, resum
         if (resuming or not accelerator.is_main_process) and made_here:
             cfg = dataclasses.replace(cfg, tokenizer=str(tokenizer_dir))
         given = pretrained_tokenizer(recipe) if cfg.tokenizer == DECODER_TOKENIZER else None
-        return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"), tokenizer=given)
+        return prepare_data(cfg, tokenizer_dir=tokenizer_dir, splits=("train", "valid"), tokenizer=given,
+                            progress=recipe.train.progress and accelerator.is_main_process)
 
 
 def batch_stream(loader: DataLoader, state: TrainState, device: torch.device) -> Iterator[tuple[dict, bool]]:

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import sys
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from textvae.atomic import remove_staged
+from textvae.data.tokenized import as_token_rows
 from textvae.errors import TextVAEError
 from textvae.training.checkpointing import (
     STATE_FILE,
@@ -248,9 +248,7 @@ def data_fingerprint(splits: dict[str, Any]) -> str:
     digest = hashlib.sha256()
     for name in sorted(splits):
         digest.update(name.encode())
-        for row in splits[name].ids:
-            digest.update(len(row).to_bytes(4, "little"))
-            digest.update(array("q", row).tobytes())
+        digest.update(as_token_rows(splits[name].ids).digest().encode())
     return digest.hexdigest()
 
 
