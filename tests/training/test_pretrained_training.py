@@ -29,7 +29,7 @@ def run(backbones, corpus_dir, run_dir, *extra, decoder="llama") -> Path:
 
 
 def state_caches(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    return sorted(p for p in (root / "lm-states").iterdir() if not p.name.startswith("."))
 
 
 def test_a_frozen_lm_is_run_once_per_corpus_and_every_later_run_reads_its_states(
@@ -67,7 +67,7 @@ def test_cached_states_are_the_lms_states_and_give_the_same_loss(backbones, corp
     torch.testing.assert_close(with_cache.rec_log_likelihood, without.rec_log_likelihood, rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "overwrite", "manifest", "offsets"])
+@pytest.mark.parametrize("damage", ["truncate", "overwrite", "manifest", "starts"])
 def test_a_damaged_state_cache_is_reported_in_one_line_and_rebuilt(backbones, tmp_path, capsys, damage):
     from tests.models.test_pretrained import build
     from textvae.training.state_cache import open_or_build
@@ -88,11 +88,11 @@ def test_a_damaged_state_cache_is_reported_in_one_line_and_rebuilt(backbones, tm
     elif damage == "manifest":
         (directory / "manifest.json").write_text("{not json")
     else:
-        np.save(directory / "offsets.npy", np.zeros(3, dtype=np.int64))
+        (directory / "starts.bin").write_bytes(bytes(len((directory / "starts.bin").read_bytes())))
     capsys.readouterr()
     rebuilt = open_or_build(model, ids, "train", tmp_path, progress=False)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "rebuilding it" in lines[0] and str(directory) in lines[0]
+    assert len(lines) == 1 and "rebuilding it" in lines[0] and directory.name in lines[0], lines
     assert rebuilt.built and torch.equal(rebuilt.features(list(range(len(ids))))["decoder_states"], want)
 
 

@@ -111,7 +111,8 @@ class TrainConfig:
     """With a frozen pretrained decoder whose states do not depend on z (``invlip``, ``none``),
     compute them once per corpus and read them from a memory-mapped cache in every epoch."""
     state_cache_dir: str | None = path_field("output", None)
-    """Where the state caches live (default ``$TEXTVAE_CACHE/lm-states`` or ``~/.cache/textvae/lm-states``)."""
+    """The cache root the states go to (default: ``data.cache_dir``, else ``$TEXTVAE_CACHE``, else
+    ``~/.cache/textvae``), as entries of kind ``lm-states``."""
     compile: bool = False
     """``torch.compile`` the prepared model (inductor): the first steps compile, later ones run faster."""
     aggressive: bool = False

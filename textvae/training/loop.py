@@ -316,7 +316,7 @@ def state_cache_features(model: TextVAEModel, data: PreparedData, recipe: Recipe
     if not (recipe.train.state_cache and can_cache(model, recipe.objective.word_dropout)):
         return {}
     model.to(accelerator.device)
-    root = recipe.train.state_cache_dir
+    root = recipe.train.state_cache_dir or recipe.data.cache_dir
     features = {}
     with accelerator.main_process_first():
         for split in ("train", "valid"):
