@@ -31,14 +31,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from textvae.cli.train import resolve_recipe_path
     from textvae.data.pipeline import prepare_data  # imports transformers: only when needed
+    from textvae.training.builders import pretrained_tokenizer
     from textvae.training.recipe import load_recipe
 
     # The first item is the recipe (a file or a shipped name) unless it is already an override.
     has_recipe = bool(args.items) and "=" not in args.items[0]
-    recipe = load_recipe(resolve_recipe_path(args.items[0]) if has_recipe else None, args.items[has_recipe:])
-    data = prepare_data(recipe.data, tokenizer_dir=args.tokenizer_dir)
+    recipe = load_recipe(args.items[0] if has_recipe else None, args.items[has_recipe:])
+    data = prepare_data(recipe.data, tokenizer_dir=args.tokenizer_dir, tokenizer=pretrained_tokenizer(recipe))
     for split in data.splits.values():
         print(split.report.summary())
         print(f"  cache: {split.cache.describe()}")

@@ -94,7 +94,7 @@ def file_chunks(path: str | Path, chunk_bytes: int | None = None) -> Iterator[li
             except UnicodeDecodeError as exc:
                 line = line_no + piece.count(b"\n", 0, exc.start)
                 bad = piece[exc.start : exc.end].hex(" ")
-                raise TextVAEError(f"{path}:{line}: not valid UTF-8 (byte {bad}); re-encode the file as UTF-8") from None
+                raise TextVAEError(f"{path}:{line}: not valid UTF-8 (byte {bad}); re-encode it as UTF-8") from None
             lines = text.split("\n")
             if lines[-1] == "":  # the break that ends the last line opens no new line
                 lines.pop()
