@@ -63,7 +63,7 @@ def assert_bounded_below(model: TextVAEModel, bound: float, seed: int = 0) -> to
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("lipschitz", [0.5, 1.0, 2.0, 5.0])
 @pytest.mark.parametrize("perturbed", [False, True])
-@pytest.mark.parametrize("lift", ["frozen", "learned", "plausible", "output"])
+@pytest.mark.parametrize("lift", ["frozen", "learned", "plausible", "output", "output_whitened"])
 @pytest.mark.parametrize("design", [{}, {"invlip_state_in_lift": False, "invlip_state_size": 6},
                                     {"invlip_state_in_lift": False, "invlip_state_size": 6, "invlip_rotations": 3},
                                     {"invlip_outer_map": True}])

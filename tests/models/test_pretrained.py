@@ -135,7 +135,7 @@ def test_memory_makes_the_first_prediction_depend_on_z(backbones, decoder):
 
 
 @pytest.mark.parametrize("decoder", ["gpt2", "llama"])
-@pytest.mark.parametrize("lift", ["frozen", "output"])
+@pytest.mark.parametrize("lift", ["frozen", "output", "output_whitened"])
 @pytest.mark.parametrize("trainable", ["frozen", "lora", "full"])
 @pytest.mark.parametrize("lipschitz", [1.0, 3.0])
 def test_invlip_on_a_pretrained_lm_moves_the_logits_at_least_bound_times_z_at_every_position(
@@ -362,3 +362,15 @@ def test_the_map_starts_from_the_code_alone_on_a_pretrained_decoder(backbones):
     assert not model.head.state_proj.weight.any() and not model.head.state_proj.bias.any()
     own = build(backbones, "lstm").eval()
     assert own.head.state_proj.weight.any()  # the own decoders keep their init
+
+
+def test_the_whitened_output_lift_is_an_orthonormal_basis_of_the_directions_w_a_reaches(backbones):
+    model = build(backbones, "llama", invlip_lift="output_whitened", lipschitz=2.0).eval()
+    invlip, weight = model.head.invlip, model.get_output_embeddings().weight
+    lift = model.head.lift()
+    centred = lift - lift.mean(dim=0)
+    torch.testing.assert_close(torch.linalg.svdvals(centred), torch.full((lift.shape[1],), float(invlip.scale)),
+                               atol=1e-3, rtol=1e-3)
+    wa = weight @ invlip.directions  # the same span as W A
+    residual = wa - lift @ torch.linalg.lstsq(lift, wa).solution
+    assert float(residual.norm() / wa.norm()) < 1e-3

@@ -8,7 +8,7 @@ from transformers import PreTrainedConfig
 
 NetworkType = Literal["lstm", "transformer", "pretrained"]
 LatentPath = Literal["invlip", "concat", "memory", "none"]
-InvlipLift = Literal["frozen", "learned", "plausible", "output"]
+InvlipLift = Literal["frozen", "learned", "plausible", "output", "output_whitened"]
 Trainable = Literal["frozen", "lora", "full"]
 Pooling = Literal["mean", "first"]
 BackboneWeights = Literal["reference", "embedded"]
@@ -61,6 +61,8 @@ class TextVAEConfig(PreTrainedConfig):
             the state h_t along orthonormal directions A (W's top right-singular directions),
             so the change reaches the logits as W A g; the lift W A is divided by
             sigma_min(center(W) A), which keeps the bound exactly s * L however W is trained.
+            ``output_whitened``: the same directions, the lift W A whitened (centred singular
+            values all s): every direction of the code moves the logits equally.
         invlip_top_k: k of the ``plausible`` lift; at least (map outputs) + 1 and at most
             ``vocab_size``.
         invlip_state_in_lift: The map takes and returns ``[P h_t; z]`` (True, the first

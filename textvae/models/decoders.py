@@ -165,7 +165,7 @@ class OutputHead(nn.Module):
         if output_layer is None:
             self.output = nn.Linear(config.embedding_size if tied else state_size, config.vocab_size)
         self.invlip = None
-        self.output_lift = config.invlip_lift == "output"
+        self.output_lift = config.invlip_lift in ("output", "output_whitened")
         if config.latent_path == "invlip":
             self.state_proj = nn.Linear(state_size, config.invlip_state_size)
             self.state_in_lift = config.invlip_state_in_lift
@@ -181,6 +181,7 @@ class OutputHead(nn.Module):
                 context_features=context,
                 rotations=config.invlip_rotations,
                 directions_of=self.output_layer().weight if self.output_lift else None,
+                whiten=config.invlip_lift == "output_whitened",
             )
         self.top_k = config.invlip_top_k if config.invlip_lift == "plausible" else None
         # LIDVAE's second Brenier map (Wang et al. 2021) on the vocabulary-sized vector:

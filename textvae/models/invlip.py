@@ -49,6 +49,15 @@ def centred_min_singular_value(matrix: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(centred.T @ centred)[0].clamp_min(0).sqrt()
 
 
+def centred_whitening(matrix: torch.Tensor) -> torch.Tensor:
+    """M (k, k) = (C^T C)^(-1/2) with C = ``matrix`` (V, k) centred over its rows: ``matrix @ M``
+    has centred singular values all exactly 1 (an orthonormal basis of its centred span).
+    Differentiable."""
+    centred = matrix - matrix.mean(dim=0, keepdim=True)
+    values, vectors = torch.linalg.eigh(centred.T @ centred)
+    return vectors @ torch.diag(values.clamp_min(torch.finfo(values.dtype).tiny).rsqrt()) @ vectors.T
+
+
 class ICNN(nn.Module):
     r"""A scalar input-convex network psi: R^n -> R.
 
@@ -147,6 +156,10 @@ class InverseLipschitzMap(nn.Module):
             ``sigma = sigma_min(center(W) A)`` is computed from the current W: the
             centred change of f is at least ``s L ||u - v||`` however W is trained. W
             itself is passed to :meth:`lift_weight` at each call; it is not stored here.
+        whiten: With ``directions_of``, use ``f = W A M g`` with M = (A^T C^T C A)^(-1/2),
+            C = center(W), instead of dividing by sigma: every centred singular value of the
+            lift is then s (an orthonormal basis of the logit directions W A reaches, as
+            evenly sensitive as the vocabulary lift), rather than s up to s * cond(C A).
     """
 
     def __init__(
@@ -161,6 +174,7 @@ class InverseLipschitzMap(nn.Module):
         context_features: int = 0,
         rotations: int = 0,
         directions_of: torch.Tensor | None = None,
+        whiten: bool = False,
     ):
         super().__init__()
         if rotations and not context_features:
@@ -179,6 +193,7 @@ class InverseLipschitzMap(nn.Module):
         self.reflections = nn.Linear(context_features, rotations * in_features) if rotations else None
         self.learn_lift = learn_lift
         self.through_output = directions_of is not None
+        self.whiten = whiten
         self._output_lift_cache: tuple[tuple, torch.Tensor, float] | None = None
         if self.through_output:
             self.register_buffer("directions", top_right_singular_vectors(directions_of, in_features))
@@ -236,8 +251,8 @@ class InverseLipschitzMap(nn.Module):
         return self.scale * q
 
     def _normalised_output_lift(self, weight: torch.Tensor) -> torch.Tensor:
-        """W A / sigma_min(center(W) A); kept while a frozen W is unchanged (a trained W is
-        read afresh at every call, so the bound follows it)."""
+        """W A / sigma_min(center(W) A), or whitened W A M; kept while a frozen W is unchanged (a
+        trained W is read afresh at every call, so the bound follows it)."""
         if weight is None:
             raise ValueError("this map lifts through an output layer: pass its weight to lift_weight")
         key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
@@ -248,7 +263,7 @@ class InverseLipschitzMap(nn.Module):
         with torch.autocast(device_type=weight.device.type, enabled=False):
             wa = weight.float() @ self.directions.float()  # (V, in)
             sigma = centred_min_singular_value(wa)
-            lift = wa / sigma.clamp_min(torch.finfo(wa.dtype).tiny)
+            lift = wa @ centred_whitening(wa) if self.whiten else wa / sigma.clamp_min(torch.finfo(wa.dtype).tiny)
         if not need_grad:
             self._output_lift_cache = (key, lift.detach(), float(sigma))
         return lift
