@@ -37,12 +37,23 @@ ANCHOR = ("Optimus (Li et al. 2020) reports PTB PPL 23.58 with GPT-2 (117M), lam
           "and per-token PPL over SmolLM2's tokens of Mikolov's lower-cased PTB (with <unk> and N).")
 
 
-def rows(lipschitz: list[float]) -> list[tuple[str, str, list[str]]]:
+# The invlip designs: (row label, recipe, overrides). "Full width": the map's state part fills
+# SmolLM2's width (544 + d = 32 is 576), so W A spans every direction W can give the logits.
+LIFTS = {
+    "vocab": ("invlip vocab lift", "invlip", []),
+    "output": ("invlip output lift", "invlip-output", []),
+    "output-full": ("invlip output lift, full width", "invlip-output", ["model.invlip_state_size=544"]),
+    "whitened-full": ("invlip whitened output lift, full width", "invlip-output",
+                      ["model.invlip_lift=output_whitened", "model.invlip_state_size=544"]),
+}
+
+
+def rows(lipschitz: list[float], lifts: list[str]) -> list[tuple[str, str, list[str]]]:
     """(row name, recipe under recipes/pretrained/, extra overrides)."""
     out = [("lm (none)", "lm", []), ("memory (Optimus)", "memory", [])]
-    for value in lipschitz:
-        out.append((f"invlip vocab lift (L={value:g})", "invlip", [f"model.lipschitz={value}"]))
-        out.append((f"invlip output lift (L={value:g})", "invlip-output", [f"model.lipschitz={value}"]))
+    for lift in lifts:
+        label, recipe, extra = LIFTS[lift]
+        out += [(f"{label} (L={value:g})", recipe, [*extra, f"model.lipschitz={value}"]) for value in lipschitz]
     return out
 
 
@@ -150,6 +161,7 @@ def main() -> None:
     parser.add_argument("--iw-samples", type=int, default=50)
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--lipschitz", type=float, nargs="+", default=[3.0, 10.0])
+    parser.add_argument("--lifts", nargs="+", choices=sorted(LIFTS), default=["vocab", "output"])
     parser.add_argument("--speed-steps", type=int, default=30, help="steps of the state-cache speed rows (0: skip)")
     parser.add_argument("--only", nargs="*", help="row names or recipes to run (default: all; none: only the "
                         "speed rows and the report, from the rows stored before)")
@@ -163,9 +175,9 @@ def main() -> None:
     store = out / "results.json"
     # With --only (even empty: no row, only the speed rows and the report), earlier rows are kept.
     earlier = json.loads(store.read_text()) if args.only is not None and store.is_file() else {"rows": [], "speed": None}
-    chosen = [r for r in rows(args.lipschitz) if args.only is None or r[0] in args.only or r[1] in args.only]
+    chosen = [r for r in rows(args.lipschitz, args.lifts) if args.only is None or r[0] in args.only or r[1] in args.only]
     results = [r for r in earlier["rows"] if r["name"] not in {name for name, _, _ in chosen}]
-    order = [name for name, _, _ in rows(args.lipschitz)]
+    order = [name for name, _, _ in rows(sorted({3.0, 10.0, 30.0, *args.lipschitz}), list(LIFTS))]
     for row in chosen:
         results.append(train_and_evaluate(*row, out, args))
         results.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
