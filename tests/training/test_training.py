@@ -291,3 +291,14 @@ def test_validation_logs_and_prints_a_warning_for_kl_without_mi(tiny_overrides, 
     valid = read_metrics(run_dir, "valid")
     assert all(r["warning"].startswith("no active unit") for r in valid) and all(r["mi"] < 0.05 for r in valid)
     assert "warning: step 4: no active unit" in capsys.readouterr().out
+
+
+def test_an_autoencoder_is_exported_at_its_best_reconstruction_not_its_elbo(tiny_overrides):
+    """beta = 0: the ELBO at beta = 1 only falls as the KL grows, so judging by it would export the
+    first validation's model; the reconstruction picks the best one."""
+    run_dir = run([*tiny_overrides, "objective.beta=0", "train.max_steps=40", "train.eval_every=10",
+                   "train.eval_batches=4"])
+    valid = read_metrics(run_dir, "valid")
+    best = min(valid, key=lambda r: r["rec"])
+    assert json.loads((run_dir / "final" / "train_summary.json").read_text())["best_step"] == best["step"]
+    assert best["step"] > valid[0]["step"]

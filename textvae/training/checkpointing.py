@@ -60,6 +60,7 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0
     best_elbo: float = float("-inf")
+    """The best validation score: the ELBO at the objective's final KL weight (the ELBO itself at 1)."""
     bad_validations: int = 0
     tokens_seen: int = 0
 

@@ -493,9 +493,12 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
                 accelerator.print(f"warning: step {state.step}: {metrics['warning']}")
             aggressive.validation(metrics["mi"])
             if not objective.pretraining(state.step - 1):  # an autoencoder is neither exported nor judged by its ELBO
-                schedule.validation(-metrics["elbo"])
-                if metrics["elbo"] > state.best_elbo:
-                    state.best_elbo, state.bad_validations = metrics["elbo"], 0
+                # Judged at the objective's final KL weight: the ELBO when it is 1 (every VAE recipe),
+                # the reconstruction alone for an autoencoder (beta = 0), whose ELBO only falls.
+                score = -(metrics["rec"] + objective.kl_weight(total_steps) * metrics["kl"])
+                schedule.validation(-score)
+                if score > state.best_elbo:
+                    state.best_elbo, state.bad_validations = score, 0
                     summary = {"best_step": state.step, "valid": metrics, "steps": total_steps,
                                "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
                     export(model, accelerator, run_dir, recipe, summary)
