@@ -3,6 +3,8 @@
     python benchmarks/ptb/run.py                      # literature sizes (needs a GPU)
     python benchmarks/ptb/run.py --size cpu --jobs 2  # reduced sizes for a CPU, same protocol
     python benchmarks/ptb/run.py --size cpu-small     # a 300-step smoke run of the same
+    python benchmarks/ptb/run.py --size cpu --jobs 2 --invlip-lift output --only lstm-invlip \
+        --report benchmarks/ptb/RESULTS-output-lift.md --out-dir runs/ptb-bench-output  # the lift through W
 
 Trains every recipe in ``recipes/ptb/`` (``lstm-invlip`` once per ``--lipschitz`` value),
 evaluates each best-validation export on PTB test with ``textvae evaluate``, and writes
@@ -79,11 +81,13 @@ def sh(command: list[str], log: Path, env: dict[str, str] | None = None) -> floa
     return time.time() - start
 
 
-def runs(lipschitz: list[float], size: str = "full") -> list[tuple[str, str, list[str]]]:
-    """(row name, recipe, extra overrides)."""
+def runs(lipschitz: list[float], size: str = "full", lift: str | None = None) -> list[tuple[str, str, list[str]]]:
+    """(row name, recipe, extra overrides); ``lift`` names an ``invlip_lift`` other than the recipes'."""
     rows = [(name, name, ROW_SIZES.get(name, {}).get(size, [])) for name in BASELINES]
-    rows += [(f"lstm-invlip (L={value:g})", "lstm-invlip", [f"model.lipschitz={value}"]) for value in lipschitz]
-    rows.append(("transformer-invlip", "transformer-invlip", []))
+    tag, extra = (f" {lift} lift", [f"model.invlip_lift={lift}"]) if lift else ("", [])
+    rows += [(f"lstm-invlip{tag} (L={value:g})", "lstm-invlip", [*extra, f"model.lipschitz={value}"])
+             for value in lipschitz]
+    rows.append((f"transformer-invlip{tag}", "transformer-invlip", extra))
     return rows
 
 
@@ -94,6 +98,8 @@ def main() -> None:
     parser.add_argument("--iw-samples", type=int, default=500)
     parser.add_argument("--max-sentences", type=int, default=None, help="evaluate on the first N test sentences")
     parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
+    parser.add_argument("--invlip-lift", choices=["learned", "output", "output_whitened"],
+                        help="the invlip rows with this lift instead of their recipes' (row names say so)")
     parser.add_argument("--out-dir", default="runs/ptb-bench")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="rows trained at the same time (CPU: one per core)")
@@ -114,13 +120,13 @@ def main() -> None:
         return
     args.invocation = shlex.join(["python", "benchmarks/ptb/run.py", *sys.argv[1:]])
     (out / "invocation.txt").write_text(args.invocation + "\n")
-    rows = [row for row in runs(args.lipschitz, args.size) if not args.only or row[0] in args.only or row[1] in args.only]
+    rows = [row for row in runs(args.lipschitz, args.size, args.invlip_lift) if not args.only or row[0] in args.only or row[1] in args.only]
     # Each job gets its share of the cores: oversubscribed torch threads run many times slower.
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads}
     # With --only, the new rows replace theirs in an earlier results.json; the rest is kept.
     earlier = json.loads((out / "results.json").read_text()) if args.only and (out / "results.json").is_file() else []
-    order = [name for name, _, _ in runs(args.lipschitz)]
+    order = [name for name, _, _ in runs(args.lipschitz, lift=args.invlip_lift)]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(train_and_evaluate, *row, out, args, env) for row in rows]
         results = [row for row in earlier if row["name"] not in {name for name, _, _ in rows}]
@@ -167,7 +173,8 @@ def interpolate_pair(results: list[dict], args: argparse.Namespace) -> dict[str,
         if row["name"] == "lstm-vae" or "invlip" in row["name"]:
             done = subprocess.run([*TEXTVAE, "interpolate", row["run_dir"], *PAIR, "--steps", "6"],
                                   cwd=REPO, capture_output=True, text=True)
-            interpolations[row["name"]] = (done.stdout + done.stderr).strip()
+            warnings = [line for line in done.stderr.splitlines() if line.startswith(("warning:", "error:"))]
+            interpolations[row["name"]] = "\n".join([done.stdout.strip(), *warnings]).strip()
     return interpolations
 
 
