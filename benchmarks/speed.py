@@ -10,6 +10,7 @@ timed; the figure is the median of the timed steps.
     python benchmarks/speed.py --device cuda      # bf16 autocast on CUDA
     python benchmarks/speed.py --quick            # tiny sizes, a few seconds (smoke test)
     python benchmarks/speed.py --profile "textvae invlip (LSTM)"
+    python benchmarks/speed.py --device cuda --iw-eval   # also IW-NLL (K = 500) over PTB test, timed
 
 After the entries, the trainer itself (``textvae.training.train``: bucketed PTB batches,
 the objective, Accelerate, logging) trains ``recipes/ptb/lstm-invlip.yaml`` at the same
@@ -17,7 +18,13 @@ sizes, batch size and precision for a few steps; its own tokens/s (from metrics.
 warm-up steps dropped) is compared with the plain reference's, and that ratio is printed
 last (``--no-trainer`` skips it; ``--quick`` runs it on the embedded corpus).
 
-Adding an entry (say the trainer's own step, or IW-NLL evaluation): write
+``--iw-eval`` then times the IW-NLL evaluation (``evaluate_split``, what ``textvae evaluate``
+does after loading, without the greedy decodes) of the same recipe's model, untrained, at the
+same sizes over the whole PTB test split with K = ``--iw-samples``: its cost depends on the
+sizes, K and the sentences, not on the weights (the greedy decodes do depend on them: an
+untrained model never stops, so they are left out).
+
+Adding an entry (say another latent path or decoder): write
 
     @entry("trainer step")
     def trainer_step(setup: Setup) -> Callable[[], None]:
@@ -42,6 +49,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +121,7 @@ def make_batch(sizes: Sizes, batch_size: int, device: torch.device, seed: int = 
 ENTRIES: dict[str, Callable[[Setup], Callable[[], None]]] = {}
 REFERENCE = "reference LSTM-VAE (plain PyTorch)"
 TRAINER = "textvae trainer (invlip, LSTM)"  # measured by trainer_tokens_per_s, not an entry
+IW_TARGET_S = 60.0  # IW-NLL with K = 500 over PTB test (3,761 sentences) on a GPU
 
 
 def entry(name: str):
@@ -243,12 +252,24 @@ def reference_lstm_vae(setup: Setup):
 
 # ------------------------------------------------------------------------------ trainer
 
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ptb" / "lstm-invlip.yaml"
+
+
+def recipe_overrides(sizes: Sizes, quick: bool) -> list[str]:
+    """``RECIPE`` at ``sizes``: the trainer and the IW-NLL timing build the entries' model."""
+    overrides = [f"model.embedding_size={sizes.embedding_size}", f"model.hidden_size={sizes.lstm_size}",
+                 f"model.latent_size={sizes.latent_size}", f"data.vocab_size={sizes.vocab_size}"]
+    if quick:
+        overrides += ["data.corpus=synthetic", "data.max_train_lines=2000", "model.invlip_state_size=8",
+                      "model.icnn_hidden_size=16"]
+    return overrides
+
+
 def trainer_tokens_per_s(sizes: Sizes, device: torch.device, batch_size: int, steps: int, warmup: int,
                          quick: bool) -> float:
     """Median tokens/s of ``steps`` logged trainer steps after ``warmup`` (PTB, or the embedded corpus)."""
     import os
     import tempfile
-    from pathlib import Path
     from unittest import mock
 
     from accelerate.state import AcceleratorState
@@ -258,23 +279,45 @@ def trainer_tokens_per_s(sizes: Sizes, device: torch.device, batch_size: int, st
 
     total = warmup + steps
     overrides = [
-        f"model.embedding_size={sizes.embedding_size}", f"model.hidden_size={sizes.lstm_size}",
-        f"model.latent_size={sizes.latent_size}", f"data.batch_size={batch_size}",
-        f"data.vocab_size={sizes.vocab_size}", f"train.max_steps={total}", "train.log_every=1",
-        f"train.eval_every={total}", "train.eval_batches=1", "train.progress=false",
+        *recipe_overrides(sizes, quick), f"data.batch_size={batch_size}", f"train.max_steps={total}",
+        "train.log_every=1", f"train.eval_every={total}", "train.eval_batches=1", "train.progress=false",
         f"train.mixed_precision={'bf16' if device.type == 'cuda' else 'no'}",
     ]
-    if quick:
-        overrides += ["data.corpus=synthetic", "data.max_train_lines=2000", "model.invlip_state_size=8",
-                      "model.icnn_hidden_size=16"]
-    recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "ptb" / "lstm-invlip.yaml"
     cpu_only = {"ACCELERATE_USE_CPU": "1"} if device.type == "cpu" else {}
     with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, cpu_only):
-        run_dir = train(load_recipe(recipe_path, [*overrides, f"output_dir={tmp}/run"]))
+        run_dir = train(load_recipe(RECIPE, [*overrides, f"output_dir={tmp}/run"]))
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     AcceleratorState._reset_state(reset_partial_state=True)  # the next device gets its own state
     rates = [r["tokens_per_s"] for r in rows if r["split"] == "train" and r["step"] > warmup]
     return statistics.median(rates)
+
+
+def iw_eval_seconds(sizes: Sizes, device: torch.device, iw_samples: int, max_sentences: int | None,
+                    quick: bool) -> dict:
+    """Wall time of the IW-NLL evaluation of ``RECIPE``'s model at ``sizes`` over the test split.
+
+    Why untrained: the IW pass costs the same for any weights, and the table's trained models
+    are evaluated by ``textvae evaluate`` anyway (their whole-command times are in the PTB
+    table). The greedy decodes are left out: an untrained model decodes to the length limit.
+    """
+    from textvae.data.pipeline import prepare_data
+    from textvae.evaluation.corpus import evaluate_split
+    from textvae.training.builders import build_model
+    from textvae.training.recipe import load_recipe
+
+    recipe = load_recipe(RECIPE, recipe_overrides(sizes, quick))
+    data = prepare_data(recipe.data, splits=("test",), progress=False)
+    ids = data.splits["test"].ids
+    if max_sentences:
+        ids = [ids[i] for i in range(min(max_sentences, len(ids)))]
+    model = build_model(recipe, data.tokenizer).to(device)
+    _sync(device)
+    start = time.perf_counter()
+    results = evaluate_split(model, ids, iw_samples=iw_samples, bleu=False, progress=False).results
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "sentences": len(ids), "tokens": results["protocol"]["num_predicted_tokens"],
+            "iw_samples": iw_samples, "corpus": recipe.data.corpus, "split": "test"}
 
 
 # ------------------------------------------------------------------------------ timing
@@ -404,10 +447,16 @@ def parse_args(argv=None):
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--no-trainer", dest="trainer", action="store_false",
                         help="skip the trainer-vs-reference measurement")
+    parser.add_argument("--iw-eval", action="store_true",
+                        help="also time the IW-NLL evaluation of the trainer's model over the PTB test split")
+    parser.add_argument("--iw-samples", type=int, default=500, help="K of --iw-eval (default: 500)")
+    parser.add_argument("--iw-sentences", type=int, default=None,
+                        help="--iw-eval on the first N test sentences only (default: all)")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size = min(args.batch_size, 4)
         args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
+        args.iw_samples, args.iw_sentences = min(args.iw_samples, 5), min(args.iw_sentences or 20, 20)
     return args
 
 
@@ -444,9 +493,15 @@ def main(argv=None) -> int:
             ratio = rate / results[REFERENCE]["tokens_per_s"]
             print(f"{TRAINER:<36} {rate:>10.0f} tokens/s (bucketed PTB batches of {args.batch_size}, logged steps)")
             print(f"trainer / reference          {ratio:6.3f}x tokens/s  (target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+        iw = iw_eval_seconds(sizes, device, args.iw_samples, args.iw_sentences, args.quick) if args.iw_eval else None
+        if iw is not None:
+            verdict = ("" if args.iw_sentences else  # the target is for the whole split
+                       f"  (target <= {IW_TARGET_S:g} s: {'met' if iw['seconds'] <= IW_TARGET_S else 'NOT met'})")
+            print(f"IW-NLL evaluation (K = {iw['iw_samples']}, {iw['sentences']} test sentences, {iw['tokens']} "
+                  f"tokens) {iw['seconds']:.1f} s{verdict}")
         print()
         record["runs"][name] = {"hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-                                "threads": torch.get_num_threads(), "results": results}
+                                "threads": torch.get_num_threads(), "results": results, "iw_eval": iw}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=2)

@@ -21,10 +21,10 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 
 from textvae.errors import InvalidArgument, TextVAEError
+from textvae.resources import shipped_directory
 
 SPLITS = ("train", "valid", "test")
 
@@ -149,10 +149,7 @@ def embedded_corpus_dir() -> Path:
     In a checkout that is ``data/synthetic``; in an installed wheel, package data beside
     the code. A zip-imported textvae has no directory to give.
     """
-    root = files("textvae.data.synthetic_corpus")
-    if not isinstance(root, Path):
-        raise TextVAEError(f"the embedded corpus is inside an archive ({root}); install textvae with pip")
-    return root
+    return shipped_directory("textvae.data.synthetic_corpus", "data/synthetic", "the embedded corpus")
 
 
 def resolve_corpus(name_or_path: str | Path, data_dir: str | Path | None = None,

@@ -19,7 +19,6 @@ import dataclasses
 import inspect
 import typing
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from textvae.atomic import write_text
 from textvae.data.config import DECODER_TOKENIZER, DataConfig
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig
+from textvae.resources import shipped_directory
 from textvae.schema import check_value, from_mapping, shown
 from textvae.training.config import ObjectiveConfig, OptimConfig, TrainConfig
 
@@ -163,12 +163,10 @@ def shipped_recipes_dir() -> Path:
     """The recipes installed with the package (``textvae.recipes``), wherever it is installed.
 
     A real directory is needed because a recipe names its ``base:`` by a relative path;
-    pip unpacks wheels, so only a zip-imported textvae lacks one.
+    pip unpacks wheels, so only a zip-imported textvae lacks one. A checkout run from
+    ``PYTHONPATH`` without installing uses its own ``recipes/`` (:mod:`textvae.resources`).
     """
-    root = files("textvae.recipes")
-    if not isinstance(root, Path):
-        raise TextVAEError(f"the shipped recipes are inside an archive ({root}); install textvae with pip")
-    return root
+    return shipped_directory("textvae.recipes", "recipes", "the shipped recipes")
 
 
 def shipped_recipes() -> dict[str, Path]:
