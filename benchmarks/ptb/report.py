@@ -48,8 +48,9 @@ def targets(results: list[dict]) -> list[str]:
     lines = []
     for row in (r for r in results if r["recipe"] == "lstm-invlip"):
         m = row["metrics"]
+        d = latent_size(row)
         checks = [
-            (f"AU {m.get('active_units')} >= 24 of 32", (m.get("active_units") or 0) >= 24),
+            (f"AU {m.get('active_units')} >= {3 * d // 4} of {d}", (m.get("active_units") or 0) >= 3 * d // 4),
             (f"KL {m['kl']:.2f} >= 5 nats", m["kl"] >= 5),
         ]
         if baselines:
@@ -79,9 +80,15 @@ def published(results: list[dict], size: str) -> list[str]:
     return [*lines, ""]
 
 
+def latent_size(row: dict) -> int:
+    """The row's d (32 in the literature; the wide-code row has 64)."""
+    return row["metrics"]["checkpoint"]["config"]["latent_size"]
+
+
 def plot_kl_mi(results: list[dict], path: Path) -> bool:
+    """KL and MI of the lstm-invlip rows at d = 32 against L (the wide-code row is another d)."""
     rows = sorted((r["metrics"]["checkpoint"]["config"]["lipschitz"], r["metrics"]) for r in results
-                  if r["recipe"] == "lstm-invlip")
+                  if r["recipe"] == "lstm-invlip" and latent_size(r) == 32)
     if len(rows) < 2:
         return False
     import matplotlib
@@ -114,10 +121,19 @@ def render(results: list[dict], interpolations: dict[str, str], *, invocation: s
         for r in results
     ]
     scope = "full PTB test set" if not max_sentences else f"first {max_sentences} PTB test sentences"
-    reduced = "" if size == "full" else (
+    reduced = {"full": "", "gpu-budget": (
+        "\n**Literature sizes on a step budget (`--size gpu-budget`)**: every row trained at once on one GPU "
+        "inside one device call, each for the `train.max_steps` in its command (batch 32), with its schedules "
+        "shortened to that budget. The papers train 20-40 epochs with early stopping; these models are far "
+        "from converged, so their NLLs are above the published anchors. The full run is "
+        "`python benchmarks/ptb/run.py` on a GPU.\n")}.get(size, (
         f"\n**Reduced size (`--size {size}`)**: no GPU was lent to this run, so the same recipes ran with "
         "smaller networks and much shorter training on a CPU (overrides in each command; the models are far from converged). The literature-size run "
-        "is `python benchmarks/ptb/run.py` on a GPU.\n")
+        "is `python benchmarks/ptb/run.py` on a GPU.\n"))
+    cut = [f"- {r['name']}: training killed at the deadline after {r['train_s']:.0f} s ({r['cut']}); "
+           "the row is its best export until then" for r in results if r.get("cut")]
+    if cut:
+        reduced += "\n" + "\n".join(["Rows cut short by `--train-timeout`:", *cut]) + "\n"
     plot = Path(__file__).with_name(plot_name)
     plotted = plot_kl_mi(results, plot)
     parts = [
