@@ -136,6 +136,8 @@ def main() -> None:
                         help="sentences per evaluation forward pass (x 50 samples; smaller when rows share a GPU)")
     parser.add_argument("--budget-steps", type=int, default=None,
                         help=f"--size gpu-budget: optimiser steps per row (default {GPU_BUDGET_STEPS})")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for every row, after the size's and the row's own")
     parser.add_argument("--train-timeout", type=float, default=None, metavar="SECONDS",
                         help="kill a row's training after this long and evaluate its best export so far "
                              "(the row says so); a row with no export yet fails")
@@ -213,7 +215,7 @@ def train_and_evaluate(name: str, recipe: str, extra: list[str], out: Path, args
     run_dir = out / slug
     shown = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir  # commands run in REPO
     train_cmd = [*TEXTVAE, "train", f"recipes/ptb/{recipe}.yaml", f"output_dir={shown}", f"seed={args.seed}",
-                 "train.overwrite=true", *size_overrides(args.size, args.budget_steps), *extra]
+                 "train.overwrite=true", *size_overrides(args.size, args.budget_steps), *extra, *args.set]
     eval_cmd = [*TEXTVAE, "evaluate", str(run_dir), "--split", "test", "--iw-samples", str(args.iw_samples),
                 "--batch-size", str(args.eval_batch_size), "--output", str(run_dir / "test.json"), "--no-progress"]
     if args.max_sentences:
