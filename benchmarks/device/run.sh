@@ -48,7 +48,7 @@ PY=${PYTHON:-python3}
 CARRIED=$REPO/.device-site
 SITE=$WORK/site
 if [ "$DRY" = 1 ]; then
-    OUT=${OUT:-$WORK.out}
+    if [ -z "${OUT:-}" ]; then OUT=$WORK.out; rm -rf "$OUT"; fi
     SPEED_ARGS=(--device cpu --quick --threads 1)
     PTB_ARGS=(--budget-steps 4 --jobs 3 --iw-samples 5 --only lstm-lm lstm-pretrain-fb "lstm-invlip (d=64, L=3)"
               --set model.embedding_size=16 model.hidden_size=32 model.invlip_state_size=8 model.icnn_hidden_size=16
@@ -62,7 +62,6 @@ fi
 
 rm -rf "$WORK"
 mkdir -p "$WORK" "$OUT"
-rm -f "$OUT"/*
 exec > >(tee -a "$WORK/run.log") 2>&1
 elapsed() { echo $(($(date +%s) - START)); }
 left() { echo $((BUDGET_S - $(elapsed))); }
