@@ -63,6 +63,18 @@ def test_gpu_budget_scales_the_schedules_with_the_steps(ptb_run):
     assert overrides(ptb_run.size_overrides("cpu", 800))["train.max_steps"] == "2500"  # the budget is gpu-budget's
 
 
+def test_every_gpu_budget_command_is_a_valid_recipe(ptb_run):
+    """The device run trains every row at once: one bad override key would cost its row there."""
+    from textvae.training.recipe import load_recipe
+
+    for name, recipe, extra in ptb_run.runs([3.0, 10.0, 30.0], "gpu-budget"):
+        loaded = load_recipe(REPO / "recipes" / "ptb" / f"{recipe}.yaml",
+                             [*ptb_run.size_overrides("gpu-budget"), *extra])
+        loaded.check()
+        assert loaded.train.max_steps == ptb_run.GPU_BUDGET_STEPS, name
+        assert loaded.model["latent_size"] == (64 if "d=64" in name else 32), name
+
+
 FAKE_TEXTVAE = """
 import json, sys, time
 from pathlib import Path

@@ -39,7 +39,7 @@ START=$(date +%s)
 # Seconds after the start by which everything, the last copy into $OUT included, is done:
 # below the call's own limit (timeout_s 600, the command's `timeout 570`).
 BUDGET_S=${BUDGET_S:-550}
-PTB_STEPS=${PTB_STEPS:-1500}               # per row; ~1.1 epochs of PTB at batch 32
+PTB_STEPS=${PTB_STEPS:-1200}               # per row; ~0.9 epochs of PTB at batch 32
 PTB_EVAL_SENTENCES=${PTB_EVAL_SENTENCES:-500}
 PTB_EVAL_RESERVE_S=${PTB_EVAL_RESERVE_S:-150}  # evaluation of every row (IW-500), interpolations
 PTB_REPORT_RESERVE_S=${PTB_REPORT_RESERVE_S:-45}
@@ -50,7 +50,8 @@ SITE=$WORK/site
 if [ "$DRY" = 1 ]; then
     if [ -z "${OUT:-}" ]; then OUT=$WORK.out; rm -rf "$OUT"; fi
     SPEED_ARGS=(--device cpu --quick --threads 1)
-    PTB_ARGS=(--budget-steps 4 --jobs 3 --iw-samples 5 --only lstm-lm lstm-pretrain-fb "lstm-invlip (d=64, L=3)"
+    PTB_STEPS=4
+    PTB_ARGS=(--budget-steps "$PTB_STEPS" --jobs 3 --iw-samples 5 --only lstm-lm lstm-pretrain-fb "lstm-invlip (d=64, L=3)"
               --set model.embedding_size=16 model.hidden_size=32 model.invlip_state_size=8 model.icnn_hidden_size=16
               data.max_train_lines=500 data.batch_size=8 train.eval_batches=2)
     PTB_EVAL_SENTENCES=20
@@ -58,7 +59,14 @@ else
     OUT=${OUT:?OUT is set on the device machine; elsewhere use --dry-run}
     SPEED_ARGS=(--device cuda --steps 10 --warmup 3)
     PTB_ARGS=(--budget-steps "$PTB_STEPS" --jobs 14 --iw-samples 500)
+    # 13 evaluations may start together, each with its longest sentences first (K = 500 in
+    # chunks of 50 samples: 50 x batch sequences of float32 logits over 10k words, a few of
+    # them alive at once). Estimated, not measured: about 5 GB a process at 8 sentences a
+    # pass, so 8 on an H100's 80 GB and 16 on an H200's 141 GB.
+    memory_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
+    if [ "${memory_mib:-0}" -ge 120000 ]; then PTB_EVAL_BATCH=${PTB_EVAL_BATCH:-16}; fi
 fi
+PTB_EVAL_BATCH=${PTB_EVAL_BATCH:-8}
 
 rm -rf "$WORK"
 mkdir -p "$WORK" "$OUT"
@@ -106,6 +114,8 @@ TEXTVAE_CODE_VERSION=$(cat "$CARRIED/COMMIT")
 export TEXTVAE_CODE_VERSION
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+# Many processes on one GPU: memory freed by one is not held in another's fragments.
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 
 say "imports (every process of this script resolves them the same way):"
 SITE=$SITE REPO=$REPO "$PY" - <<'PY' 2>&1 | tee "$WORK/imports.txt" || { say "the imports are not the carried ones"; exit 1; }
@@ -149,7 +159,7 @@ if [ "$PHASES" = all ] || [ "$PHASES" = ptb ]; then
     else
         say "ptb: every row at once, $PTB_STEPS steps or ${train_s} s each, then IW on $PTB_EVAL_SENTENCES test sentences"
         timeout -k 10 "$(limit 10 "$BUDGET_S")" "$PY" benchmarks/ptb/run.py --size gpu-budget "${PTB_ARGS[@]}" \
-            --train-timeout "$train_s" --max-sentences "$PTB_EVAL_SENTENCES" --eval-batch-size 16 \
+            --train-timeout "$train_s" --max-sentences "$PTB_EVAL_SENTENCES" --eval-batch-size "$PTB_EVAL_BATCH" \
             --out-dir "$WORK/ptb" --report "$WORK/RESULTS-gpu.md" > "$WORK/ptb.log" 2>&1 || say "ptb: exit $?"
         grep -e '^== ' -e 'row(s) failed' "$WORK/ptb.log"
         bundle
