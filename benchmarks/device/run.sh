@@ -168,5 +168,6 @@ fi
 
 say "pretrained rows: skipped. SmolLM2-135M (GGUF, 94 MiB) and all-MiniLM-L6-v2 (87 MiB) would have to travel"
 say "  with the call, which carries 64 MiB with the working tree (device README, Limits), and the device reaches"
-say "  no network. A later call could carry them only in parts over several calls to one warm machine."
+say "  no network. (A warm machine keeps ignored files between calls, so two calls could bring them in halves:"
+say "  not tried, and it costs a second call of device time.)"
 say "done"
