@@ -9,10 +9,11 @@
         --report benchmarks/ptb/RESULTS-output-lift.md --out-dir runs/ptb-bench-output  # the lift through W
 
 Trains every recipe in ``recipes/ptb/`` (``lstm-invlip`` once per ``--lipschitz`` value, and
-once with the wide code that won the latent-path ablation, d = 64 at L = 3), evaluates each best-validation export on PTB test with ``textvae evaluate``, and writes
-``benchmarks/RESULTS.md`` (one row per model with its command, seed, wall time and
-hardware), ``benchmarks/ptb/kl_mi_vs_L.png`` and interpolations between one pair of test
-sentences from the plain VAE and from ``invlip``.
+once with the wide code that won the latent-path ablation, d = 64 at L = 3), evaluates each
+best-validation export on PTB test with ``textvae evaluate``, and writes ``benchmarks/RESULTS.md``
+(one row per model with its command, seed, wall time and hardware),
+``benchmarks/ptb/kl_mi_vs_L.png`` and interpolations between one pair of test sentences from
+the plain VAE and from ``invlip``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,9 +176,11 @@ def main() -> None:
     order = [name for name, _, _ in runs(args.lipschitz, lift=args.invlip_lift)]
     failed = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(train_and_evaluate, *row, out, args, env) for row in rows]
+        futures = {pool.submit(train_and_evaluate, *row, out, args, env): row[0] for row in rows}
         results = [row for row in earlier if row["name"] not in {name for name, _, _ in rows}]
-        for (name, _, _), future in zip(rows, futures, strict=True):  # in table order, whichever finishes first
+        # Stored as each row ends (a run stopped from outside keeps every finished row), in table order.
+        for future in as_completed(futures):
+            name = futures[future]
             try:
                 results.append(future.result())
             except (Exception, SystemExit) as exc:  # one failed row costs its row, not the table
