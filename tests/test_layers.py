@@ -8,7 +8,7 @@ Each layer may import only the layers listed after it (and itself)::
     evaluation  -> data, models, foundation
     data        -> foundation
     models      -> foundation
-    foundation  -> foundation   (errors, atomic, estimators, padding, schema: leaf modules)
+    foundation  -> foundation   (errors, atomic, estimators, padding, schema, resources: leaf modules)
 
 So nothing imports the CLI; the models know nothing of corpora, training, evaluation or
 the Hub; data and models are independent of each other. The package root
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "textvae"
-FOUNDATION = {"errors", "atomic", "estimators", "padding", "schema"}
+FOUNDATION = {"errors", "atomic", "estimators", "padding", "schema", "resources"}
 ALLOWED = {
     "cli": {"hub", "training", "evaluation", "data", "models", "foundation"},
     "hub": {"models", "foundation"},
