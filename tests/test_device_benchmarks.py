@@ -3,7 +3,8 @@
 The call is made once, with no time to debug on the device: the PTB rows and their step
 budget, the deadline that cuts a row without losing it, the commit recorded without git,
 the speed options, a bare checkout finding its recipes, and run.sh refusing to run as if on
-the device where it is not.
+the device where it is not. Also the pretrained table's rows (benchmarks/pretrained/run.py),
+which the same one-shot logic applies to: every row must be a valid recipe.
 """
 
 from __future__ import annotations
@@ -157,3 +158,21 @@ def test_cut_note_reads_the_last_logged_step(ptb_run, tmp_path):
     (tmp_path / "final").mkdir()
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s}) for s in (100, 200)) + "\n")
     assert ptb_run.cut_note(tmp_path) == "last logged step 200, best export at step None"
+
+
+def test_every_pretrained_row_names_its_lift_and_is_a_valid_recipe():
+    """Each invlip row names its lift, so a row means the same design whatever the recipes'
+    defaults; the default path (pretrained/invlip) is the table's winner, the whitened output lift."""
+    from textvae.training.recipe import load_recipe
+
+    bench = load("benchmarks/pretrained/run.py", "textvae_pretrained_run_benchmark")
+    rows = bench.rows([10.0, 30.0], sorted(bench.LIFTS))
+    assert len({name for name, _, _ in rows}) == len(rows) == 2 + 2 * len(bench.LIFTS)
+    for name, recipe, extra in rows:
+        loaded = load_recipe(REPO / "recipes" / "pretrained" / f"{recipe}.yaml", extra)
+        loaded.check()
+        if recipe not in ("lm", "memory"):
+            assert any(key.startswith("model.invlip_lift=") for key in extra), name
+            assert loaded.model["lipschitz"] == float(name.rsplit("L=", 1)[1].rstrip(")")), name
+    default = load_recipe(REPO / "recipes" / "pretrained" / "invlip.yaml").model
+    assert (default["invlip_lift"], default["invlip_state_size"] + default["latent_size"]) == ("output_whitened", 576)

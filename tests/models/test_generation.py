@@ -176,6 +176,16 @@ def test_decode_is_the_tokenizer_view_of_decode_ids(model):
     )
 
 
+def test_decoded_sentences_are_one_line_each(model, monkeypatch):
+    """A pretrained LM emits line breaks; printed one per line, a sentence must not span several."""
+    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    raw = ["a cat\n\n\nsat .  ", "\r\nthe dog\u2028ran\x85far", "no  break here"]
+    monkeypatch.setattr(type(model.tokenizer), "batch_decode", lambda self, ids, **kw: list(raw))
+    texts = model.decode(z, max_length=8)
+    assert texts == ["a cat sat .", "the dog ran far", "no  break here"]
+    assert all(len(text.splitlines()) == 1 for text in texts)
+
+
 def test_reconstruct_decodes_the_posterior_mean(model):
     mu, _ = model.encode(SENTENCES)
     assert model.reconstruct(SENTENCES, max_length=10) == model.decode(mu, max_length=10)

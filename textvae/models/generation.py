@@ -9,12 +9,17 @@ transformers' ``generate(latents=z, ...)``: every method here takes its keyword 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 
 from textvae.errors import InvalidArgument, TextVAEError
 from textvae.padding import pad_ids
+
+
+# Every line break of str.splitlines, with the blanks around it.
+_LINE_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
 
 
 def interpolation_path(a: torch.Tensor, b: torch.Tensor, steps: int, path: str = "lerp") -> torch.Tensor:
@@ -105,9 +110,16 @@ class TextGenerationMixin:
         return trim(sequences[:, 1:], self.config.eos_token_id, max_length)
 
     def decode(self, z: torch.Tensor, max_length: int = 64, **options: Any) -> list[str]:
-        """Sentences decoded from each row of z (B, d); ``options`` as for :meth:`decode_ids`."""
+        """Sentences decoded from each row of z (B, d), one line each; ``options`` as for
+        :meth:`decode_ids`.
+
+        A pretrained LM's tokens include line breaks, which no sentence of a one-per-line
+        corpus holds: a break (with the blanks around it) reads as one space, so every
+        command prints one line per sentence.
+        """
         tokenizer = self._require_tokenizer()
-        return tokenizer.batch_decode(self.decode_ids(z, max_length, **options), skip_special_tokens=True)
+        texts = tokenizer.batch_decode(self.decode_ids(z, max_length, **options), skip_special_tokens=True)
+        return [_LINE_BREAKS.sub(" ", text).strip() for text in texts]
 
     def reconstruct(self, texts: list[str], **options: Any) -> list[str]:
         """Decode each sentence's posterior mean."""
