@@ -83,6 +83,18 @@ def test_sample_is_reproducible_with_a_seed(exports, capsys):
     assert run_cli(capsys, *args, "--seed", 2)[1] != first
 
 
+@pytest.mark.parametrize("decode", [[], ["--decode", "beam", "--beam-size", "2"], ["--decode", "sample"]])
+def test_no_repeat_ngram_size_stops_the_loops_of_every_strategy(exports, capsys, decode):
+    args = ("sample", exports["used"], "-n", 6, "--max-length", 20, *decode)
+    loops = run_cli(capsys, *args)[1].splitlines()
+    assert any(len(set(line.split())) < len(line.split()) for line in loops)  # an untrained model repeats words
+    code, out, err = run_cli(capsys, *args, "--no-repeat-ngram-size", 1)
+    assert code == 0 and err == [] and len(out.splitlines()) == 6
+    assert all(len(set(line.split())) == len(line.split()) for line in out.splitlines())
+    penalised = run_cli(capsys, *args, "--repetition-penalty", 50)[1].splitlines()
+    assert len(penalised) == 6 and penalised != loops  # transformers' processor reached the head's logits
+
+
 def test_sample_warns_for_a_model_without_a_latent(exports, capsys):
     code, out, err = run_cli(capsys, "sample", exports["none"], "-n", 2, *SHORT)
     assert code == 0 and len(out.splitlines()) == 2
@@ -112,6 +124,8 @@ def test_reconstruct_prints_input_and_reconstruction_per_line(exports, capsys, t
         (["sample", "{used}", "-n", "0"], "argument -n: must be at least 1, got 0"),
         (["sample", "{used}", "--decode", "sample", "--top-p", "1.5"], "argument --top-p: must be in (0, 1], got 1.5"),
         (["reconstruct", "{used}", "{missing}"], "no such file"),
+        (["sample", "{used}", "--no-repeat-ngram-size", "0"], "argument --no-repeat-ngram-size: must be at least 1, got 0"),
+        (["interpolate", "{used}", A, B, "--repetition-penalty", "-1"], "argument --repetition-penalty: must be a positive"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(exports, capsys, tmp_path, argv, message):

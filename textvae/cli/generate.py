@@ -42,6 +42,10 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, default: str = "gree
     parser.add_argument("--top-p", type=nucleus_mass, default=None, help="nucleus mass for --decode sample")
     parser.add_argument("--max-length", type=positive_int, default=64,
                         help="longest decoded sentence in tokens (default: 64)")
+    parser.add_argument("--no-repeat-ngram-size", type=positive_int, default=None, metavar="N",
+                        help="never repeat an n-gram of N tokens within a sentence (any strategy)")
+    parser.add_argument("--repetition-penalty", type=positive_float, default=None, metavar="P",
+                        help="divide the odds of tokens already in the sentence by P (> 1 discourages repeats)")
     parser.add_argument("--seed", type=int, default=0, help="seed of prior draws and sampling (default: 0)")
     parser.add_argument("--device", type=device, default=None, help="cpu or cuda (default: where the model loads)")
 
@@ -58,15 +62,19 @@ def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
     """Check the decoding flags; return the ``generate()`` options they stand for.
 
     ``--decode sample`` is ancestral sampling from the whole vocabulary (``top_k=0``
-    switches off transformers' default top-50 filter), narrowed only by ``--top-p``.
+    switches off transformers' default top-50 filter), narrowed only by ``--top-p``. The
+    repetition controls are transformers' own logits processors, for every strategy: a
+    pretrained LM decoded greedily tends to loop on a phrase.
     """
     sampling = {"temperature": args.temperature, "top_p": args.top_p}
+    repeats = {"no_repeat_ngram_size": args.no_repeat_ngram_size, "repetition_penalty": args.repetition_penalty}
+    repeats = {k: v for k, v in repeats.items() if v is not None}
     if args.decode != "sample":
         given = [f"--{k.replace('_', '-')}" for k, v in sampling.items() if v is not None]
         if given:
             raise TextVAEError(f"{' and '.join(given)} only apply to --decode sample")
-        return {"num_beams": args.beam_size} if args.decode == "beam" else {}
-    return {"do_sample": True, "top_k": 0, **{k: v for k, v in sampling.items() if v is not None}}
+        return {"num_beams": args.beam_size, **repeats} if args.decode == "beam" else repeats
+    return {"do_sample": True, "top_k": 0, **{k: v for k, v in sampling.items() if v is not None}, **repeats}
 
 
 def load(args: argparse.Namespace) -> tuple[TextVAEModel, Path | None]:
