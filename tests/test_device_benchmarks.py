@@ -176,3 +176,21 @@ def test_every_pretrained_row_names_its_lift_and_is_a_valid_recipe():
             assert loaded.model["lipschitz"] == float(name.rsplit("L=", 1)[1].rstrip(")")), name
     default = load_recipe(REPO / "recipes" / "pretrained" / "invlip.yaml").model
     assert (default["invlip_lift"], default["invlip_state_size"] + default["latent_size"]) == ("output_whitened", 576)
+
+
+def test_pretrained_interpolations_give_each_pair_and_decoding_its_steps(tmp_path):
+    """Both pairs come from one --from-file call per decoding; a lost block would shift the labels."""
+    from tests.helpers_models import save_export, tiny_model, use_latent, word_tokenizer
+
+    bench = load("benchmarks/pretrained/run.py", "textvae_pretrained_run_benchmark")
+    pairs = [bench.PTB_PAIR, bench.DEMO_PAIR]
+    model = tiny_model(word_tokenizer(set(" ".join(a + " " + b for a, b in pairs).split())))
+    export = save_export(use_latent(model, [s for pair in pairs for s in pair]), tmp_path / "export", active_units=4)
+    paths = bench.interpolations([{"name": "row", "recipe": "invlip", "run_dir": str(export)}], tmp_path)
+    assert sorted(paths) == sorted(f"row, {pair}, {decoding}" for pair in ("PTB pair", "demo pair")
+                                   for decoding in bench.DECODINGS)
+    assert all(len(lines) == bench.STEPS for lines in paths.values())
+    for pair, (a, b) in zip(("PTB pair", "demo pair"), pairs, strict=True):
+        assert paths[f"row, {pair}, greedy"] == model.interpolate(a, b, steps=bench.STEPS, max_length=40)
+        assert paths[f"row, {pair}, greedy, no repeated 3-gram"] == model.interpolate(
+            a, b, steps=bench.STEPS, max_length=40, no_repeat_ngram_size=3)
