@@ -38,6 +38,11 @@ def ptb_run():
     return load("benchmarks/ptb/run.py", "textvae_ptb_run_benchmark")
 
 
+@pytest.fixture(scope="module")
+def pretrained_run():
+    return load("benchmarks/pretrained/run.py", "textvae_pretrained_run_benchmark")
+
+
 def overrides(args: list[str]) -> dict[str, str]:
     return dict(arg.split("=", 1) for arg in args)
 
@@ -160,12 +165,12 @@ def test_cut_note_reads_the_last_logged_step(ptb_run, tmp_path):
     assert ptb_run.cut_note(tmp_path) == "last logged step 200, best export at step None"
 
 
-def test_every_pretrained_row_names_its_lift_and_is_a_valid_recipe():
+def test_every_pretrained_row_names_its_lift_and_is_a_valid_recipe(pretrained_run):
     """Each invlip row names its lift, so a row means the same design whatever the recipes'
     defaults; the default path (pretrained/invlip) is the table's winner, the whitened output lift."""
     from textvae.training.recipe import load_recipe
 
-    bench = load("benchmarks/pretrained/run.py", "textvae_pretrained_run_benchmark")
+    bench = pretrained_run
     rows = bench.rows([10.0, 30.0], sorted(bench.LIFTS))
     assert len({name for name, _, _ in rows}) == len(rows) == 2 + 2 * len(bench.LIFTS)
     for name, recipe, extra in rows:
@@ -178,11 +183,11 @@ def test_every_pretrained_row_names_its_lift_and_is_a_valid_recipe():
     assert (default["invlip_lift"], default["invlip_state_size"] + default["latent_size"]) == ("output_whitened", 576)
 
 
-def test_pretrained_interpolations_give_each_pair_and_decoding_its_steps(tmp_path):
+def test_pretrained_interpolations_give_each_pair_and_decoding_its_steps(pretrained_run, tmp_path):
     """Both pairs come from one --from-file call per decoding; a lost block would shift the labels."""
     from tests.helpers_models import save_export, tiny_model, use_latent, word_tokenizer
 
-    bench = load("benchmarks/pretrained/run.py", "textvae_pretrained_run_benchmark")
+    bench = pretrained_run
     pairs = [bench.PTB_PAIR, bench.DEMO_PAIR]
     model = tiny_model(word_tokenizer(set(" ".join(a + " " + b for a, b in pairs).split())))
     export = save_export(use_latent(model, [s for pair in pairs for s in pair]), tmp_path / "export", active_units=4)

@@ -66,15 +66,16 @@ def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
     repetition controls are transformers' own logits processors, for every strategy: a
     pretrained LM decoded greedily tends to loop on a phrase.
     """
-    sampling = {"temperature": args.temperature, "top_p": args.top_p}
-    repeats = {"no_repeat_ngram_size": args.no_repeat_ngram_size, "repetition_penalty": args.repetition_penalty}
-    repeats = {k: v for k, v in repeats.items() if v is not None}
+    def given(*names: str) -> dict[str, Any]:
+        return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+    sampling = given("temperature", "top_p")
+    repeats = given("no_repeat_ngram_size", "repetition_penalty")
     if args.decode != "sample":
-        given = [f"--{k.replace('_', '-')}" for k, v in sampling.items() if v is not None]
-        if given:
-            raise TextVAEError(f"{' and '.join(given)} only apply to --decode sample")
+        if sampling:
+            raise TextVAEError(f"{' and '.join('--' + k.replace('_', '-') for k in sampling)} only apply to --decode sample")
         return {"num_beams": args.beam_size, **repeats} if args.decode == "beam" else repeats
-    return {"do_sample": True, "top_k": 0, **{k: v for k, v in sampling.items() if v is not None}, **repeats}
+    return {"do_sample": True, "top_k": 0, **sampling, **repeats}
 
 
 def load(args: argparse.Namespace) -> tuple[TextVAEModel, Path | None]:
