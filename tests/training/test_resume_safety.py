@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import fcntl
 import json
+import random
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.training.conftest import TINY, assert_same_weights
 from textvae.errors import TextVAEError
-from textvae.training.checkpointing import inspect_checkpoint, list_checkpoints
+from textvae.training.checkpointing import file_record, inspect_checkpoint, list_checkpoints
 from textvae.training.loop import train
 from textvae.training.recipe import load_recipe
 
@@ -65,8 +67,7 @@ DAMAGE = ["missing", "truncated", "emptied", "extended", "one byte changed"]
 @pytest.mark.parametrize("how", DAMAGE)
 def test_every_damage_to_every_checkpoint_file_is_found(reference, tmp_path, how):
     files = sorted(p.name for p in checkpoint(reference, 8).iterdir())
-    assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl",
-            "custom_checkpoint_1.pkl", "textvae_state.json"} <= set(files)
+    assert set(files) == {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "textvae_state.json"}
     assert inspect_checkpoint(checkpoint(reference, 8)).intact
     for name in files:
         copy = tmp_path / name
@@ -200,3 +201,121 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint_and_resumes_exactly
     run(corpus_dir, killed, "train.resume=auto")  # the half-written .tmp-step-00000006 is cleared first
     assert not list((killed / "checkpoints").glob(".tmp-*"))
     assert_same_weights(reference, killed, 8)
+
+
+def test_a_run_killed_before_its_first_checkpoint_continues_by_the_command_its_message_gives(
+        reference, corpus_dir, tmp_path, monkeypatch, capsys):
+    from accelerate import Accelerator
+
+    def dying(self, output_dir, **kwargs):
+        raise Killed  # SIGKILL during the first save: tokenizer and recipe are there, nothing trained is
+
+    monkeypatch.setattr(Accelerator, "save_state", dying)
+    killed = tmp_path / "killed"
+    with pytest.raises(Killed):
+        run(corpus_dir, killed)
+    monkeypatch.undo()
+    with pytest.raises(TextVAEError, match=r"already holds a run \(.*tokenizer.*\): continue it with train.resume=auto"):
+        run(corpus_dir, killed)
+    run(corpus_dir, killed, "train.resume=auto")
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    assert_same_weights(reference, killed, 8)
+
+
+class RunsCode:
+    """A pickled object that, unpickled, creates ``marker`` (it could as well run a shell)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def plant(ckpt: Path, name: str, content) -> None:
+    """Replace a checkpoint file as an attacker would: ``torch.save``d, its manifest entry made to match."""
+    torch.save(content, ckpt / name)
+    path = ckpt / "textvae_state.json"
+    manifest = json.loads(path.read_text())
+    manifest["files"][name] = file_record(ckpt / name)
+    path.write_text(json.dumps(manifest))
+
+
+def as_written_before_manifest_states(ckpt: Path) -> dict:
+    """The checkpoint as textvae wrote it when Accelerate pickled the loop's states; returns the states."""
+    path = ckpt / "textvae_state.json"
+    manifest = json.loads(path.read_text())
+    states = manifest.pop("states")
+    path.write_text(json.dumps(manifest))
+    plant(ckpt, "custom_checkpoint_0.pkl", manifest["train_state"])
+    plant(ckpt, "custom_checkpoint_1.pkl", states["lr_schedule"])
+    return states
+
+
+@pytest.mark.parametrize("name", ["custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "optimizer.bin",
+                                  "random_states_0.pkl"])
+def test_a_crafted_pickle_in_a_checkpoint_runs_no_code(reference, corpus_dir, tmp_path, name):
+    resumed = copy_run(reference, tmp_path / "resumed", keep=(4,))
+    as_written_before_manifest_states(checkpoint(resumed, 4))
+    marker = tmp_path / "owned"
+    plant(checkpoint(resumed, 4), name, {"state": RunsCode(marker)})
+    if name == "custom_checkpoint_0.pkl":  # the old layout's counters: the manifest holds them, the file is never read
+        run(corpus_dir, resumed, "train.resume=auto")
+        assert not marker.exists()
+        return
+    with pytest.raises(TextVAEError) as refused:
+        run(corpus_dir, resumed, "train.resume=auto")
+    assert not marker.exists()
+    assert "\n" not in str(refused.value)
+    if name == "custom_checkpoint_1.pkl":  # a state of the old layout: named, and an inexact resume goes on without it
+        assert "LR schedule state is in custom_checkpoint_1.pkl, which is not plain data" in str(refused.value)
+        run(corpus_dir, resumed, "train.resume=auto", "train.resume_inexact=true")
+        assert not marker.exists()
+    else:
+        assert f"{name} (" in str(refused.value) and "holds objects other than tensors and plain data (io.open)" \
+            in str(refused.value)
+
+
+def test_checkpoints_of_the_pickled_layout_convert_safely_and_resume_exactly(reference, corpus_dir, tmp_path):
+    resumed = copy_run(reference, tmp_path / "resumed", keep=(4,))
+    as_written_before_manifest_states(checkpoint(resumed, 4))
+    run(corpus_dir, resumed, "train.resume=auto")
+    assert_same_weights(reference, resumed, 8)
+    assert "states" in json.loads((checkpoint(resumed, 8) / "textvae_state.json").read_text())
+    assert not list(checkpoint(resumed, 8).glob("custom_checkpoint_*"))
+
+
+@pytest.mark.parametrize("content", [
+    {},
+    {"random_state": random.getstate(), "numpy_random_seed": ("MT19937", [1, 2], 0, 0, 0.0),
+     "torch_manual_seed": torch.zeros(3, dtype=torch.uint8)},
+    [1, 2, 3],
+], ids=["empty", "wrong-sizes", "a-list"])
+def test_an_rng_state_that_loads_but_does_not_apply_stops_the_resume(reference, corpus_dir, tmp_path, content):
+    resumed = copy_run(reference, tmp_path / "resumed", keep=(4,))
+    plant(checkpoint(resumed, 4), "random_states_0.pkl", content)
+    with pytest.raises(TextVAEError, match=r"random_states_0.pkl \(RNG state of process 0\) was read but does not "
+                                           r"apply .*train.resume_inexact=true"):
+        run(corpus_dir, resumed, "train.resume=auto")
+
+
+def test_an_optimiser_state_of_other_shapes_stops_the_resume(reference, corpus_dir, tmp_path):
+    resumed = copy_run(reference, tmp_path / "resumed", keep=(4,))
+    state = torch.load(checkpoint(resumed, 4) / "optimizer.bin", weights_only=True)
+    first = next(iter(state["state"].values()))
+    first["exp_avg"] = torch.zeros(first["exp_avg"].numel() + 1)
+    plant(checkpoint(resumed, 4), "optimizer.bin", state)
+    with pytest.raises(TextVAEError, match=r"optimizer.bin \(optimiser state\): its exp_avg has shape"):
+        run(corpus_dir, resumed, "train.resume=auto")
+
+
+@pytest.mark.parametrize("counters", [{"step": "4"}, {"step": -1}, {"epoch": 1.5}, {"surprise": 1}, {"step": True}],
+                         ids=["text", "negative", "fraction", "unknown", "bool"])
+def test_garbled_loop_counters_stop_the_resume(reference, corpus_dir, tmp_path, counters):
+    resumed = copy_run(reference, tmp_path / "resumed", keep=(4,))
+    path = checkpoint(resumed, 4) / "textvae_state.json"
+    manifest = json.loads(path.read_text())
+    manifest["train_state"].update(counters)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(TextVAEError, match=r"textvae_state.json: its loop counters does not apply"):
+        run(corpus_dir, resumed, "train.resume=auto")

@@ -1,9 +1,9 @@
 """Atomic, verifiable checkpoints of a training run.
 
 A checkpoint is ``accelerator.save_state`` (model, optimiser, RNG states of every
-process, and the objects registered for checkpointing: the loop counters and the LR
-schedule) written into ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N``
-only when complete. A run killed at any moment therefore leaves either the previous
+process) plus the manifest ``textvae_state.json``, which holds the loop's own state (the
+counters, the LR schedule, the aggressive-training switch) as JSON, written into
+``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N`` only when complete. A run killed at any moment therefore leaves either the previous
 checkpoint or the new one, never half of one.
 
 What happens to a checkpoint after it is written (a disk error, a truncated copy, a file
@@ -12,6 +12,14 @@ it: ``textvae_state.json`` is the checkpoint's manifest, recording the size and 
 every file beside the loop counters, the resolved recipe, the number of processes and a
 fingerprint of the training data, so that a resume can also tell whether it would continue
 exactly (:mod:`textvae.training.resume`).
+
+Nothing in a checkpoint is unpickled. Accelerate reads the weights as safetensors and the
+optimiser, scaler and RNG files with ``torch.load(weights_only=True)``, which builds
+tensors and plain containers only; but it would unpickle objects registered for
+checkpointing with ``weights_only=False`` (a crafted ``custom_checkpoint_N.pkl`` would
+run code), so none is registered: their states live in the manifest. Checkpoints written
+before that kept them in those files; :func:`saved_states` converts them with
+``weights_only=True`` or names them as not loadable.
 """
 
 from __future__ import annotations
@@ -19,16 +27,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import random
+import re
 import shutil
 import struct
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
+import torch
 from accelerate import Accelerator
+from accelerate.utils import load
 from safetensors import SafetensorError
 
 from textvae.atomic import staged_directory
@@ -49,12 +63,25 @@ CARRIES = {
     "custom_checkpoint_1": "LR schedule state",
     "custom_checkpoint_2": "aggressive-training state",
     "textvae_state": "manifest and loop counters",
+    "train_state": "loop counters",
 }
+# The loop's state objects kept in the manifest, with their file in checkpoints written
+# before (Accelerate's ``custom_checkpoint_N.pkl``; N = 0 was the counters, always in the manifest too).
+SAVED_STATES = {"lr_schedule": "custom_checkpoint_1.pkl", "aggressive": "custom_checkpoint_2.pkl"}
+LEGACY_STATE = re.compile(r"^custom_checkpoint_\d+\.pkl$")
+
+
+class Stateful(Protocol):
+    """What the manifest can keep: an object whose state is plain JSON data."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass
 class TrainState:
-    """Loop counters saved with every checkpoint (registered with Accelerate)."""
+    """Loop counters, kept in every checkpoint's manifest."""
 
     step: int = 0
     epoch: int = 0
@@ -68,7 +95,19 @@ class TrainState:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
+        """Counters from a manifest, checked: a crafted or garbled one is refused, not half applied."""
+        names = {f.name for f in fields(self)}
+        if unknown := sorted(set(state) - names):
+            raise ValueError(f"unknown counters {unknown}")
+        values = {**self.state_dict(), **state}
+        for key in ("step", "epoch", "batch_in_epoch"):  # the position: never defaulted
+            if key not in state:
+                raise KeyError(key)
+        for key, value in values.items():
+            fits = isinstance(value, (int, float)) if key == "best_elbo" else isinstance(value, int) and value >= 0
+            if isinstance(value, bool) or not fits:
+                raise TypeError(f"{key} = {value!r} is not a count")
+        for key, value in values.items():
             setattr(self, key, value)
 
 
@@ -86,7 +125,9 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def carries(name: str) -> str:
-    """What the checkpoint file ``name`` holds, for messages."""
+    """What the checkpoint file (or manifest state) ``name`` holds, for messages."""
+    if name in SAVED_STATES:
+        return carries(SAVED_STATES[name])
     stem = name.split(".")[0]
     key = stem if stem in CARRIES else stem.rstrip("0123456789").rstrip("_")
     process = f" of process {stem.rsplit('_', 1)[1]}" if key == "random_states" else ""
@@ -97,11 +138,12 @@ def carries(name: str) -> str:
 
 
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, keep_last: int,
-                    identity: dict[str, Any]) -> Path:
+                    identity: dict[str, Any], saved: dict[str, Stateful]) -> Path:
     """Write a checkpoint atomically and keep only the newest ``keep_last``; all processes call this.
 
     ``identity``: what the run was (``recipe``, ``data`` fingerprint), recorded in the
-    manifest so a resume can compare itself with it.
+    manifest so a resume can compare itself with it. ``saved``: the state objects (names
+    from :data:`SAVED_STATES`) whose ``state_dict`` the manifest keeps as JSON.
     """
     root = checkpoint_dir(run_dir)
     final = root / f"{PREFIX}{state.step:08d}"
@@ -111,7 +153,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, 
         if accelerator.is_main_process:
             files = {path.name: file_record(path) for path in sorted(tmp.iterdir()) if path.is_file()}
             manifest = {"train_state": state.state_dict(), "processes": accelerator.num_processes, **identity,
-                        "files": files}
+                        "states": {name: obj.state_dict() for name, obj in saved.items()}, "files": files}
             with open(tmp / STATE_FILE, "w", encoding="utf-8") as handle:
                 json.dump(manifest, handle, indent=1)
             _fsync_tree(tmp)
@@ -149,12 +191,98 @@ def clean_partial(run_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def state_files(accelerator: Accelerator, registered: int) -> list[str]:
-    """The files ``accelerator.load_state`` reads for this run (Accelerate's names), with
-    ``registered`` objects registered for checkpointing."""
+def state_files(accelerator: Accelerator) -> list[str]:
+    """The files ``accelerator.load_state`` reads for this run (Accelerate's names)."""
     return [MODEL_FILE, "optimizer.bin", *(f"random_states_{i}.pkl" for i in range(accelerator.num_processes)),
-            *(f"custom_checkpoint_{i}.pkl" for i in range(registered)),
             *(["scaler.pt"] if accelerator.scaler is not None else [])]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def saved_states(path: Path, manifest: dict[str, Any], names: Iterable[str]) -> tuple[dict[str, dict], dict[str, str]]:
+    """The states ``names`` a checkpoint holds, and why each missing one is missing.
+
+    A checkpoint written before the manifest kept them holds them in Accelerate's pickles;
+    those are read with ``weights_only=True`` (tensors and plain containers, no code) and
+    kept only when they are plain JSON data, as every state of the loop is.
+    """
+    stored = manifest.get("states")
+    found, missing = {}, {}
+    for name in names:
+        legacy = path / SAVED_STATES[name]
+        if isinstance(stored, dict) and isinstance(stored.get(name), dict):
+            found[name] = stored[name]
+        elif stored is None and legacy.is_file():
+            try:
+                found[name] = json.loads(json.dumps(torch.load(legacy, map_location="cpu", weights_only=True)))
+            except Exception as exc:  # noqa: BLE001 -- whatever the file is, it is not loaded
+                missing[name] = f"in {legacy.name}, which is not plain data ({type(exc).__name__}) and is not loaded"
+        else:
+            missing[name] = f"not in {STATE_FILE}"
+    return found, missing
+
+
+def restore_states(path: Path, saved: dict[str, Stateful], states: dict[str, dict]) -> None:
+    """``load_state_dict`` of each state found; one that does not apply stops the resume, naming it."""
+    for name, state in states.items():
+        try:
+            saved[name].load_state_dict(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TextVAEError(f"{path / STATE_FILE}: its {carries(name)} does not apply to this run "
+                               f"({type(exc).__name__}: {str(exc)[:200]}); the resume is refused") from None
+
+
+def read_state_file(path: Path) -> Any:
+    """A pickled state file read as Accelerate reads it (``weights_only=True``: tensors and plain
+    containers, never code); one that holds anything else is named in one line."""
+    try:
+        return load(path, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        raise TextVAEError(f"{path} ({carries(path.name)}) holds objects other than tensors and plain data"
+                           f"{f' ({found[1][:100]})' if found else ''}: it is not loaded, since loading it could run "
+                           "code; the resume is refused") from None
+
+
+def check_applied(accelerator: Accelerator, path: Path, optimizer: torch.optim.Optimizer, skipped: set[str]) -> None:
+    """Refuse a resume whose optimiser or RNG state was read but did not take.
+
+    ``load_state`` logs an RNG state it could not set at INFO and goes on; an optimiser
+    state of other shapes loads and fails only at the next step. ``skipped``: files this
+    run took afresh on purpose.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                    raise TextVAEError(f"{path / 'optimizer.bin'} ({carries('optimizer')}): its {key} has shape "
+                                       f"{tuple(value.shape)} for a parameter of shape {tuple(param.shape)}; "
+                                       "the resume is refused")
+    name = f"random_states_{accelerator.process_index}.pkl"
+    if name in skipped:
+        return
+    try:
+        saved = read_state_file(path / name)
+        applied = (random.getstate() == saved["random_state"]
+                   and _same_numpy_state(np.random.get_state(), saved["numpy_random_seed"])
+                   and torch.equal(torch.get_rng_state(), saved["torch_manual_seed"])
+                   and (not torch.cuda.is_available() or "torch_cuda_manual_seed" not in saved
+                        or all(torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all(),
+                                                                 saved["torch_cuda_manual_seed"], strict=True))))
+    except Exception as exc:  # noqa: BLE001 -- an archive of the wrong content is one line too
+        applied, why = False, f"{type(exc).__name__}: {str(exc)[:120]}"
+    else:
+        why = "the generators' states differ from it after loading"
+    if not applied:
+        raise TextVAEError(f"{path / name} ({carries(name)}) was read but does not apply ({why}); the resume is "
+                           "refused: delete that file and pass train.resume_inexact=true to draw new random numbers, "
+                           "or train.overwrite=true to start afresh")
+
+
+def _same_numpy_state(current: tuple, saved: tuple) -> bool:
+    return len(current) == len(saved) and all(
+        np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b for a, b in zip(current, saved, strict=True))
 
 
 def _fsync_tree(path: Path) -> None:

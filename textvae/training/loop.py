@@ -59,6 +59,7 @@ from textvae.training.resume import (
     load_checkpoint,
     prepare_run_directory,
     run_identity,
+    saved_nothing,
     set_aside,
     undone_on_failure,
 )
@@ -354,8 +355,10 @@ def train(recipe: Recipe) -> Path:
     with claim_run_directory(run_dir, accelerator):
         point = choose_checkpoint(run_dir, recipe.train.resume, recipe.train.overwrite, recipe.train.resume_inexact)
         accelerator.wait_for_everyone()  # every process has looked before the main one clears
+        # A resume of a run killed before it saved anything starts it again: its leftovers go.
+        restart = point is None and recipe.train.resume == "auto" and saved_nothing(run_dir)
         if accelerator.is_main_process:
-            prepare_run_directory(run_dir, fresh=point is None, overwrite=recipe.train.overwrite)
+            prepare_run_directory(run_dir, fresh=point is None, overwrite=recipe.train.overwrite or restart)
         _train(recipe, accelerator, run_dir, point, created)
     return run_dir
 
@@ -401,17 +404,16 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
         raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
         state = TrainState()
         aggressive = AggressiveInference(cfg.aggressive)
-        # Registered only when used, so checkpoints of runs without it keep their layout.
-        registered = [state, schedule, *([aggressive] if aggressive.enabled else [])]
-        accelerator.register_for_checkpointing(*registered)
+        # Kept as JSON in each checkpoint's manifest (never pickled), the aggressive switch only when used.
+        saved = {"lr_schedule": schedule, **({"aggressive": aggressive} if aggressive.enabled else {})}
         log = MetricsLog(run_dir / "metrics.jsonl", accelerator)
         identity = run_identity(recipe.to_dict(), data_fingerprint(data.splits))
         if point is not None:
-            inexact, notes, fresh = differences(point, identity, accelerator.num_processes,
-                                                state_files(accelerator, len(registered)))
+            inexact, notes, fresh = differences(point, identity, accelerator.num_processes, state_files(accelerator),
+                                                saved)
             accept_differences(point, inexact, notes, cfg.resume_inexact, accelerator)
             set_aside(point, accelerator)
-            load_checkpoint(accelerator, run_dir, point, fresh, state)
+            load_checkpoint(accelerator, run_dir, point, fresh, state, saved, optimizer)
             log.truncate_after(state.step)
             accelerator.print(f"resumed from {point.path} at step {state.step}")
         if cfg.tensorboard:
@@ -508,7 +510,7 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
             accelerator.wait_for_everyone()
         # After validation: an early stop is saved too.
         if stop or (validate_now if cfg.save_every == 0 else state.step % cfg.save_every == 0):
-            save_checkpoint(accelerator, run_dir, state, cfg.keep_last, identity)
+            save_checkpoint(accelerator, run_dir, state, cfg.keep_last, identity, saved)
     progress.close()
     accelerator.end_training()
     accelerator.print(f"model exported to {run_dir / 'final'}")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
@@ -36,15 +37,22 @@ from textvae.atomic import remove_staged
 from textvae.data.tokenized import as_token_rows
 from textvae.errors import TextVAEError
 from textvae.training.checkpointing import (
+    LEGACY_STATE,
     STATE_FILE,
     CheckpointCheck,
+    Stateful,
     TrainState,
     carries,
+    check_applied,
     checkpoint_dir,
     clean_partial,
     inspect_checkpoint,
     list_checkpoints,
+    read_state_file,
+    restore_states,
     save_state_into,
+    saved_states,
+    state_files,
 )
 
 try:
@@ -202,10 +210,23 @@ def choose_checkpoint(run_dir: Path, resume: str, overwrite: bool, inexact: bool
     raise TextVAEError(f"train.resume={resume}: damaged checkpoint: {check.describe()}{hint}")
 
 
+def saved_nothing(run_dir: Path) -> bool:
+    """The run in ``run_dir`` stopped (was killed) before it saved anything trained: no export,
+    no checkpoint, nothing set aside. What it left (tokenizer, recipe, metrics) is
+    cleared by a resume, which then starts it afresh, without losing work."""
+    root = checkpoint_dir(run_dir)
+    kept = [path for path in root.iterdir() if not path.name.startswith(".tmp-")] if root.is_dir() else []
+    return not kept and not (run_dir / "final").exists()
+
+
 def _newest_resumable(run_dir: Path, inexact: bool) -> ResumePoint | None:
     found = list_checkpoints(run_dir)
     if not found:
         existing = run_outputs(run_dir)
+        if existing and saved_nothing(run_dir):
+            print(f"output_dir {run_dir} holds a run that stopped before its first checkpoint ({', '.join(existing)}): "
+                  "nothing trained was saved, so it starts afresh", file=sys.stderr)
+            return None
         if existing:
             raise TextVAEError(
                 f"train.resume=auto: output_dir {run_dir} holds a run ({', '.join(existing)}) but no checkpoint to "
@@ -258,12 +279,12 @@ def run_identity(recipe_values: dict[str, Any], data: str) -> dict[str, Any]:
 
 
 def differences(point: ResumePoint, identity: dict[str, Any], processes: int,
-                needed: Iterable[str]) -> tuple[list[str], list[str], set[str]]:
+                needed: Iterable[str], saved: Iterable[str]) -> tuple[list[str], list[str], set[str]]:
     """How resuming ``point`` would differ from continuing the run uninterrupted.
 
-    Returns (what makes it inexact, notes that do not, the checkpoint files whose state
-    this run must take from its own fresh start). ``needed``: the files this run's
-    ``load_state`` reads.
+    Returns (what makes it inexact, notes that do not, the checkpoint files and manifest
+    states this run must take from its own fresh start). ``needed``: the files this run's
+    ``load_state`` reads; ``saved``: the states it keeps in the manifest.
     """
     manifest = point.manifest
     recorded = set(manifest.get("files") or ())
@@ -271,6 +292,9 @@ def differences(point: ResumePoint, identity: dict[str, Any], processes: int,
     fresh |= {name for name in needed if name not in recorded and not (point.path / name).is_file()}
     inexact = [f"{name} ({carries(name)}) is {point.check.problems.get(name, 'not in the checkpoint')}: "
                "this run starts it afresh" for name in sorted(fresh)]
+    _, missing = saved_states(point.path, manifest, saved)
+    fresh |= set(missing)
+    inexact += [f"the {carries(name)} is {why}: this run starts it afresh" for name, why in sorted(missing.items())]
     if "recipe" not in manifest:
         inexact.append(f"{STATE_FILE} records no recipe or data (written by an older textvae): they cannot be compared")
         return inexact, [], fresh
@@ -312,20 +336,26 @@ def accept_differences(point: ResumePoint, inexact: Sequence[str], notes: Sequen
 
 
 def load_checkpoint(accelerator: Accelerator, run_dir: Path, point: ResumePoint, fresh: set[str],
-                    state: TrainState) -> None:
-    """``load_state`` of ``point``; files in ``fresh`` are replaced by this run's own current state.
+                    state: TrainState, saved: dict[str, Stateful], optimizer: torch.optim.Optimizer) -> None:
+    """Load ``point`` into this run; names in ``fresh`` keep this run's own current state.
 
-    Every process calls this. The replacement is a staging checkpoint: this run's state is
-    saved, the checkpoint's good files are copied over it, and that is loaded.
+    Every process calls this. Accelerate reads a staging copy when some files must not be
+    read: this run's state is saved, the checkpoint's good files are copied over it (never
+    the pickled states of checkpoints written before the manifest held them), and that is
+    loaded. Every piece of state that was read but did not take stops the resume.
     """
     source = point.path
-    staging = checkpoint_dir(run_dir) / ".tmp-resume" if fresh else None
+    skipped = (fresh - set(saved)) | {path.name for path in source.iterdir() if LEGACY_STATE.match(path.name)}
+    pickled = {"optimizer.bin", "scaler.pt", f"random_states_{accelerator.process_index}.pkl"}  # what this process reads
+    for name in sorted(pickled & set(state_files(accelerator)) - skipped):  # named before Accelerate reads it
+        read_state_file(source / name)
+    staging = checkpoint_dir(run_dir) / ".tmp-resume" if skipped else None
     try:
         if staging is not None:
             save_state_into(accelerator, staging)
             if accelerator.is_main_process:
                 for path in source.iterdir():
-                    if path.is_file() and path.name not in fresh:
+                    if path.is_file() and path.name not in skipped:
                         shutil.copy2(path, staging / path.name)
             accelerator.wait_for_everyone()
             source = staging
@@ -337,4 +367,6 @@ def load_checkpoint(accelerator: Accelerator, run_dir: Path, point: ResumePoint,
         accelerator.wait_for_everyone()
         if staging is not None and accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
-    state.load_state_dict(point.manifest["train_state"])  # the manifest's counters (the same, or the only ones)
+    check_applied(accelerator, point.path, optimizer, fresh)
+    states, _ = saved_states(point.path, point.manifest, [name for name in saved if name not in fresh])
+    restore_states(point.path, {"train_state": state, **saved}, {"train_state": point.manifest["train_state"], **states})
