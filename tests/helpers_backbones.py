@@ -65,11 +65,18 @@ def _config(kind: str, vocab_size: int, tokenizer: TokenizersBackend):
 MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "bert": BertModel, "distilbert": DistilBertModel}
 
 
-def save_tiny_backbone(kind: str, directory: Path, seed: int = 0) -> Path:
-    """A random tiny ``kind`` model and its tokenizer in ``directory`` (created)."""
-    tokenizer = _tokenizer(kind, sorted(vocabulary()))
+def save_tiny_backbone(kind: str, directory: Path, seed: int = 0, vocab_size: int | None = None,
+                       tokenizer_kind: str | None = None) -> Path:
+    """A random tiny ``kind`` model and its tokenizer in ``directory`` (created).
+
+    ``vocab_size`` (default: the tokenizer's size) sizes the embedding table, and
+    ``tokenizer_kind`` saves another kind's tokenizer beside it: a backbone that does not
+    match its tokenizer.
+    """
+    words = sorted(vocabulary())
+    tokenizer = _tokenizer(kind, words)
     torch.manual_seed(seed)
-    model = MODEL_CLASSES[kind](_config(kind, len(tokenizer), tokenizer)).eval()
+    model = MODEL_CLASSES[kind](_config(kind, vocab_size or len(tokenizer), tokenizer)).eval()
     model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    (tokenizer if tokenizer_kind is None else _tokenizer(tokenizer_kind, words)).save_pretrained(directory)
     return Path(directory)

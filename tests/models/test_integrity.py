@@ -170,3 +170,25 @@ def test_evaluate_of_one_sentence_says_why_it_cannot(export, capsys):
                                "--iw-samples", "2", "--no-progress")
     assert status == 2 and err == ["textvae: error: an evaluation compares sentences (active units, mutual "
                                    "information) and needs at least 2, got 1"]
+
+
+@pytest.mark.parametrize(("kind", "rows", "tokenizer_kind"), [("llama", -3, None), ("llama", 64, "gpt2")],
+                         ids=["smaller", "another-models-tokenizer"])
+def test_training_on_a_backbone_that_does_not_match_its_tokenizer_is_refused(backbones, tmp_path, capsys, kind,
+                                                                             rows, tokenizer_kind):
+    """Before: an IndexError traceback (a smaller table), or a silent run on another model's ids (a larger one)."""
+    from transformers import AutoTokenizer
+
+    from tests.helpers_backbones import save_tiny_backbone
+
+    table = len(AutoTokenizer.from_pretrained(backbones / kind)) + rows
+    backbone = save_tiny_backbone(kind, tmp_path / "backbone", vocab_size=table, tokenizer_kind=tokenizer_kind)
+    status, _, err = run_cli(capsys, "train", "quickstart", "data.corpus=synthetic", f"output_dir={tmp_path / 'run'}",
+                             "data.tokenizer=decoder", "data.max_train_lines=64", "model.decoder_type=pretrained",
+                             f"model.decoder_name_or_path={backbone}", "model.latent_size=4",
+                             "model.invlip_state_size=8", "model.icnn_hidden_size=16", "train.max_steps=1",
+                             "train.progress=false")
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith(f"textvae: error: model.decoder_name_or_path: '{backbone}' has an embedding table of "
+                             f"{table} tokens but its tokenizer has ")
+    assert not (tmp_path / "run").exists()

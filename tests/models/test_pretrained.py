@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -374,3 +375,63 @@ def test_the_whitened_output_lift_is_an_orthonormal_basis_of_the_directions_w_a_
     wa = weight @ invlip.directions  # the same span as W A
     residual = wa - lift @ torch.linalg.lstsq(lift, wa).solution
     assert float(residual.norm() / wa.norm()) < 1e-3
+
+
+# ------------------------------------------------------------------ a backbone and its tokenizer
+
+def built(decoder: Path, encoder: Path | None = None, *overrides: str) -> TextVAEModel:
+    """The model ``textvae train`` builds over the backbones in ``decoder`` (and ``encoder``)."""
+    from textvae.training.builders import build_model, pretrained_tokenizer
+    from textvae.training.recipe import load_recipe
+
+    pretrained_encoder = [] if encoder is None else ["model.encoder_type=pretrained",
+                                                      f"model.encoder_name_or_path={encoder}"]
+    recipe = load_recipe(None, ["data.tokenizer=decoder", "model.decoder_type=pretrained",
+                                f"model.decoder_name_or_path={decoder}", "model.latent_size=4",
+                                "model.invlip_state_size=8", "model.icnn_hidden_size=16", *pretrained_encoder,
+                                *overrides])
+    return build_model(recipe, pretrained_tokenizer(recipe)[0])
+
+
+def own_size(backbones: Path, kind: str) -> int:
+    """The size of the tokenizer of the tiny ``kind`` backbone (and of its table)."""
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(backbones / kind))
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_an_embedding_table_padded_beyond_the_tokenizer_is_a_legitimate_backbone(backbones, tmp_path, kind):
+    """Models pad their table to a round size (Qwen2, Phi-2, T5): the ids all fit, the specials are the model's."""
+    padded = -(-own_size(backbones, kind) // 64) * 64 + 64
+    model = built(save_tiny_backbone(kind, tmp_path / kind, vocab_size=padded),
+                  save_tiny_backbone("bert", tmp_path / "bert", vocab_size=padded))
+    assert model.config.vocab_size == padded
+    assert torch.isfinite(model(**batch(model)).loss)
+
+
+def test_an_eos_chosen_in_the_recipe_is_not_held_against_a_padded_table(tmp_path):
+    model = built(save_tiny_backbone("llama", tmp_path / "llama", vocab_size=256), None, "data.eos_token=<unk>")
+    assert model.tokenizer.eos_token == "<unk>"
+
+
+@pytest.mark.parametrize(("part", "kind", "tokenizer_kind", "rows", "message"), [
+    ("decoder", "llama", None, -3, "ids from {rows} on would index past the table"),
+    ("decoder", "gpt2", None, -1, "ids from {rows} on would index past the table"),
+    ("decoder", "gpt2", "llama", 0, "ids from {rows} on would index past the table"),
+    ("decoder", "llama", "gpt2", 64, "the model's eos_token_id 1 is '.+' there, no special token"),
+    ("decoder", "gpt2", "llama", 64, r"its eos token is id 1 where the model's eos_token_id is 0"),
+    ("encoder", "bert", None, -2, "ids from {rows} on would index past the table"),
+    ("encoder", "bert", "gpt2", 64, "the model's pad_token_id 2 is '.+' there, no special token"),
+])
+def test_a_backbone_whose_table_is_not_its_tokenizers_is_refused_naming_both_sizes(
+        backbones, tmp_path, part, kind, tokenizer_kind, rows, message):
+    """Smaller: an IndexError mid-training before; another model's tokenizer: trained silently on its ids."""
+    table = own_size(backbones, kind) + rows
+    directory = save_tiny_backbone(kind, tmp_path / "odd", vocab_size=table, tokenizer_kind=tokenizer_kind)
+    size = own_size(backbones, tokenizer_kind or kind)
+    with pytest.raises(TextVAEError) as caught:
+        built(directory, backbones / "bert") if part == "decoder" else built(backbones / "llama", directory)
+    assert str(caught.value).startswith(f"model.{part}_name_or_path: '{directory}' has an embedding table of "
+                                        f"{table} tokens but its tokenizer has {size}")
+    assert re.search(message.format(rows=table), str(caught.value)) and "\n" not in str(caught.value)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,16 @@ def _from_stored_config(part: str, config: TextVAEConfig, auto: type) -> PreTrai
     return auto.from_config(backbone_config, dtype=torch.float32)
 
 
-def _from_source(part: str, config: TextVAEConfig, auto: type) -> PreTrainedModel:
+def _source(part: str, config: TextVAEConfig) -> tuple[str, str, str | None, Any]:
+    """The recipe key naming ``part``'s backbone, its name or path, its GGUF file, and its config."""
     option = f"model.{part}_name_or_path"
     name = local_path(getattr(config, f"{part}_name_or_path"))
     gguf_file = config.decoder_gguf_file if part == "decoder" else None
-    source = _source_config(option, name, gguf_file)
+    return option, name, gguf_file, _source_config(option, name, gguf_file)
+
+
+def _from_source(part: str, config: TextVAEConfig, auto: type) -> PreTrainedModel:
+    option, name, gguf_file, source = _source(part, config)
     if part == "decoder" and not _has_causal_head(source):
         raise TextVAEError(f"{option}: '{name}' is a {source.model_type} model, which has no causal-LM head "
                            "(AutoModelForCausalLM cannot load it); give a decoder-only language model")
@@ -111,6 +117,55 @@ def _from_source(part: str, config: TextVAEConfig, auto: type) -> PreTrainedMode
     except Exception as exc:  # noqa: BLE001 -- transformers raises many types for unusable checkpoints
         raise TextVAEError(f"{option}: cannot load the weights of '{name}' ({type(exc).__name__}: "
                            f"{_first_line(exc)})") from None
+
+
+_SPECIAL_ROLES = ("bos", "eos", "pad")
+
+
+def check_tokenizer_fits(part: str, config: TextVAEConfig, tokenizer: Any,
+                         own_roles: Sequence[str] = _SPECIAL_ROLES) -> None:
+    """Refuse a ``part`` backbone whose token table does not belong to ``tokenizer``, in one line
+    naming both sizes and the path.
+
+    A table smaller than the tokenizer's ids is always refused: an id past it is an
+    ``IndexError`` mid-training. A larger table is common and legitimate: many models pad it
+    to a round size for fast kernels (Qwen2 151,936 rows for 151,665 tokens, Phi-2 51,200 for
+    50,295, T5 32,128 for 32,100), so size alone cannot tell padding from another model's
+    tokenizer; the model's special ids can (:func:`_check_special_ids`).
+    """
+    option, name, _, source = _source(part, config)
+    text = source.get_text_config() if hasattr(source, "get_text_config") else source
+    table, size = text.vocab_size, max(tokenizer.get_vocab().values()) + 1
+    where = f"{option}: '{name}' has an embedding table of {table} tokens but its tokenizer has {size}"
+    if size > table:
+        raise TextVAEError(f"{where}: ids from {table} on would index past the table; the tokenizer belongs to "
+                           "another model")
+    if size < table:
+        _check_special_ids(where, text, tokenizer, size, own_roles)
+
+
+def _check_special_ids(where: str, text_config: Any, tokenizer: Any, size: int, own_roles: Sequence[str]) -> None:
+    """Padding rows never change a model's special tokens; another model's tokenizer does.
+
+    So every ``bos/eos/pad_token_id`` the model's config gives (an id or a list of them) must
+    be a special token of the tokenizer, and the tokenizer's own token of each of
+    ``own_roles`` (those textvae did not choose itself) must be among the config's ids for
+    that role. A tokenizer that shares the model's special ids but not its words passes:
+    nothing in a checkpoint tells it from padding.
+    """
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    for role in _SPECIAL_ROLES:
+        given = getattr(text_config, f"{role}_token_id", None)
+        ids = [given] if isinstance(given, int) else list(given or [])
+        stray = next((i for i in ids if i not in special), None)
+        if stray is not None:
+            what = "beyond it" if stray >= size else f"'{tokenizer.convert_ids_to_tokens(stray)}' there, no special token"
+            raise TextVAEError(f"{where}, and the model's {role}_token_id {stray} is {what}: the tokenizer belongs "
+                               "to another model")
+        own = getattr(tokenizer, f"{role}_token_id") if role in own_roles else None
+        if ids and own is not None and own not in ids:
+            raise TextVAEError(f"{where}, and its {role} token is id {own} where the model's {role}_token_id is "
+                               f"{given}: the tokenizer belongs to another model")
 
 
 def align_tensors(model: nn.Module) -> None:

@@ -9,7 +9,7 @@ import torch
 from textvae.data.tokenization import load_encoder_tokenizer, load_pretrained_tokenizer
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig, TextVAEModel
-from textvae.models.pretrained import local_path
+from textvae.models.pretrained import check_tokenizer_fits, local_path
 from textvae.training.config import OptimConfig
 from textvae.training.recipe import Recipe
 
@@ -50,10 +50,16 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerFast) -> TextVAEMo
             f"model.max_position_embeddings ({config.max_position_embeddings})"
         )
     check_vocabulary_fits(config)
-    model = TextVAEModel(config)
-    model.tokenizer = tokenizer
+    encoder_tokenizer = None
     if config.encoder_type == "pretrained":
-        model.encoder_tokenizer = load_encoder_tokenizer(local_path(config.encoder_name_or_path))
+        encoder_tokenizer = load_encoder_tokenizer(local_path(config.encoder_name_or_path))
+        check_tokenizer_fits("encoder", config, encoder_tokenizer)
+    if config.decoder_type == "pretrained":
+        # textvae picks the decoder's BOS and pad itself (its EOS where it has none), and
+        # data.eos_token replaces its EOS: only an EOS of its own must be the model's.
+        check_tokenizer_fits("decoder", config, tokenizer, own_roles=() if recipe.data.eos_token else ("eos",))
+    model = TextVAEModel(config)
+    model.tokenizer, model.encoder_tokenizer = tokenizer, encoder_tokenizer
     return model
 
 
