@@ -1,7 +1,10 @@
 import errno
+import hashlib
+import io
 import json
 import multiprocessing
 import os
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -86,22 +89,52 @@ def test_a_failing_build_leaves_nothing(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_a_full_disk_is_one_line_and_leaves_no_usable_entry(tmp_path, monkeypatch):
-    real = cache.EntryWriter.append
+OS_ERRORS = [errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+             errno.ENAMETOOLONG]
 
-    def append(self, name, values):
-        if name == "pairs":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(self, name, values)
 
-    monkeypatch.setattr(cache.EntryWriter, "append", append)
-    with pytest.raises(TextVAEError, match=r"no space left on the device while building a test cache entry; "
-                                           r"nothing was kept") as info:
-        get_or_build(tmp_path, "test", INPUTS, squares)
-    assert "\n" not in str(info.value)
+def rust_worded(code: int) -> Exception:
+    """How tokenizers and safetensors report an OS error: an exception of their own."""
+    return Exception(f"I/O error: {os.strerror(code)} (os error {code})")
+
+
+@pytest.mark.parametrize("where", ["array write", "file write (Rust wording)"])
+@pytest.mark.parametrize("code", OS_ERRORS, ids=errno.errorcode.get)
+def test_every_os_error_while_building_is_one_line_and_leaves_no_usable_entry(tmp_path, monkeypatch, code, where):
+    real_open = Path.open
+
+    def failing_open(self, mode="r", *args, **kwargs):  # the array file's writes fail
+        if self.suffix == ".bin" and "w" in mode:
+            raise OSError(code, os.strerror(code))
+        return real_open(self, mode, *args, **kwargs)
+
+    def failing_build(writer):  # a library saving into the entry fails
+        squares(writer)
+        raise rust_worded(code)
+
+    if where == "array write":
+        monkeypatch.setattr(Path, "open", failing_open)
+    with pytest.raises(TextVAEError) as info:
+        get_or_build(tmp_path, "test", INPUTS, failing_build if where != "array write" else squares)
+    assert str(info.value) == (f"{tmp_path / 'test'}: cannot build a test cache entry there ({os.strerror(code)}); "
+                               "nothing was kept (free space, or set data.cache_dir or $TEXTVAE_CACHE to a writable "
+                               "directory)")
     assert leftovers(tmp_path) == []
-    monkeypatch.setattr(cache.EntryWriter, "append", real)
+    monkeypatch.undo()
     assert get_or_build(tmp_path, "test", INPUTS, squares).array("x")[3] == 9
+
+
+def test_a_read_only_cache_still_opens_its_entries(tmp_path, monkeypatch):
+    built = get_or_build(tmp_path, "test", INPUTS, squares)
+    real_open = Path.open
+
+    def read_only(self, mode="r", *args, **kwargs):  # the lock file cannot be created or opened for writing
+        if self.suffix == ".lock":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    assert get_or_build(tmp_path, "test", INPUTS, squares).path == built.path
 
 
 def test_an_unwritable_root_is_one_line(tmp_path):
@@ -163,21 +196,98 @@ def test_two_processes_build_one_copy(tmp_path):
     assert leftovers(tmp_path) == [Path(paths.pop()).name]
 
 
-def test_file_fingerprint_sees_same_size_edits_with_the_time_put_back(tmp_path):
-    path = tmp_path / "big.txt"
-    path.write_bytes(b"a" * (3 << 20))
+def edit_keeping_size_and_mtime(path: Path, old: bytes, new: bytes) -> None:
+    """Replace ``old`` by ``new`` (as long) in place, then put the modification time back,
+    as ``touch -r``, ``cp -p`` or a careful editor can."""
     stat = path.stat()
-    before = file_fingerprint(path)
-    assert file_fingerprint(path) == before
-    data = bytearray(path.read_bytes())
-    data[-1:] = b"b"  # the last block is always sampled
-    path.write_bytes(bytes(data))
+    data = path.read_bytes()
+    assert len(old) == len(new) and old in data
+    with path.open("r+b") as handle:  # in place: the same inode
+        handle.write(data.replace(old, new, 1))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    after = file_fingerprint(path)
-    assert after["size"] == before["size"] and after["mtime_ns"] == before["mtime_ns"]
-    assert after["sampled_sha256"] != before["sampled_sha256"]
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
-    assert file_fingerprint(path)["mtime_ns"] != after["mtime_ns"]
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+
+@pytest.fixture
+def settle(monkeypatch):
+    """Files count as settled 50 ms after their last change instead of 10 s; calling this waits that long."""
+    monkeypatch.setattr(cache, "SETTLED_NS", 50_000_000)
+    return lambda: time.sleep(0.1)
+
+
+@pytest.fixture
+def hashes(monkeypatch) -> list[Path]:
+    """The files whose every byte was read to fingerprint them."""
+    read, real = [], cache.sha256_file
+    monkeypatch.setattr(cache, "sha256_file", lambda path: read.append(Path(path)) or real(path))
+    return read
+
+
+@pytest.mark.parametrize("remembered", [False, True], ids=["just written", "hash remembered"])
+def test_an_edit_keeping_size_and_mtime_changes_the_fingerprint(tmp_path, settle, hashes, remembered):
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"a" * (100 << 10) + b"dog" + b"a" * (3 << 20))  # 100 KiB in: where a sampled key did not look
+    if remembered:
+        settle()
+    before = file_fingerprint(path, tmp_path / "cache")
+    assert list((tmp_path / "cache").glob("fingerprints/*.json")) if remembered else not (tmp_path / "cache").exists()
+    assert file_fingerprint(path, tmp_path / "cache") == before
+    edit_keeping_size_and_mtime(path, b"dog", b"cow")
+    after = file_fingerprint(path, tmp_path / "cache")
+    assert after["size"] == before["size"] and after["sha256"] != before["sha256"]
+    assert after["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_remembered_hash_is_read_back_while_the_file_is_unchanged(tmp_path, settle, hashes):
+    path = tmp_path / "train.txt"
+    path.write_text("a b c\n" * 1000)
+    settle()
+    first = file_fingerprint(path, tmp_path)
+    assert file_fingerprint(path, tmp_path) == first and hashes == [path]  # the second read it back
+    os.utime(path)  # touched: the status changed, the bytes did not
+    assert file_fingerprint(path, tmp_path) == first and hashes == [path, path]  # hashed again, same key
+
+
+def test_a_file_changed_within_the_settling_time_is_hashed_every_time(tmp_path, hashes):
+    path = tmp_path / "train.txt"
+    path.write_text("a b c\n")
+    file_fingerprint(path, tmp_path)
+    file_fingerprint(path, tmp_path)
+    assert hashes == [path, path] and not (tmp_path / cache.FINGERPRINTS).exists()
+
+
+@pytest.mark.parametrize("remembered", [False, True], ids=["just written", "hash remembered"])
+def test_a_corpus_edited_in_place_with_size_and_mtime_kept_is_tokenised_again(make_corpus, tmp_path, settle,
+                                                                             remembered):
+    from textvae.data.config import DataConfig
+    from textvae.data.pipeline import prepare_data
+
+    padding = ("x" * 2000 + "\n") * 50  # 4 MB of text; the edit 100 KB in, where a sampled key did not look
+    corpus = make_corpus(train=padding + "the dog ran\n" + padding * 40)
+    if remembered:
+        settle()
+    cfg = DataConfig(corpus=str(corpus), cache_dir=str(tmp_path / "cache"))
+    first = prepare_data(cfg, splits=("train",), progress=False)
+    edit_keeping_size_and_mtime(corpus / "train.txt", b"the dog ran", b"the cow ran")
+    again = prepare_data(cfg, splits=("train",), progress=False)
+    assert again.splits["train"].cache.path != first.splits["train"].cache.path
+    assert again.splits["train"].cache.built_in_s is not None and "cow" in again.tokenizer.get_vocab()
+
+
+def test_a_disk_error_while_reading_a_corpus_is_one_line_naming_it(tmp_path, monkeypatch):
+    from textvae.data import reading
+
+    path = tmp_path / "train.txt"
+    path.write_text("a b\n")
+
+    class FailingFile(io.BytesIO):
+        def read(self, size=-1):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(reading, "open_text_file", lambda _: FailingFile())
+    with pytest.raises(TextVAEError) as info:
+        list(reading.file_chunks(path))
+    assert str(info.value) == f"{path}: cannot read (Input/output error)"
 
 
 def test_cache_root_prefers_the_recipe_key_then_the_environment(tmp_path, monkeypatch):

@@ -3,7 +3,8 @@
 It owns argument parsing (one module per command group, each exposing
 ``register(subparsers)``), the wording of errors in terms of flags, and printing. This
 module collects the groups, runs the chosen handler and turns a
-:class:`~textvae.errors.TextVAEError` into one line on stderr with exit status 2.
+:class:`~textvae.errors.TextVAEError`, or an ``OSError`` that reached it unworded, into
+one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from textvae.atomic import os_error_line
 from textvae.errors import InvalidArgument, TextVAEError
 
 # Modules that add sub-commands; imported lazily so `textvae --help` stays fast.
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except TextVAEError as exc:
         print(f"textvae: error: {cli_wording(exc, args)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # one no layer worded (a path too long even to look up): the path and the reason
+        print(f"textvae: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("textvae: interrupted", file=sys.stderr)

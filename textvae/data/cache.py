@@ -6,7 +6,8 @@ so anything large and costly to compute can be kept the same way (the hidden sta
 frozen language model, keyed by model, tokenizer and corpus, say).
 
 An entry is the directory ``<root>/<kind>/<key>/``, where ``key`` is a digest of the
-JSON ``inputs`` that describe what the entry was made from (file fingerprints, settings).
+JSON ``inputs`` that describe what the entry was made from (settings, and the fingerprint
+of each source file, which sees every byte: :func:`file_fingerprint`).
 It holds one raw little-endian file per array (``<name>.bin``), any other files the
 builder wrote (a tokenizer's JSON), and ``manifest.json``: the inputs, each array's dtype
 and shape, each file's size and SHA256, and the builder's own ``meta``.
@@ -35,20 +36,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from textvae.atomic import current_umask
+from textvae.atomic import OSFailure, current_umask, failures_named, reason, write_text
 from textvae.errors import TextVAEError
 
 CACHE_ENV = "TEXTVAE_CACHE"
 FORMAT = 1
 MANIFEST = "manifest.json"
-_SAMPLE_BLOCKS, _SAMPLE_BYTES = 16, 1 << 16  # a file fingerprint reads 16 blocks of 64 KiB
+FINGERPRINTS = "fingerprints"  # remembered SHA256s of source files (see file_fingerprint)
+SETTLED_NS = 10 * 10**9  # a file unchanged this long has left its file system's clock tick (see status)
 
 
 class CacheCorrupt(TextVAEError):
@@ -71,27 +73,62 @@ def digest(inputs: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def file_fingerprint(path: str | Path) -> dict[str, Any]:
-    """What identifies a file's content cheaply: path, size, mtime and a SHA256 of samples.
+def file_fingerprint(path: str | Path, root: Path | None = None) -> dict[str, Any]:
+    """What identifies a file's content: its path, its size and the SHA256 of every byte.
 
-    The samples are 16 blocks of 64 KiB spread evenly from the first byte to the last (the
-    whole file when it is smaller). An edit changes the size or the modification time, and
-    one that restores both still shows in the sampled blocks. A full hash would read the
-    whole file on every run: 0.8 s for the 1.2 GB 10M-sentence corpus from the page cache
-    (``benchmarks/README.md``, "Corpora larger than memory"), far more from a cold disk.
+    Hashing reads the whole file: 0.8 s for the 1.2 GB 10M-sentence corpus from the page
+    cache, more from a cold disk (``benchmarks/README.md``, "The corpus key"). With
+    ``root`` (the cache root) the hash is remembered under ``root/fingerprints``, keyed by
+    the file's :func:`status`, and read back (in well under a millisecond) for as long as
+    that status is unchanged, which is as long as the bytes are.
     """
     path = Path(path).resolve()
-    stat = path.stat()
-    sampled = hashlib.sha256()
-    with path.open("rb") as handle:
-        if stat.st_size <= _SAMPLE_BLOCKS * _SAMPLE_BYTES:
-            sampled.update(handle.read())
-        else:
-            last = stat.st_size - _SAMPLE_BYTES
-            for i in range(_SAMPLE_BLOCKS):
-                handle.seek(last * i // (_SAMPLE_BLOCKS - 1))
-                sampled.update(handle.read(_SAMPLE_BYTES))
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sampled_sha256": sampled.hexdigest()}
+    with failures_named(path, "read"):
+        seen = status(path)
+        memo = root / FINGERPRINTS / f"{digest(seen)}.json" if root is not None else None
+        sha256 = _recall(memo)
+        if sha256 is None:
+            started = time.time_ns()
+            sha256 = sha256_file(path)
+            if memo is not None and seen[-1] < started - SETTLED_NS and status(path) == seen:
+                _remember(memo, sha256)
+    return {"path": str(path), "size": seen[2], "sha256": sha256}
+
+
+def status(path: Path) -> list[int]:
+    """Device, inode, size, modification and change time (ns): unchanged only while the bytes are.
+
+    Why that holds: every change to a file's bytes (a write, a truncation, a write through
+    a mapping once flushed) sets its change time ``st_ctime`` to the current time, and so
+    does every change of its modification time (``touch``, ``os.utime``), which is how an
+    editor or a copy restores an old ``st_mtime``; unlike ``st_mtime``, no system call sets
+    ``st_ctime`` back (only resetting the clock or editing the raw disk would). A file
+    replaced by another (renamed over it, deleted and written anew) has another inode, or
+    the same number with a new change time. The one gap is the file system's clock tick
+    (1-10 ms on Linux, 1-2 s on FAT and some network file systems): an edit within the
+    tick of the last change can leave ``st_ctime`` as it was. So :func:`file_fingerprint`
+    remembers a hash only for a file last changed :data:`SETTLED_NS` before it began
+    reading, with the same status after the read as before: any later edit comes after
+    that read began and gets a later change time.
+    """
+    seen = os.stat(path)
+    return [seen.st_dev, seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns]
+
+
+def _recall(memo: Path | None) -> str | None:
+    """The SHA256 remembered in ``memo``, if a sound one is there."""
+    try:
+        sha256 = json.loads(memo.read_text(encoding="utf-8"))["sha256"] if memo is not None else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sha256 if isinstance(sha256, str) and len(sha256) == 64 else None
+
+
+def _remember(memo: Path, sha256: str) -> None:
+    """Keep ``sha256`` in ``memo``; a cache folder that cannot take it only costs the next run a hash."""
+    with suppress(OSError, TextVAEError):
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        write_text(memo, json.dumps({"sha256": sha256}) + "\n")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -268,7 +305,12 @@ def _locked(path: Path) -> Iterator[bool]:
     except ImportError:  # Windows: concurrent builders race, the first rename wins
         yield False
         return
-    with path.open("a") as handle:
+    try:
+        handle = path.open("a")
+    except OSError:  # a read-only cache: its entries can still be opened (a build will say why it fails)
+        yield False
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError:  # a file system without locks (some NFS mounts): the same race
@@ -295,8 +337,10 @@ def get_or_build(root: Path, kind: str, inputs: dict[str, Any], build: Callable[
     """The entry of ``inputs`` under ``root/kind``: opened if it is there and sound, else built.
 
     ``build(writer)`` fills the entry through an :class:`EntryWriter` and returns its ``meta``
-    (JSON). A damaged entry is reported through ``warn`` in one line and rebuilt. A full
-    disk raises :class:`~textvae.errors.TextVAEError` in one line, and nothing is kept.
+    (JSON). A damaged entry is reported through ``warn`` in one line and rebuilt. An OS
+    error while it is written (a full disk or quota, a file too large, a read-only or
+    unwritable folder) raises :class:`~textvae.errors.TextVAEError` in one line naming
+    the cache folder, and nothing is kept.
     """
     directory = Path(root) / kind
     key = digest(inputs)
@@ -317,32 +361,30 @@ def get_or_build(root: Path, kind: str, inputs: dict[str, Any], build: Callable[
             for stale in directory.glob(f".{key}.*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
         started = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=directory))
-        try:
-            writer = EntryWriter(tmp)
-            try:
-                manifest = writer.manifest(inputs, build(writer))
-                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-            finally:
-                writer.close()
-            os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it private
-            try:
-                os.rename(tmp, final)
-            except OSError as exc:  # another process without the lock got there first: keep its copy
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                return open_entry(final, verify=verify)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise TextVAEError(f"{directory}: no space left on the device while building a {kind} cache "
-                                   f"entry; nothing was kept (free space, or set data.cache_dir or ${CACHE_ENV} "
-                                   "to another disk)") from None
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise TextVAEError(f"{directory}: cannot write the cache there ({exc.strerror}); set "
-                                   f"data.cache_dir or ${CACHE_ENV} to a writable directory") from None
-            raise
+        tmp = None
+        try:  # every OS error while the entry is written (a full disk, a file too large) is a failed build
+            with failures_named(directory):
+                tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=directory))
+                writer = EntryWriter(tmp)
+                try:
+                    manifest = writer.manifest(inputs, build(writer))
+                    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+                finally:
+                    writer.close()
+                os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it private
+                try:
+                    os.rename(tmp, final)
+                except OSError as exc:  # another process without the lock got there first: keep its copy
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                    return open_entry(final, verify=verify)
+        except OSFailure as exc:
+            raise TextVAEError(f"{directory}: cannot build a {kind} cache entry there ({reason(exc.error)}); nothing "
+                               f"was kept (free space, or set data.cache_dir or ${CACHE_ENV} to a writable "
+                               "directory)") from None
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     entry = open_entry(final, verify=False)  # just written and hashed
     entry.built_in_s = time.perf_counter() - started
     return entry
@@ -372,4 +414,5 @@ def clear(root: Path) -> tuple[int, int]:
     gone = entries(root)
     for entry in gone:
         _discard(entry.path)
+    shutil.rmtree(Path(root) / FINGERPRINTS, ignore_errors=True)  # the remembered hashes of source files
     return len(gone), sum(entry.size_bytes for entry in gone)

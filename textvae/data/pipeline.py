@@ -5,10 +5,10 @@ Hugging Face dataset), trains or loads the tokenizer, and tokenises every split 
 length policy, reporting what it skipped, cut or dropped. Both expensive steps go
 through the cache (:mod:`textvae.data.cache`): a tokenizer trained on a corpus is kept
 under ``<cache>/tokenizers/<key>``, a tokenised split under ``<cache>/tokenized/<key>``,
-each key a digest of what the result depends on (the source files' fingerprints, the
-tokenizer, the length policy, the head limit). A second run memory-maps what the first
-built; a changed file gets a new key, never a stale entry. Text is streamed throughout,
-so a corpus may be larger than memory. Evaluation, which has the model's tokenizer
+each key a digest of what the result depends on (the source files' fingerprints, which
+see every byte, the tokenizer, the length policy, the head limit). A second run
+memory-maps what the first built; a changed file gets a new key, never a stale entry.
+Text is streamed throughout, so a corpus may be larger than memory. Evaluation, which has the model's tokenizer
 already, runs the same steps through :func:`split_sources` and :func:`tokenize_split`.
 """
 
@@ -114,11 +114,13 @@ class SplitSource:
 
 
 def split_sources(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str, SplitSource]]:
-    """The corpus name and where each of ``splits`` is read from (nothing is read yet)."""
+    """The corpus name and where each of ``splits`` is read from (the text is not read yet;
+    each file is hashed, or its hash recalled from the cache: :func:`file_fingerprint`)."""
+    root = cache_root(cfg.cache_dir)
     if cfg.hf_dataset is not None:
         path = Path(cfg.hf_dataset).resolve()
         streams = hf_split_streams(cfg.hf_dataset, cfg.text_column, splits)
-        files = [file_fingerprint(p) for p in sorted(path.rglob("*")) if p.is_file()]
+        files = [file_fingerprint(p, root) for p in sorted(path.rglob("*")) if p.is_file()]
         return path.name, {s: SplitSource(s, stream, {"dataset": files, "source": stream.source,
                                                       "column": cfg.text_column})
                            for s, stream in streams.items()}
@@ -126,7 +128,8 @@ def split_sources(cfg: DataConfig, splits: Sequence[str]) -> tuple[str, dict[str
     for split, path in resolve_corpus(cfg.corpus, cfg.data_dir, splits).items():
         factors = factors_path(path.parent, split)
         factors = factors if factors.is_file() else None
-        identity = {"file": file_fingerprint(path), "factors": file_fingerprint(factors) if factors else None}
+        identity = {"file": file_fingerprint(path, root),
+                    "factors": file_fingerprint(factors, root) if factors else None}
         sources[split] = SplitSource(split, SentenceStream.from_file(path), identity, factors)
     name = cfg.corpus if not Path(cfg.corpus).is_dir() else Path(cfg.corpus).resolve().name
     return name, sources

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from textvae.atomic import failures_named
 from textvae.data.corpora import SPLITS
 from textvae.errors import TextVAEError
 
@@ -79,7 +80,8 @@ def file_chunks(path: str | Path, chunk_bytes: int | None = None) -> Iterator[li
     with handle:
         carry, line_no = b"", 1
         while True:
-            block = handle.read(chunk_bytes)
+            with failures_named(path, "read"):  # a disk error mid-file: one line naming it
+                block = handle.read(chunk_bytes)
             data = carry + block
             cut = _last_break(data) if block else len(data)
             if block and cut == 0:  # one line longer than a chunk: read on
