@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -130,7 +130,10 @@ def run_attributes(args: argparse.Namespace) -> int:
         print(f"note: keys not on every line are not attributes: {', '.join(data.skipped)} "
               f"(name them with --attribute to be told which lines lack them)", file=sys.stderr)
     mu, logvar = encode_in_batches(model, data.sentences, args.batch_size, progress=True)
-    info = {"labels": str(args.labels), "text": None if args.text is None else str(args.text),
+    # File names only: the vectors travel with the export (`textvae push`), the local layout must not.
+    # PureWindowsPath cuts at either separator, so a C:\... path shrinks as /home/... does.
+    info = {"labels": PureWindowsPath(args.labels).name,
+            "text": None if args.text is None else PureWindowsPath(args.text).name,
             "sentences": len(data.sentences), "min_count": args.min_count}
     vectors = AttributeVectors.fit(mu, data.labels, args.min_count, info)
     vectors.save(output)

@@ -8,6 +8,14 @@ from typing import Any
 import torch
 
 from textvae.errors import TextVAEError
+from textvae.hub.failures import (
+    check_token,
+    explain_hub_error,
+    repo_id_problem,
+    scrub_token,
+    unreachable_message,
+    unreachable_reason,
+)
 from textvae.models import TextVAEModel
 from textvae.models.latents import ATTRIBUTES_FILE, AttributeVectors
 
@@ -32,7 +40,10 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     """
     source = resolve_export(name_or_path)
     path = Path(source)
-    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+    # Path("") is the working directory, but "" names no checkpoint: it goes to the repo id check.
+    looks_local = source != "" and (path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1)
+    if not looks_local:
+        check_hub_request(source, hub_kwargs)
     if looks_local:
         if not path.is_dir():
             raise TextVAEError(f"checkpoint not found: {source}")
@@ -50,13 +61,35 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
         message = None if looks_local else describe_hub_failure(exc, source, hub_kwargs.get("token"), unreachable)
         if message is None:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            message = f"{source}: could not load the checkpoint ({type(exc).__name__}: {first_line})"
+            message = scrub_token(f"{source}: could not load the checkpoint ({type(exc).__name__}: {first_line})",
+                                  _token(hub_kwargs))
     else:
         if device is not None:
             model.to(device)
         return model.eval()
     # Raised outside the handler, so the client's exception (whose request holds the token) is not chained.
     raise TextVAEError(message)
+
+
+def check_hub_request(repo_id: str, hub_kwargs: dict[str, Any]) -> None:
+    """Refuse, before any download, a name that is no local directory and no Hub repo id
+    (huggingface_hub's own validator), and a token no HTTP header can carry."""
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise TextVAEError(f"checkpoint not found: no such local directory, and {problem}")
+    token = _token(hub_kwargs)
+    if token:
+        check_token(token, given=isinstance(hub_kwargs.get("token"), str))
+
+
+def _token(hub_kwargs: dict[str, Any]) -> str | None:
+    """The token a download sends: the one given, else (unless ``token=False``) the ambient one."""
+    from huggingface_hub import get_token
+
+    token = hub_kwargs.get("token")
+    if isinstance(token, str):
+        return token
+    return None if token is False else get_token()
 
 
 def cache_only_if_unreachable(hub_kwargs: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -68,8 +101,6 @@ def cache_only_if_unreachable(hub_kwargs: dict[str, Any]) -> tuple[dict[str, Any
     ``local_files_only`` already keep the client off the network: nothing is tried then.
     """
     from huggingface_hub import constants
-
-    from textvae.hub.failures import unreachable_reason
 
     if constants.HF_HUB_OFFLINE or hub_kwargs.get("local_files_only"):
         return hub_kwargs, None
@@ -89,10 +120,11 @@ def load_attribute_vectors(name_or_path: str | Path, **hub_kwargs: Any) -> Attri
     source = resolve_export(name_or_path)
     missing = (f"{source}: no attribute vectors ({ATTRIBUTES_FILE}); compute them with "
                f"`textvae attributes {name_or_path} LABELS.jsonl`")
-    if Path(source).is_dir():
+    if source and Path(source).is_dir():  # Path("") is the working directory, "" no name of it
         if not (Path(source) / ATTRIBUTES_FILE).is_file():
             raise TextVAEError(missing)
         return AttributeVectors.load(Path(source) / ATTRIBUTES_FILE)
+    check_hub_request(source, hub_kwargs)
     hub_kwargs, unreachable = cache_only_if_unreachable(hub_kwargs)
     try:
         path = hf_hub_download(source, ATTRIBUTES_FILE, **hub_kwargs)
@@ -113,11 +145,8 @@ def describe_hub_failure(exc: BaseException, repo_id: str, token: str | None = N
 
     ``unreachable``: why the endpoint could not be reached (:func:`cache_only_if_unreachable`):
     the download then only looked in the cache, and that is the failure to report."""
-    from huggingface_hub import constants, get_token
-
-    from textvae.hub.failures import explain_hub_error, redact, unreachable_message
+    from huggingface_hub import constants
 
     if unreachable:
         return unreachable_message(constants.ENDPOINT, unreachable, writing=False)
-    message = explain_hub_error(exc, repo_id, constants.ENDPOINT, writing=False)
-    return None if message is None else redact(message, token if isinstance(token, str) else get_token())
+    return explain_hub_error(exc, repo_id, constants.ENDPOINT, writing=False, token=_token({"token": token}))

@@ -9,35 +9,41 @@ so the local export is only read, never written.
 
 Only files a textvae export is known to contain are uploaded (:data:`EXPORT_PATTERNS`):
 an export directory may also hold notes, data samples or plots its owner never meant to
-publish. Nor does the uploader's file system go public: every absolute or home-relative
-path in an uploaded metadata file (the recipe's corpus and output directory, a
-tokenizer's training file, the evaluation's sources) and in the card is replaced by its
-last component (:func:`scrub_local_paths`).
+publish. Nor does the uploader's file system go public: metadata naming local paths is
+rewritten, data naming one refuses the push (:mod:`textvae.hub.local_paths`), before
+anything is sent.
 
-Failures a user can act on (no token, a rejected token, no network, a refused upload)
-become one-line :class:`~textvae.errors.TextVAEError` messages that say which one it was.
-They never contain the token, and they are raised without the client's exception
-attached, whose HTTP request still carries the ``Authorization`` header.
+The repo id (by huggingface_hub's own validator) and the token's form are checked before
+the export is read. Failures a user can act on (no token, a malformed or rejected token,
+no network, a refused upload) become one-line :class:`~textvae.errors.TextVAEError`
+messages that say which one it was. They never contain the token, and they are raised
+without the client's exception attached, whose HTTP request still carries the
+``Authorization`` header.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
 from textvae.errors import InvalidArgument, TextVAEError
-from textvae.hub.failures import explain_hub_error, redact
+from textvae.hub.failures import check_token, explain_hub_error, repo_id_problem
 from textvae.hub.loading import load_model, resolve_export
+from textvae.hub.local_paths import (
+    find_private_path,
+    private_places,
+    scrub_local_paths,
+    upload_content,
+)
 from textvae.hub.model_card import FIGURES, build_model_card, generate_examples
 from textvae.models import TextVAEModel
 from textvae.models.latents import ATTRIBUTES_FILE
@@ -53,10 +59,6 @@ EXPORT_PATTERNS = (
     "recipe.yaml", "train_summary.json", "evaluation.json", "metrics.jsonl", *FIGURES,
 )
 METADATA_FILES = {"recipe": "recipe.yaml", "train_summary": "train_summary.json", "evaluation": "evaluation.json"}
-# Files whose strings are data (tokens), never rewritten; every other JSON/YAML file is scrubbed.
-VOCABULARY_FILES = ("tokenizer.json", "vocab.*", "merges.txt", "*.model", "added_tokens.json")
-# An absolute path (POSIX, Windows or ~/...) inside a string; not the path part of a URL.
-_LOCAL_PATH = re.compile(r"(?<![\w:/.\\])(?:~|[A-Za-z]:)?[/\\](?:[^\s/\\'\"]+[/\\]?)+")
 
 
 @dataclass
@@ -78,6 +80,7 @@ def push_export(source: str | Path, repo_id: str, *, merge: bool = False, **opti
     an export that refers to a base model nobody else can load. Takes the keyword options
     of :func:`push_directory`.
     """
+    check_push_target(repo_id, options.get("token"))
     export = Path(resolve_export(source))
     model = load_model(export)
     if not merge:
@@ -111,6 +114,7 @@ def push_model(model: TextVAEModel, repo_id: str, *, max_shard_size: int | str |
     temporary directory first; the other options are :func:`push_directory`'s.
     ``TextVAEModel.push_to_hub`` delegates here.
     """
+    check_push_target(repo_id, options.get("token"))
     with tempfile.TemporaryDirectory(prefix="textvae-push-") as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
         return push_directory(model, Path(tmp), repo_id, **options)
@@ -129,17 +133,18 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
     ``create_pr`` the branch the pull request targets), ``token`` defaults to (or with
     ``True`` is) ``HF_TOKEN`` or the ``hf auth login`` token, ``tags`` go into the card.
     """
+    token = check_push_target(repo_id, token)
     if model.tokenizer is None:
         raise TextVAEError(f"{directory}: no tokenizer beside the weights; a pushed model could not read or write text")
-    token = get_token() if token is None or token is True else token
-    if not token:
-        raise InvalidArgument("token", "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass one")
     files = export_files(directory)
     local = local_backbones(directory)
     if local:
         raise TextVAEError(f"{directory}: {'; '.join(local)}, which nobody who downloads the model can load: push with "
                            "--merge (uploads the backbone's weights, LoRA merged), or train from its Hub id")
     metadata = scrub_local_paths(read_export_metadata(directory))
+    places = private_places(directory)
+    contents = {path.relative_to(directory).as_posix(): published(path, upload_content(path, repo_id), places)
+                for path in files}
     examples = generate_examples(model)
     api = HfApi(endpoint=endpoint, token=token, library_name="textvae")
     try:
@@ -147,70 +152,48 @@ def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, privat
         card = build_model_card(model, repo_id, examples, license=license, tags=tags or (),
                                 figures=[path.name for path in files], **metadata)
         card.content = scrub_local_paths(card.content)
+        contents["README.md"] = published(Path("README.md"), str(card).encode(), places)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=path.relative_to(directory).as_posix(),
-                                         path_or_fileobj=upload_content(path, repo_id)) for path in files]
-        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content) for name, content in contents.items()]
         message = commit_message or f"Upload textvae model ({model.config.latent_path})"
         info = api.create_commit(repo_id, operations, commit_message=message, commit_description=commit_description,
                                  revision=revision, create_pr=create_pr)
     except Exception as exc:  # noqa: BLE001 -- anything but a Hub failure is re-raised as it is
-        failure = explain_hub_error(exc, repo_id, api.endpoint, writing=True)
+        failure = explain_hub_error(exc, repo_id, api.endpoint, writing=True, token=token)
         if failure is None:
             raise
     else:
-        return PushResult(repo_id, info.commit_url, info.oid,
-                          [path.relative_to(directory).as_posix() for path in files] + ["README.md"],
-                          pr_url=info.pr_url)
+        return PushResult(repo_id, info.commit_url, info.oid, list(contents), pr_url=info.pr_url)
     # Raised outside the handler, so no client exception (whose request holds the token) is chained.
-    raise TextVAEError(redact(failure, token))
+    raise TextVAEError(failure)
 
 
-def upload_content(path: Path, repo_id: str) -> str | bytes:
-    """What to upload for an export file: the file itself, unless it is metadata that names
-    local paths; those are scrubbed (:func:`scrub_local_paths`). evaluation.json's checkpoint
-    and data sources become the repo id and the corpus name, and config.json's embedded
-    backbones' local paths (relative ones too) shrink to their directory names."""
-    if path.suffix not in (".json", ".jsonl", ".yaml", ".yml") or any(
-            fnmatch.fnmatch(path.name, pattern) for pattern in VOCABULARY_FILES):
-        return str(path)
-    text = path.read_text(encoding="utf-8")
-    if path.name == "config.json":
-        config = json.loads(text)
-        for part in ("decoder", "encoder"):
-            name = config.get(f"{part}_name_or_path")
-            if config.get(f"{part}_weights") == "embedded" and name and name.startswith(("/", ".", "~")):
-                config[f"{part}_name_or_path"] = Path(name).name
-        return (json.dumps(scrub_local_paths(config), indent=2, sort_keys=True) + "\n").encode()
-    if path.name == "evaluation.json":
-        results = json.loads(text)
-        if isinstance(results.get("checkpoint"), dict) and "source" in results["checkpoint"]:
-            results["checkpoint"]["source"] = repo_id
-        if isinstance(results.get("data"), dict) and "source" in results["data"]:
-            results["data"]["source"] = results["data"].get("corpus")
-        return (json.dumps(scrub_local_paths(results), indent=2) + "\n").encode()
-    scrubbed = scrub_local_paths(text)
-    return str(path) if scrubbed == text else scrubbed.encode()
+def check_push_target(repo_id: str, token: bool | str | None) -> str:
+    """The token to push to ``repo_id`` with, once both are known to be usable: checked
+    before anything is read or sent, in one line that never quotes the token. ``token``
+    None or True means ``HF_TOKEN`` or the ``hf auth login`` token."""
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise TextVAEError(problem)
+    given = isinstance(token, str)
+    if not given:
+        token = get_token() if token is None or token is True else None
+        if token is None:
+            raise InvalidArgument("token", "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass one")
+    check_token(token, given)
+    return token
 
 
-def scrub_local_paths(value: Any) -> Any:
-    """``value`` (a string, or JSON/YAML data) with every local absolute path replaced by its
-    last component: ``/home/ann/data/ptb`` -> ``ptb``; the home directory itself -> ``~``."""
-    if isinstance(value, str):
-        return _LOCAL_PATH.sub(lambda match: _public_name(match.group()), value)
-    if isinstance(value, dict):
-        return {key: scrub_local_paths(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(scrub_local_paths(item) for item in value)
-    return value
-
-
-def _public_name(path: str) -> str:
-    stripped = path.rstrip("/\\")
-    if not stripped or os.path.expanduser(stripped) == os.path.expanduser("~"):
-        return "~"
-    return PurePath(stripped.replace("\\", "/")).name
+def published(path: Path, content: str | bytes, places: re.Pattern[str]) -> str | bytes:
+    """``content`` (what :func:`upload_content` sends for ``path``), refused when it still
+    names a path inside one of this machine's private ``places``: that is data textvae does
+    not rewrite (:mod:`textvae.hub.local_paths`), and only its owner can say what it should be."""
+    leak = find_private_path(path.name, content, places)
+    if leak:
+        raise TextVAEError(f"{path}: {leak} is a local path and would be published; remove it from the file "
+                           "before pushing")
+    return content
 
 
 def export_files(directory: Path) -> list[Path]:
