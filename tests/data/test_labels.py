@@ -69,3 +69,23 @@ def test_aligned_files_must_line_up(tmp_path, text, labels, message):
     with pytest.raises(TextVAEError) as caught:
         read_labelled(path, tmp_path / "t.txt")
     assert message in str(caught.value)
+
+
+def test_aligned_labels_are_checked_as_strictly_and_named_by_the_labels_line(tmp_path):
+    (tmp_path / "t.txt").write_text("a b .\nc d .\na b .\n", encoding="utf-8")
+    path = jsonl(tmp_path / "l.jsonl", {"t": 1, "u": "x"}, {"t": 2, "u": "y"}, {"t": 2, "u": "x"})
+    with pytest.raises(TextVAEError, match=r"l\.jsonl:3: 'a b \.' is labelled t=2 here but 1 on line 1$"):
+        read_labelled(path, tmp_path / "t.txt")
+    with pytest.raises(TextVAEError, match=r"l\.jsonl: attribute 'u' is \"x\" on all 3 lines"):
+        read_labelled(jsonl(tmp_path / "l.jsonl", {"t": 1, "u": "x"}, {"t": 2, "u": "x"}, {"t": 1, "u": "x"}),
+                      tmp_path / "t.txt", ["u"])
+
+
+def test_only_what_is_read_is_judged(tmp_path):
+    """A key on some lines only is no attribute: its name and values are not held against the file."""
+    path = jsonl(tmp_path / "l.jsonl", {"text": "a .", "t": True}, {"text": "b .", "t": 1, "odd key=": " "},
+                 {"text": "a .", "t": True})
+    data = read_labelled(path)
+    assert data.labels == {"t": [True, 1, True]} and data.skipped == ("odd key=",)  # true and 1 are two values
+    with pytest.raises(TextVAEError, match="l.jsonl:1: attribute name \"odd key=\" cannot be written"):
+        read_labelled(path, attributes=["odd key="])

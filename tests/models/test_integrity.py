@@ -192,3 +192,70 @@ def test_training_on_a_backbone_that_does_not_match_its_tokenizer_is_refused(bac
     assert err[0].startswith(f"textvae: error: model.decoder_name_or_path: '{backbone}' has an embedding table of "
                              f"{table} tokens but its tokenizer has ")
     assert not (tmp_path / "run").exists()
+
+
+LABELLED = (Path(__file__).resolve().parents[2] / "data" / "synthetic" / "valid.txt").read_text().splitlines()[:4]
+
+
+def labelled(i: int, tense: str = '"past"', name: str = "tense", text: str | None = None) -> str:
+    """Line i of a labels file, written by hand (JSON itself cannot write NaN keys twice or 1e400)."""
+    return f'{{"text": {json.dumps(text or LABELLED[i])}, {json.dumps(name)}: {tense}}}'
+
+
+def good(i: int) -> str:
+    return labelled(i, '"past"' if i % 2 else '"present"')
+
+
+HOSTILE_LABELS = {
+    "one-value": ([labelled(i) for i in range(4)], 'l.jsonl: attribute \'tense\' is "past" on all 4 lines'),
+    "key-twice": ([good(0), good(1), labelled(2)[:-1] + ', "tense": "present"}', good(3)],
+                  "l.jsonl:3: key 'tense' is given twice"),
+    "text-twice": ([good(0), labelled(1)[:-1] + f', "text": {json.dumps(LABELLED[2])}}}', good(2), good(3)],
+                   "l.jsonl:2: key 'text' is given twice"),
+    "contradiction": ([good(0), good(1), labelled(2, '"past"', text=LABELLED[0]), good(3)],
+                      f"l.jsonl:3: '{LABELLED[0]}' is labelled tense=\"past\" here but \"present\" on line 1"),
+    "nan": ([good(0), labelled(1, "NaN"), good(2)], "l.jsonl:2: NaN is not a label value"),
+    "infinity": ([good(0), labelled(1, "Infinity"), good(2)], "l.jsonl:2: Infinity is not a label value"),
+    "-infinity": ([good(0), labelled(1, "-Infinity"), good(2)], "l.jsonl:2: -Infinity is not a label value"),
+    "1e400": ([good(0), labelled(1, "1e400"), good(2)], "l.jsonl:2: 'tense' is a number beyond float range (inf)"),
+    "-1e400": ([good(0), labelled(1, "-1e400"), good(2)], "l.jsonl:2: 'tense' is a number beyond float range (-inf)"),
+    "huge-int": ([good(0), labelled(1, "1" + "0" * 5000), good(2)], "l.jsonl:2: not a JSON object (Exceeds the limit"),
+    "cut-last-line": ([good(0), good(1), good(2)[:-5]], "l.jsonl:3: not a JSON object"),
+    **{f"name-{label}": ([labelled(i, '"past"' if i % 2 else '"present"', name=name) for i in range(2)],
+                         f"l.jsonl:1: attribute name {json.dumps(name)} cannot be written as `textvae edit --set")
+       for label, name in [("=", "ten=se"), (",", "ten,se"), ("space", "ten se"), ("tab", "tense\t"),
+                           ("empty", ""), ("blank", " ")]},
+    **{f"value-{label}": ([good(0), labelled(1, json.dumps(value)), good(2)],
+                          f"l.jsonl:2: 'tense' is {json.dumps(value)}, which `textvae edit --set tense=VALUE` cannot")
+       for label, value in [("empty", ""), ("blank", "  "), ("leading", " past"), ("trailing", "past\n")]},
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_LABELS)
+def test_labels_a_user_would_not_mean_are_refused_naming_the_file_and_line(export, tmp_path, capsys, case):
+    """Before: each accepted without a word (NaN, 1e400, a key twice, a name --set cannot write, ...)."""
+    lines, message = HOSTILE_LABELS[case]
+    labels = tmp_path / "l.jsonl"
+    labels.write_text("\n".join(lines) + ("" if case == "cut-last-line" else "\n"), encoding="utf-8")
+    output = tmp_path / "vectors.safetensors"
+    status, out, err = run_cli(capsys, "attributes", export, labels, "--output", output, "--min-count", "1")
+    assert status == 2 and out == "" and len(err) == 1, err
+    assert err[0].startswith(f"textvae: error: {tmp_path}/{message}"), err
+    assert not output.exists()
+
+
+def test_the_same_labels_written_well_are_stored(export, tmp_path, capsys):
+    """The hostile files above differ from this one by their one fault."""
+    labels = tmp_path / "l.jsonl"
+    labels.write_text("".join(good(i) + "\n" for i in range(4)) + good(0) + "\n", encoding="utf-8")
+    status, out, _ = run_cli(capsys, "attributes", export, labels, "--output", tmp_path / "v.safetensors",
+                             "--min-count", "1")
+    assert status == 0 and (tmp_path / "v.safetensors").is_file()
+    assert "past (2), present (3)" in out  # a sentence repeated with its own labels counts each time
+
+
+def test_the_library_refuses_an_attribute_with_a_single_value_too():
+    from textvae.models.latents import AttributeVectors
+
+    with pytest.raises(TextVAEError, match="^attribute 'tense' has a single value \\('past'\\): vectors of it tell "):
+        AttributeVectors.fit(torch.zeros(3, 2), {"tense": ["past"] * 3})

@@ -231,11 +231,14 @@ class AttributeVectors:
 
 
 def _distinct(attribute: str, column: Sequence[Scalar]) -> list[Scalar]:
-    """The distinct values of a column, ordered by name; two values that print alike are refused."""
+    """The distinct values of a column, ordered by name; a single value, or two that print alike, is refused."""
     by_key: dict[str, Scalar] = {}
     for value in column:
         by_key.setdefault(json.dumps(value), value)
     ordered = sorted(by_key.values(), key=value_name)
+    if len(ordered) == 1:  # every code would sit nearest its one mean: accuracy 1.000, no edit possible
+        raise TextVAEError(f"attribute '{attribute}' has a single value ('{value_name(ordered[0])}'): vectors of it "
+                           "tell nothing apart; give sentences with other values too")
     names = [value_name(v) for v in ordered]
     clash = next((n for n in names if names.count(n) > 1), None)
     if clash is not None:
@@ -272,6 +275,8 @@ def edit(model: TextVAEModel, vectors: AttributeVectors, sentences: Sequence[str
     mu, _ = model.encode([sentences] if isinstance(sentences, str) else list(sentences))
     z = mu.float().cpu()  # every current value is predicted from the unedited code
     moved = z + sum(vectors.direction(z, a, target, current.get(a, NEAREST), strength) for a, target in changes.items())
+    if not bool(torch.isfinite(moved).all()):  # decoding infinities would print empty sentences
+        raise InvalidArgument("strength", f"{strength:g} moves the codes past the largest float: use a smaller one")
     return model.decode(moved.to(mu.device, mu.dtype), **decode_options)
 
 
