@@ -135,15 +135,20 @@ def test_a_well_formed_token_the_hub_refuses_is_named_never_echoed(token, fake_h
     assert capsys.readouterr().err.splitlines() == [REJECTED]
 
 
-@pytest.mark.parametrize("command", [["push", "EXPORT", REPO], ["sample", REPO], ["edit", REPO, "a", "--set", "x=y"]],
-                         ids=lambda c: c[0])
-def test_a_malformed_hf_token_is_named_by_its_variable_before_any_request(command, fake_hub, tiny_export, monkeypatch,
-                                                                          capsys):
-    monkeypatch.setenv("HF_TOKEN", "hf_SECRETpart1 SECRETpart2")
+@pytest.mark.parametrize(("command", "case"), [(["push", "EXPORT", REPO], "space"), (["sample", REPO], "space"),
+                                               (["edit", REPO, "a", "--set", "x=y"], "space"),
+                                               (["push", "EXPORT", REPO], "non-ascii"), (["evaluate", REPO], "non-ascii")],
+                         ids=lambda value: value[0] if isinstance(value, list) else value)
+def test_a_malformed_hf_token_is_named_by_its_variable_before_any_request(command, case, fake_hub, tiny_export,
+                                                                          monkeypatch, capsys):
+    """``evaluate`` fetches the recipe before loading the model: the client's failure is
+    explained by the token too."""
+    token, why = MALFORMED_TOKENS[case]
+    monkeypatch.setenv("HF_TOKEN", token)
     assert main([str(tiny_export) if arg == "EXPORT" else arg for arg in command]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "textvae: error: the Hugging Face token in $HF_TOKEN is malformed: it contains whitespace (a token is one "
-        "word, like hf_...); fix it, or log in again with `hf auth login`"]
+        f"textvae: error: the Hugging Face token in $HF_TOKEN is malformed: {why}; fix it, or log in again with "
+        "`hf auth login`"]
     assert fake_hub.requests == []
 
 

@@ -144,9 +144,15 @@ def describe_hub_failure(exc: BaseException, repo_id: str, token: str | None = N
     """One line for a failed Hub download, without the token; None when the Hub is not the cause.
 
     ``unreachable``: why the endpoint could not be reached (:func:`cache_only_if_unreachable`):
-    the download then only looked in the cache, and that is the failure to report."""
+    the download then only looked in the cache, and that is the failure to report. A token
+    no header can carry is the cause whatever the client made of it (a caller that did not
+    check first, like ``evaluate``'s fetch of the recipe, gets a ``UnicodeEncodeError``)."""
     from huggingface_hub import constants
 
     if unreachable:
         return unreachable_message(constants.ENDPOINT, unreachable, writing=False)
+    try:
+        check_hub_request(repo_id, {"token": token})
+    except TextVAEError as problem:
+        return str(problem)
     return explain_hub_error(exc, repo_id, constants.ENDPOINT, writing=False, token=_token({"token": token}))
