@@ -49,9 +49,30 @@ def at_least(minimum: float) -> Rule:
     return rule
 
 
+def at_most(maximum: float) -> Rule:
+    """``value <= maximum`` (None passes; NaN fails)."""
+
+    def rule(value: Any) -> None:
+        if value is not None and not value <= maximum:
+            raise ValueError(f"must be at most {maximum}, got {value}")
+
+    return rule
+
+
+def between(minimum: float, maximum: float) -> Rule:
+    """:func:`at_least` ``minimum`` and :func:`at_most` ``maximum``: the message names the end that failed."""
+    rules = at_least(minimum), at_most(maximum)
+
+    def rule(value: Any) -> None:
+        for check in rules:
+            check(value)
+
+    return rule
+
+
 def in_interval(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Rule:
     """``low <= value <= high``, either end open (None passes; NaN fails)."""
-    text = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    text = f"{'(' if open_low else '['}{_number(low)}, {_number(high)}{')' if open_high else ']'}"
 
     def rule(value: Any) -> None:
         if value is None:
@@ -60,6 +81,11 @@ def in_interval(low: float, high: float, *, open_low: bool = False, open_high: b
             raise ValueError(f"must be in {text}, got {value}")
 
     return rule
+
+
+def _number(value: float) -> str:
+    """An interval's end as written: ints whole (``4294967295``, not ``4.29497e+09``)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def each(rule: Rule) -> Rule:
@@ -72,16 +98,49 @@ def each(rule: Rule) -> Rule:
     return check
 
 
-def require_finite(key: str, value: Any) -> None:
-    """Every float a recipe holds (a key's value or an item of its tuple) is a finite number.
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy's (``accelerate.set_seed`` seeds numpy too; torch takes up to 2**64 - 1),
+so a seed one command or recipe takes, every other takes."""
+SEED = between(0, SEED_MAX)
+"""The rule of every seed."""
 
-    Applied to every float key of every section and of ``model:``, whatever its own rule:
-    NaN compares false with everything, so ``x < minimum`` rules let it through, and inf
-    overflows the first sum it enters.
+# Caps of the integer keys and flags that have no tighter bound of their own.
+MAX_TOKENS = 16384
+"""A sentence's length in tokens (``data.max_length``, ``--max-length``): a sentence, not a book."""
+MAX_BATCH = 4096
+"""Sentences in one forward pass."""
+MAX_VOCAB = 10_000_000
+"""Entries of a trained tokenizer (the largest LM vocabularies hold a few hundred thousand)."""
+MAX_COUNT = 10**9
+"""Steps, epochs, sentences and intervals between events: beyond any run or corpus, short of the
+64-bit overflow where schedules and samplers multiply them."""
+
+
+
+def count(minimum: int) -> Rule:
+    """An integer key that counts (steps, epochs, sentences): in [``minimum``, :data:`MAX_COUNT`]."""
+    return between(minimum, MAX_COUNT)
+
+
+INT64 = (-(2**63), 2**63 - 1)
+"""The integers torch (and numpy) can hold: Python's are unbounded, so 10**30 would overflow the
+first tensor or C call it reaches."""
+
+
+def require_representable(key: str, value: Any) -> None:
+    """Every number a recipe holds (a key's value or an item of its tuple) is one the machine can
+    compute with: a finite float, an int within 64 bits.
+
+    Applied to every key of every section and of ``model:``, whatever its own rule: NaN compares
+    false with everything, so ``x < minimum`` rules let it through, inf overflows the first sum it
+    enters, and an int past 64 bits the first tensor.
     """
     items = value if isinstance(value, (tuple, list)) else (value,)
     if any(isinstance(item, float) and not math.isfinite(item) for item in items):
         raise TextVAEError(f"recipe key '{key}': must be a finite number, got {value!r}")
+    low, high = INT64
+    if any(isinstance(item, int) and not low <= item <= high for item in items):
+        raise TextVAEError(f"recipe key '{key}': must be a 64-bit integer, in [-2**63, 2**63 - 1], got {shown(value)}")
 
 
 def field(*rules: Rule, **options: Any) -> Any:
@@ -127,7 +186,7 @@ def section(name: str) -> Callable[[type], type]:
                 init(self, *args, **kwargs)
 
         def __setattr__(self, key: str, value: Any) -> None:
-            require_finite(f"{name}.{key}", value)
+            require_representable(f"{name}.{key}", value)
             with named_errors(cls, {key: value}):
                 setattr_(self, key, value)
 
@@ -160,9 +219,9 @@ def named_errors(cls: type, values: dict[str, Any]) -> Iterator[None]:
         raise TextVAEError(f"recipe key '{cls.NAME}.{key}': {exc.__cause__}") from None
 
 
-def check_value(key: str, value: Any, annotation: Any) -> Any:
-    """``value`` read from YAML for ``annotation`` (see :func:`from_yaml`), type-checked; for keys
-    outside a section (the model's), with the same one-line error."""
+def check_value(key: str, value: Any, annotation: Any, *rules: Rule) -> Any:
+    """``value`` read from YAML for ``annotation`` (see :func:`from_yaml`), type-checked and held to
+    ``rules``; for keys outside a section (the model's, the seed), with the same one-line error."""
     value = from_yaml(value, annotation)
     if isinstance(value, (list, dict)) and not _admits_container(annotation):
         # Refused before huggingface_hub's check, whose message holds repr(value): a YAML alias
@@ -172,7 +231,12 @@ def check_value(key: str, value: Any, annotation: Any) -> Any:
         type_validator(key, value, annotation)
     except TypeError:
         raise TextVAEError(f"recipe key '{key}': expected {_describe(annotation)}, got {shown(value)}") from None
-    require_finite(key, value)
+    for rule in rules:  # first: the key's own range says more than "64-bit"
+        try:
+            rule(value)
+        except ValueError as exc:
+            raise TextVAEError(f"recipe key '{key}': {exc}") from None
+    require_representable(key, value)
     return value
 
 

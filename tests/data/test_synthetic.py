@@ -133,4 +133,4 @@ def test_cli_generate(cli, tmp_path):
 
 def test_cli_generate_rejects_empty_split(cli, tmp_path):
     rc, _, err = cli("data", "generate", "--out", tmp_path, "--valid", 0)
-    assert_one_line_error(rc, err, "--valid must be at least 1")
+    assert_one_line_error(rc, err, "--valid: must be at least 1")

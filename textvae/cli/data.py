@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from textvae.cli.arguments import MAX_GENERATED, integer, seed
 from textvae.data.corpora import CORPORA, download, verify
 from textvae.data.stats import corpus_stats
 from textvae.data.synthetic import write_corpus
@@ -105,8 +106,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     gen = actions.add_parser("generate", help="write the synthetic corpus with its generative factors")
     gen.add_argument("--out", default="data/synthetic", help="output directory (default: data/synthetic)")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--train", type=int, default=20000, help="training sentences (default: 20000)")
-    gen.add_argument("--valid", type=int, default=1000)
-    gen.add_argument("--test", type=int, default=10000)
+    gen.add_argument("--seed", type=seed, default=0)
+    sentences = integer(1, MAX_GENERATED)
+    gen.add_argument("--train", type=sentences, default=20000,
+                     help=f"training sentences (default: 20000; each split at most {MAX_GENERATED:,})")
+    gen.add_argument("--valid", type=sentences, default=1000)
+    gen.add_argument("--test", type=sentences, default=10000)
     gen.set_defaults(handler=_generate)

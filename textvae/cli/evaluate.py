@@ -21,12 +21,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textvae.atomic import ensure_directory, write_text
-from textvae.cli.arguments import device, export_directory, positive_float, positive_int
+from textvae.cli.arguments import (
+    MAX_IW_SAMPLES,
+    device,
+    export_directory,
+    integer,
+    positive_float,
+    seed,
+)
 from textvae.data.config import DataConfig
 from textvae.data.corpora import SPLITS
 from textvae.data.pipeline import SplitData, SplitSource, split_sources, tokenize_split
 from textvae.errors import TextVAEError
 from textvae.evaluation.corpus import MI_VARIANTS
+from textvae.schema import MAX_BATCH, MAX_COUNT, SEED_MAX
 from textvae.training.recipe import load_recipe
 
 if TYPE_CHECKING:
@@ -153,6 +161,28 @@ def check_output_paths(args: argparse.Namespace) -> None:
         ensure_directory(args.plots, "--plots")
 
 
+def check_memory(model: TextVAEModel, split: SplitData, args: argparse.Namespace) -> None:
+    """Refuse ``--iw-samples`` and ``--batch-size`` that cannot fit, before the evaluation allocates.
+
+    A batch draws the noise of all K samples at once, (K, B, d) floats, and its decoder calls hold
+    (B, T, V) logits and their log-probabilities (samples come in blocks that keep them to one
+    sample's worth; T is the longest sentence).
+    """
+    from textvae.models.generation import memory_budget, require_memory
+
+    rows = min(args.batch_size, len(split.ids))
+    noise = (args.iw_samples if model.has_latent else 1) * model.config.latent_size * 4  # per sentence
+    longest = int(split.ids.lengths.max()) if len(split.ids) else 1
+    logits = 3 * longest * model.config.vocab_size * 4  # per sentence
+    budget = memory_budget(model.device)
+    if rows * logits > budget:
+        require_memory("batch_size", rows * (noise + logits), model.device,
+                       f"at most {budget // (noise + logits):,} sentences fit")
+    fit = (budget - rows * logits) // (rows * model.config.latent_size * 4)
+    require_memory("iw_samples", rows * (noise + logits), model.device,
+                   f"at most {fit:,} samples fit with {rows:,} sentences a batch")
+
+
 def launched_accelerator():
     """An ``Accelerator`` when a launcher (``accelerate launch``, ``torchrun``) started several
     processes, else None: one process evaluates where the model loads, as before."""
@@ -178,6 +208,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise TextVAEError(f"{args.checkpoint}: the export has no tokenizer files")
     main = accelerator is None or accelerator.is_main_process
     split = tokenize_split(model.tokenizer, source, cfg, limit=args.max_sentences, progress=main and not args.no_progress)
+    check_memory(model, split, args)
     evaluation = evaluate_split(model, split.ids, iw_samples=args.iw_samples, delta=args.delta,
                                 batch_size=args.batch_size, mi=args.mi, seed=args.seed, factors=split.factors,
                                 progress=not args.no_progress, accelerator=accelerator)
@@ -219,17 +250,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", help="an export directory, a run directory (its final/) or a Hub repo id")
     parser.add_argument("--split", default="test", choices=SPLITS, help="the split to evaluate (default: test)")
-    parser.add_argument("--iw-samples", type=positive_int, default=500,
-                        help="importance samples K per sentence (default: 500)")
+    parser.add_argument("--iw-samples", type=integer(1, MAX_IW_SAMPLES), default=500,
+                        help=f"importance samples K per sentence (default: 500, at most {MAX_IW_SAMPLES:,}, and "
+                        "what fits in memory)")
     parser.add_argument("--delta", type=positive_float, default=0.01,
                         help="active-unit threshold on Var_x E[z_j] (default: 0.01)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="sentences per forward pass (default: 64)")
-    parser.add_argument("--max-sentences", type=positive_int, default=None, help="evaluate only the first N sentences")
+    parser.add_argument("--batch-size", type=integer(1, MAX_BATCH), default=64,
+                        help=f"sentences per forward pass (default: 64, at most {MAX_BATCH}, and what fits in memory)")
+    parser.add_argument("--max-sentences", type=integer(1, MAX_COUNT), default=None,
+                        help="evaluate only the first N sentences")
     parser.add_argument("--corpus", default=None, metavar="NAME_OR_DIR",
                         help="evaluate on this corpus instead of the one in the export's recipe.yaml")
     parser.add_argument("--mi", default="split", choices=MI_VARIANTS,
                         help="which MI estimate the headline 'mi' repeats (both are reported)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help=f"seed of the posterior samples (default: 0; 0 to {SEED_MAX})")
     parser.add_argument("--output", default=None, metavar="FILE.json", help="also write the results here")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures to this directory")
     parser.add_argument("--device", type=device, default=None, help="cpu or cuda (default: where the model loads)")

@@ -18,8 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from textvae.cli.arguments import at_least, device, export_directory, positive_float, positive_int
+from textvae.cli.arguments import (
+    MAX_BEAMS,
+    MAX_POINTS,
+    MAX_SAMPLES,
+    MAX_SCALE,
+    device,
+    export_directory,
+    integer,
+    positive_float,
+    positive_float_in,
+    seed,
+)
 from textvae.errors import TextVAEError
+from textvae.schema import MAX_BATCH, MAX_TOKENS, SEED_MAX
 
 if TYPE_CHECKING:
     from textvae.models import TextVAEModel
@@ -29,6 +41,9 @@ PATHS = ("lerp", "slerp")
 # Posterior KL (nats) under which a sentence's code is treated as carrying nothing.
 KL_UNUSED = 0.05
 REPORT_FILES = ("evaluation.json", "train_summary.json")
+# Codes that sample and interpolate decode and print at a time: output streams and memory stays
+# flat however many are asked for. Block i's sampled decoding is seeded with --seed + i.
+BLOCK = 1024
 
 
 # --------------------------------------------------------------------------- options
@@ -36,17 +51,21 @@ REPORT_FILES = ("evaluation.json", "train_summary.json")
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, default: str = "greedy") -> None:
     parser.add_argument("--decode", default=default, choices=STRATEGIES, help=f"decoding strategy (default: {default})")
-    parser.add_argument("--beam-size", type=positive_int, default=5, help="beams for --decode beam (default: 5)")
-    parser.add_argument("--temperature", type=positive_float, default=None,
-                        help="softmax temperature for --decode sample")
+    parser.add_argument("--beam-size", type=integer(1, MAX_BEAMS), default=5,
+                        help=f"beams for --decode beam (default: 5, at most {MAX_BEAMS})")
+    parser.add_argument("--temperature", type=positive_float_in(1 / MAX_SCALE, MAX_SCALE), default=None,
+                        help=f"softmax temperature for --decode sample ({1 / MAX_SCALE:g} to {MAX_SCALE:g})")
     parser.add_argument("--top-p", type=nucleus_mass, default=None, help="nucleus mass for --decode sample")
-    parser.add_argument("--max-length", type=positive_int, default=64,
-                        help="longest decoded sentence in tokens (default: 64)")
-    parser.add_argument("--no-repeat-ngram-size", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--max-length", type=integer(1, MAX_TOKENS), default=64,
+                        help=f"longest decoded sentence in tokens (default: 64, at most {MAX_TOKENS}, and what "
+                        "fits in memory)")
+    parser.add_argument("--no-repeat-ngram-size", type=integer(1, MAX_TOKENS), default=None, metavar="N",
                         help="never repeat an n-gram of N tokens within a sentence (any strategy)")
-    parser.add_argument("--repetition-penalty", type=positive_float, default=None, metavar="P",
-                        help="divide the odds of tokens already in the sentence by P (> 1 discourages repeats)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of prior draws and sampling (default: 0)")
+    parser.add_argument("--repetition-penalty", type=positive_float_in(1.0, MAX_SCALE), default=None, metavar="P",
+                        help=f"divide the odds of tokens already in the sentence by P (1 to {MAX_SCALE:g}; "
+                        "> 1 discourages repeats)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help=f"seed of prior draws and sampling (default: 0; 0 to {SEED_MAX})")
     parser.add_argument("--device", type=device, default=None, help="cpu or cuda (default: where the model loads)")
 
 
@@ -88,9 +107,10 @@ def load(args: argparse.Namespace) -> tuple[TextVAEModel, Path | None]:
     return model, export_directory(args.checkpoint)
 
 
-def decode(model: TextVAEModel, z: torch.Tensor, options: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    """Decode (N, d) latents; sampling is seeded by ``--seed``."""
-    return model.decode(z, max_length=args.max_length, seed=args.seed, **options)
+def decode(model: TextVAEModel, z: torch.Tensor, options: dict[str, Any], args: argparse.Namespace,
+           block: int = 0) -> list[str]:
+    """Decode (N, d) latents; sampling is seeded by ``--seed`` (plus the :data:`BLOCK` number)."""
+    return model.decode(z, max_length=args.max_length, seed=args.seed + block, **options)
 
 
 # --------------------------------------------------------------------------- collapse
@@ -175,38 +195,47 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def run_interpolate(args: argparse.Namespace) -> int:
-    from textvae.models.generation import interpolation_path
-
+def interpolation_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The sentence pairs of ``interpolate``: its two sentences, or those of ``--from-file``."""
     if args.from_file is not None:
         if args.sentence_a is not None:
             raise TextVAEError("give either two sentences or --from-file PAIRS.tsv, not both")
-        pairs = read_pairs(args.from_file)
-    elif args.sentence_a is None or args.sentence_b is None:
+        return read_pairs(args.from_file)
+    if args.sentence_a is None or args.sentence_b is None:
         raise TextVAEError("interpolate needs two sentences (or --from-file PAIRS.tsv)")
-    else:
-        pairs = [(args.sentence_a, args.sentence_b)]
+    return [(args.sentence_a, args.sentence_b)]
+
+
+def run_interpolate(args: argparse.Namespace) -> int:
+    from textvae.models.generation import interpolation_path
+
+    pairs = interpolation_pairs(args)
     options = decoding_options(args)
     model, export = load(args)
-    mu, logvar = model.encode([s for pair in pairs for s in pair])  # (2P, d)
-    ends = mu.view(len(pairs), 2, -1)
-    z = torch.cat([interpolation_path(a, b, args.steps, args.path) for a, b in ends])  # (P * steps, d)
-    lines = decode(model, z, options, args)
-    warn_if_unused(model, export, "the interpolation points decode alike", posterior_kl(mu, logvar))
-    for p in range(len(pairs)):
-        if p:
-            print()
-        print("\n".join(lines[p * args.steps : (p + 1) * args.steps]))
+    pairs_per_block = max(1, BLOCK // args.steps)
+    kls = []
+    for block, first in enumerate(range(0, len(pairs), pairs_per_block)):
+        group = pairs[first : first + pairs_per_block]
+        mu, logvar = model.encode([s for pair in group for s in pair])  # (2P, d)
+        kls.append(posterior_kl(mu, logvar))
+        z = torch.cat([interpolation_path(a, b, args.steps, args.path) for a, b in mu.view(len(group), 2, -1)])
+        lines = decode(model, z, options, args, block)
+        for p in range(len(group)):
+            if first + p:
+                print()
+            print("\n".join(lines[p * args.steps : (p + 1) * args.steps]), flush=True)
+    warn_if_unused(model, export, "the interpolation points decode alike", torch.cat(kls))
     return 0
 
 
 def run_sample(args: argparse.Namespace) -> int:
     options = decoding_options(args)
     model, export = load(args)
-    z = torch.randn(args.n, model.config.latent_size, generator=torch.Generator().manual_seed(args.seed))
-    lines = decode(model, z.to(model.device), options, args)
     warn_if_unused(model, export, "samples from the prior differ only through the decoder's own sampling")
-    print("\n".join(lines))
+    generator = torch.Generator().manual_seed(args.seed)
+    for block, start in enumerate(range(0, args.n, BLOCK)):
+        z = torch.randn(min(BLOCK, args.n - start), model.config.latent_size, generator=generator)
+        print("\n".join(decode(model, z.to(model.device), options, args, block)), flush=True)
     return 0
 
 
@@ -260,7 +289,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="an export directory, a run directory or a Hub repo id")
     p.add_argument("sentence_a", nargs="?", default=None, metavar="SENTENCE_A")
     p.add_argument("sentence_b", nargs="?", default=None, metavar="SENTENCE_B")
-    p.add_argument("--steps", type=at_least(2), default=8, help="points on the path, ends included (default: 8)")
+    p.add_argument("--steps", type=integer(2, MAX_POINTS), default=8,
+                   help=f"points on the path, ends included (default: 8, at most {MAX_POINTS:,})")
     p.add_argument("--path", default="lerp", choices=PATHS, help="straight line or great circle (default: lerp)")
     p.add_argument("--from-file", default=None, metavar="PAIRS.tsv", help="sentence pairs, tab-separated, one per line")
     add_decoding_arguments(p)
@@ -268,13 +298,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("sample", help="decode codes drawn from the prior N(0, I)")
     p.add_argument("checkpoint", help="an export directory, a run directory or a Hub repo id")
-    p.add_argument("-n", type=positive_int, default=10, help="how many sentences (default: 10)")
+    p.add_argument("-n", type=integer(1, MAX_SAMPLES), default=10,
+                   help=f"how many sentences (default: 10, at most {MAX_SAMPLES:,}; printed {BLOCK:,} at a time)")
     add_decoding_arguments(p)
     p.set_defaults(handler=run_sample)
 
     p = subparsers.add_parser("reconstruct", help="encode sentences and decode their posterior means")
     p.add_argument("checkpoint", help="an export directory, a run directory or a Hub repo id")
     p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="one sentence per line (default: stdin)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="sentences per batch (default: 64)")
+    p.add_argument("--batch-size", type=integer(1, MAX_BATCH), default=64,
+                   help=f"sentences per batch (default: 64, at most {MAX_BATCH})")
     add_decoding_arguments(p)
     p.set_defaults(handler=run_reconstruct)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from textvae.cli.arguments import export_directory, positive_float, positive_int
+from textvae.cli.arguments import MAX_SCALE, export_directory, integer, positive_float_in, seed
 from textvae.cli.generate import (
     add_decoding_arguments,
     decoding_options,
@@ -24,6 +24,7 @@ from textvae.cli.generate import (
     warn_if_unused,
 )
 from textvae.errors import TextVAEError
+from textvae.schema import MAX_BATCH, MAX_COUNT, SEED_MAX
 
 if TYPE_CHECKING:
     import numpy as np
@@ -218,7 +219,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"the file to write; its suffix names the format ({', '.join(FORMATS)})")
     p.add_argument("--logvar", action="store_true", help="also write the posterior log-variances (logvar)")
     p.add_argument("--sample", action="store_true", help="also write one draw z ~ q(z|x) per sentence (z)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
+    p.add_argument("--seed", type=seed, default=0, help=f"seed of --sample (default: 0; 0 to {SEED_MAX})")
     add_batch_arguments(p)
     p.set_defaults(handler=run_encode)
 
@@ -233,7 +234,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text", default=None, metavar="FILE", help="the sentences, line i labelled by line i of LABELS")
     p.add_argument("--attribute", action="append", default=None, metavar="NAME",
                    help="an attribute to store (repeat; default: every key on every line)")
-    p.add_argument("--min-count", type=positive_int, default=10,
+    p.add_argument("--min-count", type=integer(1, MAX_COUNT), default=10,
                    help="fewest sentences a value must have (default: 10)")
     p.add_argument("--output", type=Path, default=None, metavar="FILE",
                    help="where to store the vectors (default: EXPORT/attributes.safetensors)")
@@ -251,7 +252,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the target value (repeat for several attributes)")
     p.add_argument("--from", dest="current", type=assignment, action="append", default=None,
                    metavar="ATTRIBUTE=VALUE", help="the value the sentences have now (default: the nearest mean's)")
-    p.add_argument("--strength", type=positive_float, default=1.0, help="how far to move (default: 1.0)")
+    p.add_argument("--strength", type=positive_float_in(0.0, MAX_SCALE), default=1.0,
+                   help=f"how far to move (default: 1.0, at most {MAX_SCALE:g})")
     p.add_argument("--attributes", type=Path, default=None, metavar="FILE",
                    help="attribute vectors to use (default: the checkpoint's attributes.safetensors)")
     add_decoding_arguments(p)
@@ -270,5 +272,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     from textvae.cli.arguments import device
 
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="sentences per batch (default: 256)")
+    parser.add_argument("--batch-size", type=integer(1, MAX_BATCH), default=256,
+                        help=f"sentences per batch (default: 256, at most {MAX_BATCH})")
     parser.add_argument("--device", type=device, default=None, help="cpu or cuda (default: where the model loads)")

@@ -3,7 +3,16 @@
 
 from typing import Literal
 
-from textvae.schema import at_least, field, path_field, section
+from textvae.schema import (
+    MAX_BATCH,
+    MAX_TOKENS,
+    MAX_VOCAB,
+    between,
+    count,
+    field,
+    path_field,
+    section,
+)
 
 DECODER_TOKENIZER = "decoder"
 """``data.tokenizer`` for a pretrained decoder's own tokenizer."""
@@ -29,18 +38,19 @@ class DataConfig:
     BOS, else its EOS)."""
     eos_token: str | None = None
     """With ``tokenizer: decoder``: the token every sentence ends with (default: the tokenizer's EOS)."""
-    vocab_size: int = field(at_least(5), default=10000)
-    """At least the 4 special tokens and one word."""
-    min_frequency: int = field(at_least(1), default=1)
+    vocab_size: int = field(between(5, MAX_VOCAB), default=10000)
+    """At least the 4 special tokens and one word; at most 10,000,000."""
+    min_frequency: int = field(count(1), default=1)
     lowercase: bool = False
-    max_length: int = field(at_least(1), default=64)
-    """Longest sentence in tokens, BOS/EOS not counted."""
+    max_length: int = field(between(1, MAX_TOKENS), default=64)
+    """Longest sentence in tokens, BOS/EOS not counted (at most 16,384)."""
     length_policy: Literal["truncate", "drop"] = "truncate"
     """What happens to longer sentences: ``truncate`` or ``drop`` (both counted and reported)."""
-    batch_size: int = field(at_least(1), default=32)
-    max_train_lines: int | None = field(at_least(1), default=None)
+    batch_size: int = field(between(1, MAX_BATCH), default=32)
+    """Sentences per batch (at most 4,096)."""
+    max_train_lines: int | None = field(count(1), default=None)
     """Use only the first N training sentences (quick runs)."""
-    bucket_batches: int = field(at_least(1), default=50)
+    bucket_batches: int = field(count(1), default=50)
     """Length bucketing sorts within chunks of this many batches, then shuffles the batches."""
     cache_dir: str | None = None
     """Where tokenised splits and trained tokenizers are cached; else ``$TEXTVAE_CACHE``, else ``~/.cache/textvae``."""

@@ -9,17 +9,65 @@ transformers' ``generate(latents=z, ...)``: every method here takes its keyword 
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from textvae.errors import InvalidArgument, TextVAEError
 from textvae.padding import pad_ids
 
-
 # Every line break of str.splitlines, with the blanks around it.
 _LINE_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
+# Float32 copies of a row's next-token scores that generate() holds at once (logits, log-probabilities,
+# processed scores, probabilities, beam search's flattened top-k input), and int64 copies of its
+# ids (beam search keeps several (beams, length) buffers): the estimate errs on the large side.
+_SCORE_COPIES, _ID_COPIES = 8, 4
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one call may ask for on ``device``: what the GPU has free (its allocator's cached
+    blocks included), or half a CPU machine's physical memory (the rest is the model's, the
+    system's and other processes'). Counts that allocate by their value are held to this before
+    anything is allocated, so a value that cannot fit is refused instead of killing the process."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def gib(size: float) -> str:
+    """Bytes as people read them (``3.2 GiB``)."""
+    return f"{size / 2**30:,.1f} GiB"
+
+
+def require_memory(name: str, needed: int, device: torch.device, advice: str) -> None:
+    """Refuse, naming the parameter ``name``, a call that would ask ``device`` for more than
+    :func:`memory_budget` (``advice``: which value would fit)."""
+    budget = memory_budget(device)
+    if needed > budget:
+        raise InvalidArgument(name, f"needs about {gib(needed)}, more than the {gib(budget)} available on "
+                              f"{device.type} ({advice})")
+
+
+class FiniteScores(LogitsProcessor):
+    """Refuses to go on decoding from NaN or +inf scores.
+
+    Argmax and sampling from such scores pick a token anyway (an empty line, or torch's
+    multinomial failing), so a code or an option that overflows the decoder (a huge edit
+    strength, a tiny repetition penalty) would print nothing and exit 0. -inf is a ruled-out
+    token (n-gram bans, nucleus filtering) and passes.
+    """
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        top = float(scores.max())  # NaN propagates through max
+        if math.isnan(top) or top == math.inf:
+            raise TextVAEError(f"decoding gave non-finite scores ({top}) at token {input_ids.shape[1]}: the codes "
+                               "or the decoding options overflow the decoder")
+        return scores
 
 
 def interpolation_path(a: torch.Tensor, b: torch.Tensor, steps: int, path: str = "lerp") -> torch.Tensor:
@@ -31,6 +79,8 @@ def interpolation_path(a: torch.Tensor, b: torch.Tensor, steps: int, path: str =
     """
     if steps < 2:
         raise InvalidArgument("steps", f"must be at least 2, got {steps}")
+    # The path and the temporaries of its arithmetic: three (steps, d) tensors.
+    require_memory("steps", 3 * steps * a.numel() * a.element_size(), a.device, "ask for fewer points")
     t = torch.linspace(0.0, 1.0, steps, device=a.device, dtype=a.dtype).unsqueeze(1)
     if path == "lerp":
         return (1 - t) * a + t * b
@@ -90,6 +140,10 @@ class TextGenerationMixin:
                    **generate_kwargs: Any) -> list[list[int]]:
         """Token ids (no BOS/EOS) that ``generate(latents=z)`` decodes from each row of z (B, d).
 
+        The rows go to ``generate`` in as few calls as :func:`memory_budget` allows (one, unless
+        the batch is large), so any number of rows can be decoded; sampling draws one random
+        stream across the calls.
+
         Args:
             max_length: Longest sentence in tokens, EOS not counted.
             seed: Seed the sampling (``do_sample=True``) draws from, without touching the
@@ -100,14 +154,50 @@ class TextGenerationMixin:
         if self.config.decoder_type == "transformer" and max_length + 1 > positions:
             raise InvalidArgument("max_length", f"{max_length} is too long: the Transformer decoder has {positions} "
                                   f"positions (BOS and at most {positions - 1} tokens)")
+        if not bool(torch.isfinite(z).all()):
+            raise TextVAEError("the codes to decode hold NaN or infinite values")
+        rows = self.rows_per_generate(max_length, generate_kwargs.get("num_beams") or 1)
+        # The one-token prompt (BOS) is real: said explicitly, since with a pretrained tokenizer that
+        # pads with EOS (or BOS) generate could not tell it from padding.
+        mask = generate_kwargs.pop("attention_mask", None)
+        mask = torch.ones(z.shape[0], 1, dtype=torch.long, device=self.device) if mask is None else mask
+        processors = LogitsProcessorList([*(generate_kwargs.pop("logits_processor", None) or []), FiniteScores()])
+        out: list[list[int]] = []
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)
-            # The one-token prompt (BOS) is real: said explicitly, since with a pretrained tokenizer that
-            # pads with EOS (or BOS) generate could not tell it from padding.
-            generate_kwargs.setdefault("attention_mask", torch.ones(z.shape[0], 1, dtype=torch.long, device=self.device))
-            sequences = self.generate(latents=z.to(self.device), max_new_tokens=max_length + 1, **generate_kwargs)
-        return trim(sequences[:, 1:], self.config.eos_token_id, max_length)
+            for start in range(0, z.shape[0], rows):
+                sequences = self.generate(latents=z[start : start + rows].to(self.device),
+                                          attention_mask=mask[start : start + rows], max_new_tokens=max_length + 1,
+                                          logits_processor=processors, **generate_kwargs)
+                out += trim(sequences[:, 1:], self.config.eos_token_id, max_length)
+        return out
+
+    def rows_per_generate(self, max_length: int, num_beams: int = 1) -> int:
+        """How many rows one ``generate`` call may decode within :func:`memory_budget`; a single row
+        that cannot fit is refused, naming ``max_length`` (or ``num_beams``) and the most that fit."""
+        scores = _SCORE_COPIES * 4 * self.config.vocab_size
+        per_token = _ID_COPIES * 8 + self._state_bytes_per_token()
+        per_row = num_beams * (scores + (max_length + 2) * per_token)
+        budget = memory_budget(self.device)
+        if num_beams * (scores + 3 * per_token) > budget:
+            require_memory("num_beams", per_row, self.device, f"{budget // (scores + 3 * per_token):,} beams fit")
+        longest = (budget // num_beams - scores) // per_token - 2
+        require_memory("max_length", per_row, self.device, f"at most {longest:,} tokens fit with {num_beams} beam(s)")
+        return max(1, budget // per_row)
+
+    def _state_bytes_per_token(self) -> int:
+        """Bytes each decoded token adds to a row's decoder state: a Transformer's keys and values
+        (float32, all heads: an upper bound); an LSTM's state does not grow."""
+        config = self.config
+        if config.decoder_type == "lstm":
+            return 0
+        if config.decoder_type == "transformer":
+            layers, width = config.decoder_layers, config.hidden_size
+        else:
+            backbone = self.decoder.lm.config
+            layers, width = backbone.num_hidden_layers, backbone.hidden_size
+        return 2 * layers * width * 4
 
     def decode(self, z: torch.Tensor, max_length: int = 64, **options: Any) -> list[str]:
         """Sentences decoded from each row of z (B, d), one line each; ``options`` as for
@@ -128,6 +218,7 @@ class TextGenerationMixin:
 
     def sample(self, n: int = 10, generator: torch.Generator | None = None, **options: Any) -> list[str]:
         """Draw z ~ N(0, I) (from ``generator`` when given) and decode each."""
+        require_memory("n", n * self.config.latent_size * 4, torch.device("cpu"), "draw fewer codes at a time")
         z = torch.randn(n, self.config.latent_size, generator=generator).to(self.device)
         return self.decode(z, **options)
 

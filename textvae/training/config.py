@@ -7,7 +7,7 @@ across keys are ``validate_<key>`` methods.
 
 from typing import Literal
 
-from textvae.schema import at_least, each, field, in_interval, path_field, section
+from textvae.schema import at_least, count, each, field, in_interval, path_field, section
 
 KLSchedule = Literal["constant", "linear", "cyclical"]
 FreeBitsMode = Literal["dim", "total", "sentence"]
@@ -22,13 +22,13 @@ class ObjectiveConfig:
     """``constant`` (weight ``beta``), ``linear`` (He et al. 2019 warm-up from ``kl_start``) or
     ``cyclical`` (Fu et al. 2019)."""
     kl_start: float = field(at_least(0), default=0.0)
-    kl_warmup_steps: int = field(at_least(0), default=0)
-    kl_cycles: int = field(at_least(1), default=4)
+    kl_warmup_steps: int = field(count(0), default=0)
+    kl_cycles: int = field(count(1), default=4)
     kl_cycle_ratio: float = field(in_interval(0.0, 1.0, open_low=True), default=0.5)
     """Share of each cycle over which the weight rises from 0 to ``beta``."""
     kl_cycle_zero_ratio: float = field(in_interval(0.0, 1.0, open_high=True), default=0.0)
     """Share of each cycle, before the rise, at weight 0 (Optimus: 0.5, with ``kl_cycle_ratio`` 0.25)."""
-    kl_cycle_steps: int | None = field(at_least(1), default=None)
+    kl_cycle_steps: int | None = field(count(1), default=None)
     """Total steps the cycles span; defaults to the run's total steps."""
     free_bits: float = field(at_least(0), default=0.0)
     """Nats; 0 disables free bits. Optimus's KL threshold lambda per dimension of each sentence is
@@ -40,8 +40,8 @@ class ObjectiveConfig:
     """Probability of replacing a decoder input token by ``<unk>`` (Bowman et al. 2016)."""
     lipschitz_start: float | None = field(at_least(0), default=None)
     """If set, the inverse-Lipschitz constant L goes linearly from this to ``model.lipschitz``."""
-    lipschitz_warmup_steps: int = field(at_least(0), default=0)
-    pretrain_steps: int = field(at_least(0), default=0)
+    lipschitz_warmup_steps: int = field(count(0), default=0)
+    pretrain_steps: int = field(count(0), default=0)
     """Li et al. (2019) phase 1: the first N steps train an autoencoder (KL weight 0); then the
     decoder is re-initialised, the optimiser restarted, and the KL and L schedules start from
     their step 0. 0 disables."""
@@ -63,9 +63,9 @@ class OptimConfig:
     """Global gradient-norm clip; 0 disables."""
     scheduler: Literal["constant", "plateau", "cosine"] = "constant"
     """``plateau``: He et al. 2019, decay on validation stalls."""
-    warmup_steps: int = field(at_least(0), default=0)
+    warmup_steps: int = field(count(0), default=0)
     plateau_factor: float = field(in_interval(0.0, 1.0, open_low=True), default=0.5)
-    plateau_patience: int = field(at_least(0), default=2)
+    plateau_patience: int = field(count(0), default=2)
     min_lr: float = field(at_least(0), default=0.0)
 
     def validate_min_lr(self) -> None:
@@ -75,22 +75,22 @@ class OptimConfig:
 
 @section("train")
 class TrainConfig:
-    epochs: int = field(at_least(1), default=10)
-    max_steps: int | None = field(at_least(1), default=None)
+    epochs: int = field(count(1), default=10)
+    max_steps: int | None = field(count(1), default=None)
     """Stop after this many optimiser steps (overrides ``epochs``)."""
-    grad_accum: int = field(at_least(1), default=1)
+    grad_accum: int = field(count(1), default=1)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """``auto``: bf16 on GPU, none on CPU (bf16 autocast crashes ``nn.LSTM`` there)."""
-    eval_every: int = field(at_least(0), default=0)
+    eval_every: int = field(count(0), default=0)
     """Validate every N steps; 0 means once an epoch."""
-    eval_batches: int | None = field(at_least(1), default=None)
+    eval_batches: int | None = field(count(1), default=None)
     """Cap the validation batches (quick runs)."""
-    save_every: int = field(at_least(0), default=0)
+    save_every: int = field(count(0), default=0)
     """Write a resumable checkpoint every N steps; 0 means at every validation."""
-    keep_last: int = field(at_least(0), default=2)
-    early_stopping: int = field(at_least(0), default=0)
+    keep_last: int = field(count(0), default=2)
+    early_stopping: int = field(count(0), default=0)
     """Stop after N validations without a better ELBO; 0 disables."""
-    log_every: int = field(at_least(1), default=20)
+    log_every: int = field(count(1), default=20)
     tensorboard: bool = False
     resume: str = path_field("checkpoint", "no")
     """``no``, ``auto`` (the newest intact checkpoint of the run directory) or a checkpoint path."""
@@ -119,9 +119,9 @@ class TrainConfig:
     """He et al. (2019) aggressive inference-network training: before each decoder step the
     encoder alone is updated on fresh batches until the loss stops improving; switched off at
     the first validation whose mutual information I(x; z) is not above the previous one."""
-    aggressive_max_inner_steps: int = field(at_least(1), default=100)
+    aggressive_max_inner_steps: int = field(count(1), default=100)
     """Cap on the encoder-only steps before one decoder step (He et al. loop while ``sub_iter < 100``:
     at most 99)."""
-    aggressive_check_every: int = field(at_least(1), default=15)
+    aggressive_check_every: int = field(count(1), default=15)
     """Encoder steps per window of the stopping rule: the loop stops when a window's loss per
     token is not below the previous window's (He et al.: 15)."""

@@ -29,10 +29,11 @@ from textvae.data.config import DECODER_TOKENIZER, DataConfig
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig
 from textvae.resources import shipped_directory
-from textvae.schema import check_value, from_mapping, shown
+from textvae.schema import SEED, check_value, from_mapping, shown
 from textvae.training.config import ObjectiveConfig, OptimConfig, TrainConfig
 
 SECTIONS = {"data": DataConfig, "objective": ObjectiveConfig, "optim": OptimConfig, "train": TrainConfig}
+TOP_LEVEL_RULES = {"seed": (SEED,)}  # the sections' keys declare theirs on their fields
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Recipe:
         key's own type and value rule already ran when it was set)."""
         if not str(self.output_dir).strip():
             raise TextVAEError("recipe key 'output_dir': must not be empty (it would be the current directory)")
+        check_value("seed", self.seed, int, *TOP_LEVEL_RULES["seed"])
         for name in SECTIONS:
             getattr(self, name).validate()
         validate_model_section(self.model)
@@ -88,7 +90,7 @@ def _build(values: Any) -> Recipe:
         elif key == "model":
             kwargs[key] = validate_model_section(value)
         elif key in hints:
-            kwargs[key] = check_value(key, value, hints[key])
+            kwargs[key] = check_value(key, value, hints[key], *TOP_LEVEL_RULES.get(key, ()))
         else:
             raise TextVAEError(f"unknown recipe key '{key}' (known: {', '.join(sorted(hints))})")
     return Recipe(**kwargs)
