@@ -33,7 +33,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from textvae.atomic import remove_staged
+from textvae.atomic import failures_named, os_error_line, remove_path, remove_staged
 from textvae.data.tokenized import as_token_rows
 from textvae.errors import TextVAEError
 from textvae.training.checkpointing import (
@@ -134,13 +134,44 @@ def prepare_run_directory(run_dir: Path, fresh: bool, overwrite: bool) -> None:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Delete what an earlier run left in ``run_dir`` (``train.overwrite``)."""
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    """Delete what an earlier run left in ``run_dir`` (``train.overwrite``): all of it, or
+    nothing when some of it could not be deleted.
+
+    No link is followed out of the run: an output that is a link is removed as a link,
+    and so is every link inside a folder (``shutil.rmtree`` unlinks them), so what they
+    point to is untouched. Everything is checked before anything is deleted: a folder
+    whose entries cannot be removed (no permission, a read-only file system) or another
+    file system mounted inside the run refuses the overwrite in one line.
+    """
+    doomed = [run_dir / name for name in RUN_OUTPUTS if os.path.lexists(run_dir / name)]
+    for path in doomed:
+        if problem := _undeletable(path):
+            raise TextVAEError(f"train.overwrite: cannot delete the earlier run in {run_dir} ({problem}); "
+                               "nothing was deleted")
+    for path in doomed:
+        with failures_named(path, "delete"):
+            remove_path(path)
+
+
+def _undeletable(path: Path) -> str | None:
+    """Why ``path`` (not followed if a link) and all it holds could not be deleted, or None."""
+
+    def stop(error: OSError) -> None:
+        raise error
+
+    try:
+        device = os.lstat(path.parent).st_dev
+        folders = [path.parent]
+        if not path.is_symlink() and path.is_dir():  # os.walk lists links to folders but does not enter them
+            folders += [Path(root) for root, _, _ in os.walk(path, onerror=stop)]
+        for folder in folders:
+            if os.lstat(folder).st_dev != device:
+                return f"{folder} is another file system mounted inside the run"
+            if not os.access(folder, os.W_OK | os.X_OK):  # what deleting an entry of a folder takes
+                return f"{folder}: what it holds cannot be deleted (no write permission or a read-only file system)"
+    except OSError as exc:
+        return os_error_line(exc)
+    return None
 
 
 @contextmanager
