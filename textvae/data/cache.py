@@ -76,8 +76,8 @@ def digest(inputs: Any) -> str:
 def file_fingerprint(path: str | Path, root: Path | None = None) -> dict[str, Any]:
     """What identifies a file's content: its path, its size and the SHA256 of every byte.
 
-    Hashing reads the whole file: 0.8 s for the 1.2 GB 10M-sentence corpus from the page
-    cache, more from a cold disk (``benchmarks/README.md``, "The corpus key"). With
+    Hashing reads the whole file: 0.8-1.3 s for the 1.2 GB 10M-sentence corpus from the
+    page cache, 2.1 s from disk (``benchmarks/README.md``, "The corpus key"). With
     ``root`` (the cache root) the hash is remembered under ``root/fingerprints``, keyed by
     the file's :func:`status`, and read back (in well under a millisecond) for as long as
     that status is unchanged, which is as long as the bytes are.
