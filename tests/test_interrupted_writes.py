@@ -180,3 +180,76 @@ def test_sigkill_during_save_pretrained_keeps_the_export_and_the_next_run_clears
     assert leftovers and all(name.startswith(".final.") for name in leftovers)  # the staged copy, hidden
     prepare_run_directory(run_dir, fresh=False, overwrite=False)  # what the next training does first
     assert sorted(p.name for p in run_dir.iterdir()) == ["final"]
+
+
+# --------------------------------------------------------------------------- every OS error, real long names
+
+OS_ERRORS = [errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+             errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR]
+
+
+def os_error(code: int, rust: bool = False):
+    """A write failing with ``code``, as Python raises it or as a Rust library (tokenizers,
+    safetensors) words it in an exception of its own."""
+
+    def fail(*args, **kwargs):
+        if rust:
+            raise Exception(f"I/O error: {os.strerror(code)} (os error {code})")
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+FAILURES = {**{errno.errorcode[code]: (code, False) for code in OS_ERRORS},
+            "EFBIG (Rust wording)": (errno.EFBIG, True), "ENOSPC (Rust wording)": (errno.ENOSPC, True)}
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+@pytest.mark.parametrize("artefact", ARTEFACTS)
+def test_every_os_error_while_writing_is_one_line_naming_the_path(artefact, failure, tmp_path, monkeypatch):
+    write, name = ARTEFACTS[artefact]
+    target = tmp_path / name
+    write(target, 1)
+    before = snapshot(target)
+    code, rust = FAILURES[failure]
+    with monkeypatch.context() as patch:
+        for where, replacement in at_every_write(os_error(code, rust)):
+            patch.setattr(where, replacement)
+        with pytest.raises(TextVAEError) as info:
+            write(target, 2)
+    message = str(info.value)
+    assert "\n" not in message and str(target) in message and f"({os.strerror(code)})" in message, message
+    assert snapshot(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+NAME_MAX = os.pathconf("/tmp", "PC_NAME_MAX")
+PATH_MAX = os.pathconf("/tmp", "PC_PATH_MAX")
+TOO_LONG = {  # where the name is too long -> the target under tmp_path, and the part the error names
+    "the name": lambda name: ("x" * (NAME_MAX + 1), "x" * (NAME_MAX + 1)),
+    "a folder above": lambda name: (f"{'x' * (NAME_MAX + 1)}/{name}", "x" * (NAME_MAX + 1)),
+    "the whole path": lambda name: ("/".join(["y" * 200] * (PATH_MAX // 200 + 1) + [name]), "y" * 200),
+}
+WRITTEN_FRESH = [a for a in ARTEFACTS if "metrics" not in a]  # the metrics rewrite only rewrites a log that exists
+
+
+@pytest.mark.parametrize("where", TOO_LONG)
+@pytest.mark.parametrize("artefact", WRITTEN_FRESH)
+def test_a_name_longer_than_the_file_system_takes_is_one_line_naming_it(artefact, where, tmp_path):
+    write, name = ARTEFACTS[artefact]
+    relative, named = TOO_LONG[where](name)
+    with pytest.raises(TextVAEError) as info:
+        write(tmp_path / relative, 1)
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / named) in message and "(File name too long)" in message, message
+    assert list(tmp_path.iterdir()) == []  # nothing written on the way
+
+
+@pytest.mark.parametrize("artefact", WRITTEN_FRESH)
+def test_a_name_as_long_as_the_file_system_takes_is_written(artefact, tmp_path):
+    """Its hidden staged sibling (``.NAME.random``) would be longer: the name in it is cut."""
+    write, _ = ARTEFACTS[artefact]
+    target = tmp_path / ("z" * NAME_MAX)
+    write(target, 1)
+    write(target, 2)
+    assert snapshot(target) and sorted(p.name for p in tmp_path.iterdir()) == [target.name]

@@ -12,7 +12,7 @@ REPO = TESTS.parent
 PROBE_FILES = ["tests/training/test_resume_safety.py", "tests/training/test_recipe_hostile.py",
                "tests/models/test_integrity.py", "tests/cli/test_input_channels.py", "tests/hub/test_hostile.py",
                "tests/cli/test_hostile_flags.py", "tests/cli/test_recipe_commands.py",
-               "tests/test_interrupted_writes.py"]
+               "tests/test_interrupted_writes.py", "tests/training/test_overwrite.py"]
 
 
 def rows() -> dict[str, list[str]]:

@@ -128,3 +128,88 @@ def test_optimiser_values_torch_would_reject_are_named(override, named):
     with pytest.raises(TextVAEError) as info:
         load_recipe(None, [override])
     assert str(info.value) == named
+
+
+# --------------------------------------------------------------------------- names too long, files too large
+
+import os  # noqa: E402 -- with the tests below
+
+TOO_LONG = {  # a path the file system cannot take
+    "a name over NAME_MAX": lambda tmp: str(tmp / ("x" * (os.pathconf("/tmp", "PC_NAME_MAX") + 1))),
+    "a path over PATH_MAX": lambda tmp: str(tmp / "/".join(["y" * 200] * (os.pathconf("/tmp", "PC_PATH_MAX") // 200 + 1))),
+}
+
+
+@pytest.mark.parametrize("key", sorted(PATH_KEYS))
+@pytest.mark.parametrize("kind", TOO_LONG)
+def test_every_path_key_too_long_for_the_file_system_is_one_line_naming_it(key, kind, corpus_dir, tmp_path, capsys):
+    from tests.training.conftest import TINY
+    from textvae.cli import main
+
+    value = TOO_LONG[kind](tmp_path)
+    command = ["data", "prepare"] if key.startswith("data.") else ["train"]
+    capsys.readouterr()
+    status = main([*command, "quickstart", f"data.corpus={corpus_dir}", *TINY, "train.max_steps=1",
+                   f"output_dir={tmp_path / 'run'}", f"{key}={value}"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("textvae: error: ")]
+    assert status == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert value in lines[0] and "File name too long" in lines[0], lines[0]
+
+
+# Run in a child process: RLIMIT_FSIZE makes every write past LIMIT bytes fail with EFBIG
+# (Python ignores SIGXFSZ), the way a full disk or a quota fails it, without filling a disk.
+UNDER_A_SIZE_LIMIT = r"""
+import contextlib, io, json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from textvae.cli import main
+
+results = []
+for limit, argv in json.loads(sys.argv[2]):
+    err = io.StringIO()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY if limit is None else limit,
+                                               resource.RLIM_INFINITY))
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = main(argv)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    results.append([status, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def test_every_writing_command_under_a_file_size_limit_is_one_line(corpus_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.training.conftest import REPO, TINY
+
+    pytest.importorskip("resource")  # POSIX only
+    recipe = ["quickstart", f"data.corpus={corpus_dir}", f"data.cache_dir={tmp_path / 'cache'}", *TINY,
+              "train.max_steps=1"]
+    unlimited = None
+    evaluate = ["evaluate", str(tmp_path / "run"), "--iw-samples", "2", "--max-sentences", "8", "--no-progress",
+                "--output"]
+    commands = {  # what -> (file size limit, argv, the path the error must name)
+        "data generate": (1000, ["data", "generate", "--out", str(tmp_path / "gen")], tmp_path / "gen"),
+        "data prepare (cache)": (2000, ["data", "prepare", *recipe], tmp_path / "cache"),
+        "(the cache, built)": (unlimited, ["data", "prepare", *recipe], None),
+        "train (tokenizer)": (3000, ["train", *recipe, f"output_dir={tmp_path / 'a'}"], tmp_path / "a"),
+        "train (checkpoint)": (20000, ["train", *recipe, f"output_dir={tmp_path / 'b'}"], tmp_path / "b"),
+        "(a trained run)": (unlimited, ["train", *recipe, f"output_dir={tmp_path / 'run'}"], None),
+        "(its test split cached)": (unlimited, [*evaluate, str(tmp_path / "first.json")], None),
+        "evaluate --output": (200, [*evaluate, str(tmp_path / "eval.json")], tmp_path / "eval.json"),
+    }
+    plan = json.dumps([[limit, argv] for limit, argv, _ in commands.values()])
+    done = subprocess.run([sys.executable, "-c", UNDER_A_SIZE_LIMIT, str(REPO), plan], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    for (what, (_, _, named)), (status, err) in zip(commands.items(), json.loads(done.stdout.splitlines()[-1]), strict=True):
+        lines = [line for line in err.splitlines() if line.startswith("textvae: error: ")]
+        if named is None:
+            assert status == 0, (what, err[-2000:])
+            continue
+        assert status == 2 and len(lines) == 1 and "Traceback" not in err, (what, err[-2000:])
+        assert str(named) in lines[0] and "File too large" in lines[0], (what, lines[0])
