@@ -158,3 +158,16 @@ def test_a_failure_while_deleting_is_one_line_naming_the_path(tmp_path, monkeypa
     with pytest.raises(TextVAEError) as info:
         clear_run(run_dir)
     assert str(info.value) == f"{run_dir / 'checkpoints'}: cannot delete (Input/output error)"
+
+
+def test_a_failed_fresh_run_whose_leftovers_cannot_go_still_reports_its_own_error(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    from textvae.training.resume import undone_on_failure
+
+    run_dir = fake_run(tmp_path / "run")
+    undeletable_folder(monkeypatch, run_dir / "final")
+    with pytest.raises(TextVAEError, match="^data.corpus: the train split is empty$"):
+        with undone_on_failure(run_dir, fresh=True, created=False, accelerator=Accelerator(cpu=True)):
+            raise TextVAEError("data.corpus: the train split is empty")
+    assert (run_dir / "final").is_dir()  # refused as a whole: nothing went

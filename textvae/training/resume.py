@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,8 @@ def undone_on_failure(run_dir: Path, fresh: bool, created: bool, accelerator: Ac
     except BaseException:
         if (fresh or created) and accelerator.is_main_process:
             if fresh:
-                clear_run(run_dir)
+                with suppress(TextVAEError):  # what cannot go stays: the error that stopped the run is the one to see
+                    clear_run(run_dir)
             (run_dir / LOCK_FILE).unlink(missing_ok=True)
             if created:
                 try:
