@@ -113,7 +113,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
-def staged_prefix(target: Path) -> str:
+def _staged_prefix(target: Path) -> str:
     """The name prefix of ``target``'s staged siblings (``.NAME.``, NAME cut to fit)."""
     return f".{os.fsdecode(os.fsencode(target.name)[:_STAGED_NAME_BYTES])}."
 
@@ -129,7 +129,7 @@ def staged_file(path: str | Path) -> Iterator[Path]:
         with failures_named(path):
             if path.is_dir():
                 raise TextVAEError(f"{path}: is a directory, expected a file")
-            fd, tmp = tempfile.mkstemp(prefix=staged_prefix(path), dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=_staged_prefix(path), dir=path.parent)
             os.close(fd)
             yield Path(tmp)
             os.chmod(tmp, 0o666 & ~current_umask())
@@ -155,7 +155,7 @@ def staged_directory(directory: str | Path) -> Iterator[Path]:
             if directory.exists() and not directory.is_dir():
                 raise TextVAEError(f"{directory}: is a file, expected a directory")
             directory.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=staged_prefix(directory), dir=directory.parent))
+            tmp = Path(tempfile.mkdtemp(prefix=_staged_prefix(directory), dir=directory.parent))
             os.chmod(tmp, 0o777 & ~current_umask())
             yield tmp
             if directory.exists():
@@ -181,7 +181,7 @@ def remove_staged(target: str | Path) -> None:
     target = Path(target)
     if not target.parent.is_dir():
         return
-    prefix = staged_prefix(target)
+    prefix = _staged_prefix(target)
     for leftover in target.parent.iterdir():
         if leftover.name.startswith(prefix):
             with suppress(OSError):  # one that cannot go does no harm: the next write stages beside it

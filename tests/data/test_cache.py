@@ -288,6 +288,9 @@ def test_a_disk_error_while_reading_a_corpus_is_one_line_naming_it(tmp_path, mon
     with pytest.raises(TextVAEError) as info:
         list(reading.file_chunks(path))
     assert str(info.value) == f"{path}: cannot read (Input/output error)"
+    with pytest.raises(TextVAEError) as info:  # while a cache entry is built from it: still the corpus's failure
+        get_or_build(tmp_path / "cache", "test", INPUTS, lambda writer: list(reading.file_chunks(path)))
+    assert str(info.value) == f"{path}: cannot read (Input/output error)"
 
 
 def test_cache_root_prefers_the_recipe_key_then_the_environment(tmp_path, monkeypatch):

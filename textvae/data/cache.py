@@ -379,6 +379,8 @@ def get_or_build(root: Path, kind: str, inputs: dict[str, Any], build: Callable[
                         raise
                     return open_entry(final, verify=verify)
         except OSFailure as exc:
+            if not exc.path.is_relative_to(directory):  # not the cache's own failure: reading the corpus, say
+                raise
             raise TextVAEError(f"{directory}: cannot build a {kind} cache entry there ({reason(exc.error)}); nothing "
                                f"was kept (free space, or set data.cache_dir or ${CACHE_ENV} to a writable "
                                "directory)") from None
