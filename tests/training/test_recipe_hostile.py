@@ -1,6 +1,7 @@
-"""Recipe values as an attacker writes them: every float key with NaN and infinities, and every
-key that names a path as a file, a directory, missing, unwritable or empty. Each is either
-used or refused in one line naming the key; none reaches torch or the file system as it is."""
+"""Recipe values as an attacker writes them: every float key with NaN and infinities, every int
+key with numbers past any bound (1e8, 10**30, 2**64, -1), and every key that names a path as a
+file, a directory, missing, unwritable or empty. Each is either used or refused in one line
+naming the key; none reaches torch or the file system as it is."""
 
 from __future__ import annotations
 
@@ -17,24 +18,24 @@ from textvae.schema import path_keys
 from textvae.training.recipe import SECTIONS, Recipe, load_recipe
 
 
-def _holds_float(annotation) -> bool:
-    return annotation is float or any(_holds_float(arg) for arg in typing.get_args(annotation))
+def _holds(kind: type, annotation) -> bool:
+    return annotation is kind or any(_holds(kind, arg) for arg in typing.get_args(annotation))
 
 
-def float_keys() -> list[tuple[str, typing.Any]]:
-    """Every float-valued recipe key (sections, the model's config, the top level) and its annotation."""
+def keys_holding(kind: type) -> list[tuple[str, typing.Any]]:
+    """Every ``kind``-valued recipe key (sections, the model's config, the top level) and its annotation."""
     keys = []
     for name, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
-        keys += [(f"{name}.{f.name}", hints[f.name]) for f in dataclasses.fields(cls) if _holds_float(hints[f.name])]
+        keys += [(f"{name}.{f.name}", hints[f.name]) for f in dataclasses.fields(cls) if _holds(kind, hints[f.name])]
     hints = typing.get_type_hints(TextVAEConfig.__init__)
-    keys += [(f"model.{key}", hint) for key, hint in hints.items() if key != "return" and _holds_float(hint)]
+    keys += [(f"model.{key}", hint) for key, hint in hints.items() if key != "return" and _holds(kind, hint)]
     hints = typing.get_type_hints(Recipe)
-    keys += [(key, hints[key]) for key in (f.name for f in dataclasses.fields(Recipe)) if _holds_float(hints[key])]
+    keys += [(key, hints[key]) for key in (f.name for f in dataclasses.fields(Recipe)) if _holds(kind, hints[key])]
     return keys
 
 
-FLOAT_KEYS = float_keys()
+FLOAT_KEYS = keys_holding(float)
 NON_FINITE = [".nan", ".inf", "-.inf", "nan", "inf", "-inf", "1e999"]
 
 
@@ -63,6 +64,84 @@ def test_every_float_key_refuses_nan_set_from_python(key, annotation):
             recipe.check()
         else:
             setattr(getattr(recipe, section) if section else recipe, name, value)
+
+
+# --------------------------------------------------------------------------- integers
+
+
+INT_KEYS = [key for key, _ in keys_holding(int)]
+HOSTILE_INTS = ["1e8", str(10**30), str(2**64), "-1"]
+# The special-token ids of `model:` are replaced by the tokenizer's when the model is built.
+REPLACED = {"model.pad_token_id", "model.bos_token_id", "model.eos_token_id", "model.unk_token_id"}
+
+
+def test_the_int_keys_are_found():
+    assert {"seed", "data.max_length", "data.batch_size", "data.vocab_size", "train.epochs", "train.max_steps",
+            "objective.kl_cycle_steps", "optim.warmup_steps", "model.hidden_size", "model.decoder_layers",
+            "model.max_position_embeddings", "model.invlip_rotations"} <= set(INT_KEYS)
+
+
+def assert_names(key: str, message: str) -> None:
+    """``recipe key 'a.b': ...``, or the model's own check: ``recipe section 'model': ... b ...``."""
+    section, _, name = key.rpartition(".")
+    assert f"recipe key '{key}': " in message or (section == "model" and message.startswith(
+        "recipe section 'model': ") and name in message), message
+
+
+@pytest.mark.parametrize("key", INT_KEYS)
+@pytest.mark.parametrize("value", HOSTILE_INTS)
+def test_every_int_key_refuses_numbers_past_its_bound(key, value):
+    """Refused when the recipe is read, before anything is built: 1e8 is YAML's string (not an
+    int), 10**30 and 2**64 are past every cap and 64 bits, and no count, size or seed is negative."""
+    if value == "-1" and key in REPLACED:
+        pytest.skip("replaced by the tokenizer's id")
+    with pytest.raises(TextVAEError) as info:
+        load_recipe(None, [f"{key}={value}"])
+    assert_names(key, str(info.value))
+
+
+@pytest.mark.parametrize("key", INT_KEYS)
+def test_every_int_key_refuses_an_overflow_set_from_python(key):
+    recipe = load_recipe(None)
+    section, _, name = key.rpartition(".")
+    with pytest.raises(TextVAEError) as info:
+        if section == "model":
+            recipe.model[name] = 10**30
+            recipe.check()
+        elif section:
+            setattr(getattr(recipe, section), name, 10**30)
+        else:
+            setattr(recipe, name, 10**30)
+            recipe.check()
+    assert_names(key, str(info.value))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=4294967296", "recipe key 'seed': must be at most 4294967295, got 4294967296"),
+    ("data.max_length=16385", "recipe key 'data.max_length': must be at most 16384, got 16385"),
+    ("data.batch_size=4097", "recipe key 'data.batch_size': must be at most 4096, got 4097"),
+    ("train.epochs=1000000001", "recipe key 'train.epochs': must be at most 1000000000, got 1000000001"),
+    ("model.decoder_layers=1025", "recipe section 'model': decoder_layers must be at most 1024, got 1025"),
+])
+def test_the_caps_are_stated_and_their_values_taken(override, message):
+    """One past each cap is refused naming the cap; the cap itself (the seed numpy takes last) is taken."""
+    with pytest.raises(TextVAEError) as info:
+        load_recipe(None, [override])
+    assert str(info.value) == message
+    key, _, value = override.partition("=")
+    load_recipe(None, [f"{key}={int(value) - 1}"])
+
+
+@pytest.mark.parametrize("override", ["model.hidden_size=100000000", "model.embedding_size=4611686018427387904"])
+def test_a_model_that_cannot_fit_in_memory_is_refused_before_it_is_built(override, corpus_dir, tmp_path, capsys):
+    """Counted on the meta device (a size past 64 bits overflows there), not allocated."""
+    from textvae.cli import main
+
+    status = main(["train", "quickstart", f"data.corpus={corpus_dir}", "data.max_train_lines=64", override,
+                   "train.progress=false", f"output_dir={tmp_path / 'run'}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("textvae: error")]
+    assert status == 2 and len(err) == 1 and err[0].startswith("textvae: error: model: "), err
+    assert "available on" in err[0] or "overflows 64 bits" in err[0]
 
 
 # --------------------------------------------------------------------------- paths

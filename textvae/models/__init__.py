@@ -5,7 +5,8 @@ encoders, decoders, output head and inverse-Lipschitz latent path, returning the
 ELBO terms; ``generate()`` and the sentence-level text API), the checks a loaded
 checkpoint passes (:mod:`~textvae.models.integrity`), their registration with
 transformers' Auto classes, and the operations on codes built on that API alone
-(:mod:`~textvae.models.latents`: batched encoding, attribute vectors, edits, analogies). It
+(:mod:`~textvae.models.latents`: batched encoding, attribute vectors, edits, analogies), and
+the memory a count asks for, estimated before it is allocated (:mod:`~textvae.models.memory`). It
 imports only the foundation modules (errors,
 estimators, padding): no corpora, training, evaluation, Hub or CLI code.
 """

@@ -12,6 +12,9 @@ InvlipLift = Literal["frozen", "learned", "plausible", "output", "output_whitene
 Trainable = Literal["frozen", "lora", "full"]
 Pooling = Literal["mean", "first"]
 BackboneWeights = Literal["reference", "embedded"]
+MAX_LAYERS = 1024
+"""Most layers (or rotations) of a network: their memory is counted before building, but building
+10**9 layer modules one by one would take hours first."""
 
 
 class TextVAEConfig(PreTrainedConfig):
@@ -176,10 +179,14 @@ class TextVAEConfig(PreTrainedConfig):
         sizes = {"embedding_size": embedding_size, "hidden_size": hidden_size, "latent_size": latent_size,
                  "encoder_layers": encoder_layers, "decoder_layers": decoder_layers,
                  "num_attention_heads": num_attention_heads, "invlip_state_size": invlip_state_size,
-                 "icnn_hidden_size": icnn_hidden_size, "icnn_layers": icnn_layers}
+                 "icnn_hidden_size": icnn_hidden_size, "icnn_layers": icnn_layers, "vocab_size": vocab_size,
+                 "max_position_embeddings": max_position_embeddings, "intermediate_size": intermediate_size or 1,
+                 "invlip_top_k": invlip_top_k}
         for name, value in sizes.items():
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+            if name.endswith("_layers") and value > MAX_LAYERS:  # built one by one: 10**9 would take hours
+                raise ValueError(f"{name} must be at most {MAX_LAYERS}, got {value}")
         for name, value in (("dropout_input", dropout_input), ("dropout_output", dropout_output)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
@@ -190,8 +197,9 @@ class TextVAEConfig(PreTrainedConfig):
             if not needed <= invlip_top_k <= vocab_size:
                 raise ValueError(f"invlip_top_k must be in [{needed}, vocab_size={vocab_size}] "
                                  f"(the map's outputs + 1 and up), got {invlip_top_k}")
-        if invlip_rotations < 0 or (invlip_rotations and invlip_state_in_lift):
-            raise ValueError(f"invlip_rotations must be >= 0 and needs invlip_state_in_lift=False, got {invlip_rotations}")
+        if not 0 <= invlip_rotations <= MAX_LAYERS or (invlip_rotations and invlip_state_in_lift):
+            raise ValueError(f"invlip_rotations must be in [0, {MAX_LAYERS}] and needs invlip_state_in_lift=False, "
+                             f"got {invlip_rotations}")
         if not 0 <= lipschitz < float("inf"):  # NaN fails too
             raise ValueError(f"lipschitz must be a finite number >= 0, got {lipschitz}")
         if posterior_bn_gamma is not None and not 0 < posterior_bn_gamma < float("inf"):

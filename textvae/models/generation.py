@@ -10,7 +10,6 @@ transformers' ``generate(latents=z, ...)``: every method here takes its keyword 
 from __future__ import annotations
 
 import math
-import os
 import re
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from textvae.errors import InvalidArgument, TextVAEError
+from textvae.models.memory import memory_budget, require_memory
 from textvae.padding import pad_ids
 
 # Every line break of str.splitlines, with the blanks around it.
@@ -26,31 +26,6 @@ _LINE_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
 # processed scores, probabilities, beam search's flattened top-k input), and int64 copies of its
 # ids (beam search keeps several (beams, length) buffers): the estimate errs on the large side.
 _SCORE_COPIES, _ID_COPIES = 8, 4
-
-
-def memory_budget(device: torch.device) -> int:
-    """Bytes one call may ask for on ``device``: what the GPU has free (its allocator's cached
-    blocks included), or half a CPU machine's physical memory (the rest is the model's, the
-    system's and other processes'). Counts that allocate by their value are held to this before
-    anything is allocated, so a value that cannot fit is refused instead of killing the process."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-
-
-def gib(size: float) -> str:
-    """Bytes as people read them (``3.2 GiB``)."""
-    return f"{size / 2**30:,.1f} GiB"
-
-
-def require_memory(name: str, needed: int, device: torch.device, advice: str) -> None:
-    """Refuse, naming the parameter ``name``, a call that would ask ``device`` for more than
-    :func:`memory_budget` (``advice``: which value would fit)."""
-    budget = memory_budget(device)
-    if needed > budget:
-        raise InvalidArgument(name, f"needs about {gib(needed)}, more than the {gib(budget)} available on "
-                              f"{device.type} ({advice})")
 
 
 class FiniteScores(LogitsProcessor):
@@ -173,16 +148,24 @@ class TextGenerationMixin:
                 out += trim(sequences[:, 1:], self.config.eos_token_id, max_length)
         return out
 
+    def decode_bytes_per_row(self, max_length: int, num_beams: int = 1) -> int:
+        """Bytes ``generate`` is estimated to hold at its peak for one row of z: per beam, the
+        next-token scores and the ids and decoder state of ``max_length`` tokens, BOS and EOS."""
+        scores = _SCORE_COPIES * 4 * self.config.vocab_size
+        per_token = _ID_COPIES * 8 + self._state_bytes_per_token()
+        return num_beams * (scores + (max_length + 2) * per_token)
+
     def rows_per_generate(self, max_length: int, num_beams: int = 1) -> int:
         """How many rows one ``generate`` call may decode within :func:`memory_budget`; a single row
         that cannot fit is refused, naming ``max_length`` (or ``num_beams``) and the most that fit."""
-        scores = _SCORE_COPIES * 4 * self.config.vocab_size
-        per_token = _ID_COPIES * 8 + self._state_bytes_per_token()
-        per_row = num_beams * (scores + (max_length + 2) * per_token)
         budget = memory_budget(self.device)
-        if num_beams * (scores + 3 * per_token) > budget:
-            require_memory("num_beams", per_row, self.device, f"{budget // (scores + 3 * per_token):,} beams fit")
-        longest = (budget // num_beams - scores) // per_token - 2
+        per_row = self.decode_bytes_per_row(max_length, num_beams)
+        shortest = self.decode_bytes_per_row(1, num_beams)
+        if shortest > budget:
+            require_memory("num_beams", per_row, self.device,
+                           f"{budget // self.decode_bytes_per_row(1):,} beams fit")
+        per_token = self.decode_bytes_per_row(2, num_beams) - shortest
+        longest = (budget - shortest) // per_token + 1
         require_memory("max_length", per_row, self.device, f"at most {longest:,} tokens fit with {num_beams} beam(s)")
         return max(1, budget // per_row)
 

@@ -9,6 +9,7 @@ import torch
 from textvae.data.tokenization import load_encoder_tokenizer, load_pretrained_tokenizer
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig, TextVAEModel
+from textvae.models.memory import require_training_memory
 from textvae.models.pretrained import check_tokenizer_fits, local_path
 from textvae.training.config import OptimConfig
 from textvae.training.recipe import Recipe
@@ -58,6 +59,7 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerFast) -> TextVAEMo
         # textvae picks the decoder's BOS and pad itself (its EOS where it has none), and
         # data.eos_token replaces its EOS: only an EOS of its own must be the model's.
         check_tokenizer_fits("decoder", config, tokenizer, own_roles=() if recipe.data.eos_token else ("eos",))
+    require_training_memory(config)  # counted on the meta device: refused before a byte is allocated
     model = TextVAEModel(config)
     model.tokenizer, model.encoder_tokenizer = tokenizer, encoder_tokenizer
     return model
