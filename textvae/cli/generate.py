@@ -1,8 +1,8 @@
 """``textvae interpolate | sample | reconstruct``: look at what a model's latent space does.
 
 Each command loads an export with :func:`~textvae.hub.loading.load_model`, works in
-batches (all interpolation points of all pairs are decoded in one call) and prints one
-sentence per line. When the latent code is unused -- a ``latent_path: none`` model, a
+batches (the interpolation points of all pairs, up to :data:`BLOCK` codes, are decoded in one
+call, which splits them further only when memory requires) and prints one sentence per line. When the latent code is unused -- a ``latent_path: none`` model, a
 posterior with KL ~ 0 on the sentences at hand, or an export whose own reports count 0
 active units -- a one-line warning goes to stderr, because the identical lines that
 follow are the model's fault, not the command's.
@@ -60,7 +60,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, default: str = "gree
                         help=f"longest decoded sentence in tokens (default: 64, at most {MAX_TOKENS}, and what "
                         "fits in memory)")
     parser.add_argument("--no-repeat-ngram-size", type=integer(1, MAX_TOKENS), default=None, metavar="N",
-                        help="never repeat an n-gram of N tokens within a sentence (any strategy)")
+                        help=f"never repeat an n-gram of N tokens within a sentence (any strategy; at most {MAX_TOKENS})")
     parser.add_argument("--repetition-penalty", type=positive_float_in(1.0, MAX_SCALE), default=None, metavar="P",
                         help=f"divide the odds of tokens already in the sentence by P (1 to {MAX_SCALE:g}; "
                         "> 1 discourages repeats)")
