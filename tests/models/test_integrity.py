@@ -61,6 +61,19 @@ def test_another_model_type_is_named(export, tmp_path, model_type):
     refused(directory, rf"config.json describes {described}, not a textvae model: this checkpoint belongs to another")
 
 
+@pytest.mark.parametrize("key, value", [("hidden_size", 100_000), ("vocab_size", 10**12), ("latent_size", 2**62),
+                                        ("embedding_size", 10**7)])
+def test_a_config_that_asks_for_more_memory_than_the_machine_has_is_refused_before_building(
+        export, tmp_path, monkeypatch, key, value):
+    import textvae.models.memory as memory
+
+    directory = copy(export, tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, key: value}))
+    monkeypatch.setattr(memory, "memory_budget", lambda device: 2**30)  # 1 GiB: none of these may be built
+    refused(directory, r"config.json describes a model of .* of weights, more than the 1.0 GiB this machine can give")
+
+
 def test_a_tokenizer_of_another_corpus_with_the_same_size_is_refused(export, tmp_path):
     directory = copy(export, tmp_path)
     words = json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"]

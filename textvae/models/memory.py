@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from textvae.errors import InvalidArgument
+from textvae.errors import InvalidArgument, TextVAEError
 
 if TYPE_CHECKING:
     from textvae.models.configuration_textvae import TextVAEConfig
@@ -58,6 +58,19 @@ def require_training_memory(config: TextVAEConfig) -> None:
         raise InvalidArgument("model", "a size overflows 64 bits: lower its widths, layers or vocabulary")
     require_memory("model", 4 * weights, device, f"{readable(weights)} of weights, and as much again for their gradients and "
                    "each of Adam's two moments: lower its widths, layers or vocabulary")
+
+
+def require_weight_memory(config: TextVAEConfig, source: object) -> None:
+    """Refuse to load an export whose ``config.json`` asks for more memory than this machine
+    has, before the model is built: its sizes are counted on the meta device. Without it an
+    edited config (a hidden size of 10^5) is a multi-gigabyte allocation, or an out-of-memory
+    kill, before the weights file could show the shapes are wrong."""
+    weights = weight_bytes(config)
+    budget = memory_budget(torch.device("cpu"))  # from_pretrained builds on the CPU first
+    if weights is None or weights > budget:
+        size = "more than 64 bits of bytes" if weights is None else readable(weights)
+        raise TextVAEError(f"{source}: config.json describes a model of {size} of weights, more than the "
+                           f"{readable(budget)} this machine can give it; not loaded (an edited or foreign config.json?)")
 
 
 def weight_bytes(config: TextVAEConfig) -> int | None:

@@ -42,6 +42,7 @@ from textvae.models.integrity import (
     quiet_load_report,
 )
 from textvae.models.invlip import ICNN, InverseLipschitzMap
+from textvae.models.memory import require_weight_memory
 from textvae.models.pretrained import (
     PretrainedDecoder,
     align_tensors,
@@ -218,6 +219,7 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         if backbone_parts(config):
             model = cls._from_export_with_backbones(pretrained_model_name_or_path, config, hub_kwargs)
         else:
+            require_weight_memory(config, pretrained_model_name_or_path)  # a crafted config.json asks for no memory
             with quiet_load_report():
                 model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
                                                       **{**kwargs, "ignore_mismatched_sizes": True})
