@@ -19,7 +19,7 @@ import torch
 
 from tests.helpers_models import offline_and_quiet, run_cli, save_export, tiny_model, word_tokenizer  # noqa: F401
 from textvae.cli import build_parser
-from textvae.models import generation, memory
+from textvae.models import generation, memory, modeling_textvae
 from textvae.models.latents import ATTRIBUTES_FILE, AttributeVectors
 from textvae.schema import SEED_MAX
 
@@ -243,16 +243,18 @@ def test_huge_edit_strength_and_tiny_temperature_are_refused(export, tmp_path, c
 
 @pytest.fixture
 def memory_of(monkeypatch):
-    """Pretend the machine has ``size`` bytes for one call."""
+    """Pretend the machine has ``size`` bytes for one call, once the export is loaded (its weights,
+    checked against the whole budget before it is built, are what the machine really holds)."""
 
     def shrink(size: int) -> None:
+        monkeypatch.setattr(modeling_textvae, "require_weight_memory", lambda config, source: None)
         monkeypatch.setattr(memory, "memory_budget", lambda device: size)
         monkeypatch.setattr(generation, "memory_budget", lambda device: size)
 
     return shrink
 
 
-def test_decoding_splits_its_rows_to_fit_memory(export, tmp_path, capsys, monkeypatch):
+def test_decoding_splits_its_rows_to_fit_memory(export, tmp_path, capsys, memory_of, monkeypatch):
     """With room for two rows a call, 5 samples take 3 generate calls and decode as in one."""
     args = ["sample", export, "-n", "5", "--max-length", "3"]
     whole = run_cli(capsys, *args)
@@ -260,9 +262,7 @@ def test_decoding_splits_its_rows_to_fit_memory(export, tmp_path, capsys, monkey
     original = generation.TextGenerationMixin.rows_per_generate
     monkeypatch.setattr(generation.TextGenerationMixin, "rows_per_generate",
                         lambda self, *a: calls.append(original(self, *a)) or calls[-1])
-    # Only decoding's budget: the model's weights, checked against the whole budget at load, would not fit.
-    size = 2 * tiny_model(word_tokenizer()).decode_bytes_per_row(3)
-    monkeypatch.setattr(generation, "memory_budget", lambda device: size)
+    memory_of(2 * tiny_model(word_tokenizer()).decode_bytes_per_row(3))
     split = run_cli(capsys, *args)
     assert calls == [2] and split == whole and len(whole[1].splitlines()) == 5
 
