@@ -191,12 +191,6 @@ def textvae_lstm_invlip(setup: Setup):
     return textvae_step(setup, latent_path="invlip")
 
 
-@entry("textvae invlip, learned lift (LSTM)")
-def textvae_lstm_invlip_learned_lift(setup: Setup):
-    """The non-default trained lift: a (vocab x 64) QR and its backward in every step."""
-    return textvae_step(setup, latent_path="invlip", invlip_lift="learned")
-
-
 @entry("textvae invlip (Transformer)")
 def textvae_transformer_invlip(setup: Setup):
     return textvae_step(setup, latent_path="invlip", decoder_type="transformer")

@@ -14,6 +14,11 @@ class TextVAEError(Exception):
     """A user-facing error: printed as one line by the CLI, exit status 2."""
 
 
+class RetiredOptionWarning(UserWarning):
+    """An option of a retired design, found at the value under which it changed nothing (an earlier
+    version's resolved recipe or export records every option): ignored. The CLI prints it as one line."""
+
+
 class InvalidArgument(TextVAEError):
     """A bad value for the parameter ``name`` of a library call (``max_length``, ``steps``).
 

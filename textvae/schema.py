@@ -21,6 +21,7 @@ import re
 import reprlib
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -31,7 +32,7 @@ from huggingface_hub.errors import (
     StrictDataclassFieldValidationError,
 )
 
-from textvae.errors import TextVAEError
+from textvae.errors import RetiredOptionWarning, TextVAEError
 
 Rule = Callable[[Any], None]
 
@@ -173,11 +174,15 @@ def path_keys(cls: type) -> dict[str, str]:
 
 
 def section(name: str) -> Callable[[type], type]:
-    """Make ``cls`` a validated recipe section called ``name`` (errors read ``recipe key 'name.key'``)."""
+    """Make ``cls`` a validated recipe section called ``name`` (errors read ``recipe key 'name.key'``).
+
+    A class attribute ``RETIRED`` (:func:`drop_retired`) names the keys an earlier version took, so
+    that a recipe (or an earlier export's) that still sets one is told so, not "unknown key"."""
 
     def wrap(cls: type) -> type:
         cls = strict(dataclasses.dataclass(cls))
         cls.NAME = name
+        cls.RETIRED = getattr(cls, "RETIRED", {})
         init, setattr_, validate = cls.__init__, cls.__setattr__, cls.validate
 
         @functools.wraps(init)
@@ -240,12 +245,43 @@ def check_value(key: str, value: Any, annotation: Any, *rules: Rule) -> Any:
     return value
 
 
+ANY = object()
+"""The neutral value of a retired option that changed nothing at any value (it applied only to a
+retired variant)."""
+
+
+def drop_retired(values: dict[str, Any], retired: dict[str, tuple[Any, str]],
+                 retired_values: dict[str, dict[Any, str]], name: Callable[[str], str]) -> dict[str, Any]:
+    """``values`` without the options of retired designs.
+
+    ``retired``: ``key -> (neutral value, why it went and what replaced it)``; ``retired_values``:
+    ``key -> {value: why}`` for the retired choices (strings) of a kept key. A retired key at its neutral
+    value is what an earlier version wrote for a design that is kept (its resolved recipes and
+    exports record every key), so it is dropped with one :class:`RetiredOptionWarning`; any other
+    value, or a retired choice, is refused in one line naming it (``name(key)``) and its replacement.
+    """
+    ignored = []
+    for key, value in values.items():
+        if isinstance(value, str) and value in retired_values.get(key, {}):
+            raise TextVAEError(f"{name(key)}: {value} was retired: {retired_values[key][value]}")
+        if key in retired:
+            neutral, why = retired[key]
+            if neutral is not ANY and value != neutral:
+                raise TextVAEError(f"{name(key)}: retired: {why}")
+            ignored.append(name(key))
+    if ignored:
+        warnings.warn(RetiredOptionWarning(f"ignored {', '.join(ignored)}: retired, and set to the value under "
+                                           "which it changed nothing"), stacklevel=2)
+    return {key: value for key, value in values.items() if key not in retired}
+
+
 def from_mapping(cls: type, values: Any) -> Any:
     """Build section ``cls`` from a YAML mapping: unknown keys and bad values are named."""
     if not isinstance(values, dict):
         raise TextVAEError(f"recipe section '{cls.NAME}' must be a mapping, got {shown(values)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    values = drop_retired(values, cls.RETIRED, {}, lambda key: f"recipe key '{cls.NAME}.{key}'")
     unknown = [key for key in values if key not in names]
     if unknown:
         raise TextVAEError(f"unknown recipe key '{cls.NAME}.{unknown[0]}' (known: {', '.join(sorted(names))})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel
@@ -22,10 +24,10 @@ VARIANTS = [
     for decoder in ("lstm", "transformer")
     for path in ("invlip", "concat", "none")
 ] + [
-    dict(encoder_type="transformer", decoder_type="lstm", invlip_condition_input=True),
+    dict(encoder_type="transformer", decoder_type="lstm"),
     dict(encoder_bidirectional=True, encoder_layers=2, decoder_layers=2, tie_word_embeddings=True),
 ]
-VARIANT_IDS = [f"{v.get('decoder_type')}-{v.get('latent_path')}" for v in VARIANTS[:6]] + ["cond-input", "tied-bilstm"]
+VARIANT_IDS = [f"{v.get('decoder_type')}-{v.get('latent_path')}" for v in VARIANTS[:6]] + ["transformer-encoder", "tied-bilstm"]
 
 
 def trained_looking(seed: int = 0, **options) -> TextVAEModel:
@@ -94,14 +96,22 @@ def test_lipschitz_constant_survives_the_round_trip(tmp_path):
     assert loaded.lipschitz_bound() == model.lipschitz_bound() > 2.5
 
 
-def test_lipschitz_set_by_the_schedule_is_what_the_export_records(tmp_path):
-    """The trainer's L warm-up calls set_lipschitz; an export taken mid-warm-up must reload
-    with that L (else the reloaded model computes other logits than the one validated)."""
+@pytest.mark.parametrize("recorded,refused", [({"invlip_rotations": 0, "invlip_outer_map": False}, None),
+                                               ({"invlip_rotations": 8}, "invlip_rotations"),
+                                               ({"invlip_lift": "learned"}, "invlip_lift")])
+def test_an_earlier_export_loads_unless_it_records_a_retired_variant(tmp_path, recorded, refused):
+    """Options that lost their ablation were removed; an export that records one at the value under
+    which it changed nothing loads (with a warning), any other is refused in one line naming it."""
     model = trained_looking(3, lipschitz=2.5)
-    model.set_lipschitz(0.7)
     model.save_pretrained(tmp_path)
-    loaded = load_model(tmp_path)
-    assert loaded.config.lipschitz == 0.7
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **recorded}))
+    if refused:
+        with pytest.raises(TextVAEError, match=rf"^{tmp_path}: config key '{refused}'.*retired"):
+            load_model(tmp_path)
+        return
+    with pytest.warns(UserWarning, match="retired"):
+        loaded = load_model(tmp_path)
     assert_identical(model, loaded)
 
 

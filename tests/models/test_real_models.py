@@ -36,7 +36,7 @@ def test_smollm2_and_minilm_make_a_vae_whose_bound_holds_and_whose_decoder_speak
         vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id, decoder_type="pretrained", decoder_name_or_path=str(SMOLLM),
         decoder_gguf_file=GGUF, encoder_type="pretrained", encoder_name_or_path=str(MINILM), latent_size=8,
-        invlip_state_size=8, icnn_hidden_size=16, lipschitz=2.0, invlip_lift="output")).eval()
+        invlip_state_size=8, icnn_hidden_size=16, lipschitz=2.0, invlip_lift="output_whitened")).eval()
     model.tokenizer, model.encoder_tokenizer = tok, load_encoder_tokenizer(str(MINILM))
     assert model.decoder.lm.config.model_type == "llama" and model.config.vocab_size == 49152
     assert model.posterior.encoder.model.config.model_type == "bert"

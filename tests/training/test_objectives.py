@@ -80,8 +80,8 @@ def test_free_bits_rejects_unknown_mode():
 # --------------------------------------------------------------------------- objective
 
 
-def objective(total_steps=100, model_lipschitz=None, **cfg):
-    return Objective.from_config(ObjectiveConfig(**cfg), total_steps, model_lipschitz)
+def objective(total_steps=100, **cfg):
+    return Objective.from_config(ObjectiveConfig(**cfg), total_steps)
 
 
 def test_loss_weights_kl_by_beta_but_elbo_is_reported_at_beta_one():
@@ -136,15 +136,6 @@ def test_diagnostics_are_detached_and_loss_is_not():
     assert not any(t.requires_grad for t in (terms.rec, terms.kl, terms.elbo, terms.elbo_ppl))
 
 
-def test_lipschitz_schedule_runs_from_start_to_model_value():
-    obj = objective(model_lipschitz=2.0, lipschitz_start=0.5, lipschitz_warmup_steps=10)
-    assert [obj.lipschitz(t) for t in (0, 5, 10, 50)] == pytest.approx([0.5, 1.25, 2.0, 2.0])
-
-
-def test_lipschitz_is_none_without_a_schedule():
-    assert objective(model_lipschitz=2.0).lipschitz(0) is None
-
-
 def test_delayed_schedule_holds_its_value_then_runs_from_its_own_step_zero():
     s = Delayed(LinearWarmup(0.1, 1.0, 10), delay=5, before=0.0)
     assert [s(t) for t in (0, 4, 5, 10, 15)] == pytest.approx([0.0, 0.0, 0.1, 0.55, 1.0])
@@ -163,11 +154,6 @@ def test_pretrain_steps_train_an_autoencoder_then_start_the_kl_annealing():
 def test_pretraining_never_restarts_without_pretrain_steps():
     obj = objective()
     assert not any(obj.starts_vae_phase(t) or obj.pretraining(t) for t in range(3))
-
-
-def test_pretrain_phase_delays_the_lipschitz_warmup_too():
-    obj = objective(model_lipschitz=4.0, lipschitz_start=0.0, lipschitz_warmup_steps=4, pretrain_steps=10)
-    assert [obj.lipschitz(t) for t in (0, 9, 10, 12, 14)] == [0.0, 0.0, 0.0, 2.0, 4.0]
 
 
 def test_cyclical_schedule_spans_the_vae_phase_after_pretraining():
@@ -205,23 +191,17 @@ def test_objective_has_no_state_that_a_checkpoint_would_need():
         ("kl_cycle_ratio", 1.5),
         ("free_bits", -0.1),
         ("word_dropout", 1.5),
-        ("lipschitz_warmup_steps", -2),
         ("pretrain_steps", -1),
     ],
 )
 def test_invalid_config_raises_naming_the_key(field, value):
     with pytest.raises(TextVAEError, match=f"objective.{field}"):
-        objective(model_lipschitz=1.0, **{field: value})
+        objective(**{field: value})
 
 
 def test_unknown_schedule_error_lists_the_known_ones():
     with pytest.raises(TextVAEError, match="objective.kl_schedule': expected one of 'constant', 'linear', 'cyclical', got 'sigmoid'"):
         objective(kl_schedule="sigmoid")
-
-
-def test_lipschitz_start_without_a_model_lipschitz_is_an_error():
-    with pytest.raises(TextVAEError, match="objective.lipschitz_start"):
-        objective(model_lipschitz=None, lipschitz_start=0.5)
 
 
 def test_cyclical_schedule_with_no_steps_is_an_error():
@@ -233,7 +213,6 @@ def test_every_config_field_is_used_or_validated():
     # Guards against a recipe key being added without the objective learning about it.
     known = {
         "beta", "kl_schedule", "kl_start", "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio",
-        "kl_cycle_steps", "kl_cycle_zero_ratio", "free_bits", "free_bits_mode", "word_dropout", "lipschitz_start",
-        "lipschitz_warmup_steps", "pretrain_steps",
+        "kl_cycle_steps", "kl_cycle_zero_ratio", "free_bits", "free_bits_mode", "word_dropout", "pretrain_steps",
     }
     assert {f.name for f in dataclasses.fields(ObjectiveConfig)} == known

@@ -1,10 +1,11 @@
 """Recipes: every shipped YAML validates; bad keys, types and overrides are named."""
 
+import re
 from pathlib import Path
 
 import pytest
 
-from textvae.errors import TextVAEError
+from textvae.errors import RetiredOptionWarning, TextVAEError
 from textvae.training.recipe import (
     Recipe,
     dump_recipe,
@@ -31,9 +32,9 @@ def test_every_shipped_recipe_validates_and_builds_its_parts(path):
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
     recipe.check()  # the rules across sections too
-    config = TextVAEConfig(**recipe.model)  # every model key is a real config option
+    TextVAEConfig(**recipe.model)  # every model key is a real config option
     total_steps = recipe.train.max_steps or recipe.train.epochs * 1000  # a stand-in epoch of 1,000 steps
-    Objective.from_config(recipe.objective, total_steps=total_steps, model_lipschitz=config.lipschitz)
+    Objective.from_config(recipe.objective, total_steps=total_steps)
 
 
 def test_unknown_key_is_named():
@@ -183,3 +184,24 @@ def test_cli_reports_unknown_key_in_one_line(capsys):
     assert main(["train", "quickstart", "train.epoch=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.epoch" in err
+
+
+@pytest.mark.parametrize("override,replacement", [
+    ("model.invlip_rotations=2", "drop the key"),
+    ("model.invlip_condition_input=true", "latent_path=concat"),
+    ("model.invlip_lift=plausible", "use frozen"),
+    ("objective.lipschitz_start=0.5", "model.lipschitz from the first step"),
+])
+def test_a_retired_option_is_refused_naming_it_and_what_replaced_it(override, replacement):
+    key = override.split("=")[0]
+    with pytest.raises(TextVAEError, match=rf"^recipe key '{re.escape(key)}': .*retired.*{replacement}"):
+        load_recipe(overrides=[override])
+
+
+def test_a_retired_option_at_the_value_under_which_it_changed_nothing_is_dropped_with_a_warning():
+    """What an earlier version's resolved recipe (an export's recipe.yaml) records for a kept design."""
+    with pytest.warns(RetiredOptionWarning) as caught:
+        recipe = load_recipe(overrides=["objective.lipschitz_start=null", "model.invlip_rotations=0"])
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        "ignored recipe key 'objective.lipschitz_start'", "ignored recipe key 'model.invlip_rotations'"]
+    assert "invlip_rotations" not in recipe.model

@@ -78,7 +78,7 @@ REPLACED = {"model.pad_token_id", "model.bos_token_id", "model.eos_token_id", "m
 def test_the_int_keys_are_found():
     assert {"seed", "data.max_length", "data.batch_size", "data.vocab_size", "train.epochs", "train.max_steps",
             "objective.kl_cycle_steps", "optim.warmup_steps", "model.hidden_size", "model.decoder_layers",
-            "model.max_position_embeddings", "model.invlip_rotations"} <= set(INT_KEYS)
+            "model.max_position_embeddings", "model.icnn_layers"} <= set(INT_KEYS)
 
 
 def assert_names(key: str, message: str) -> None:

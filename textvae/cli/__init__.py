@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 from textvae.atomic import os_error_line
-from textvae.errors import InvalidArgument, TextVAEError
+from textvae.errors import InvalidArgument, RetiredOptionWarning, TextVAEError
 
 # Modules that add sub-commands; imported lazily so `textvae --help` stays fast.
 COMMAND_MODULES = (
@@ -58,6 +61,19 @@ def cli_wording(exc: TextVAEError, args: argparse.Namespace) -> str:
     return str(exc)
 
 
+def one_line_warnings(default: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints textvae's own warnings as one line, as its errors are,
+    and hands any other to ``default``."""
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, RetiredOptionWarning):
+            print(f"textvae: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, *args, **kwargs)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -74,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warnings(warnings.showwarning)
+            return int(args.handler(args) or 0)
     except TextVAEError as exc:
         print(f"textvae: error: {cli_wording(exc, args)}", file=sys.stderr)
         return 2

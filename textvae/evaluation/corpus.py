@@ -185,7 +185,7 @@ def checkpoint_identity(model: TextVAEModel) -> dict[str, Any]:
         "num_parameters": sum(p.numel() for p in model.parameters()),
     }
     if model.head.invlip is not None and model.head.output_lift:
-        # The lift through W is normalised to give s * L; W A alone would give L * sigma.
+        # The lift through W is whitened to give s * L; W A alone would give L * sigma.
         identity["config"]["lipschitz_bound"] = model.lipschitz_bound()
         identity["config"]["output_lift_sigma"] = model.head.invlip.output_sigma(model.head.output_layer().weight)
     return identity

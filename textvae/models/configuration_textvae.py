@@ -6,15 +6,41 @@ from typing import Literal, get_args
 
 from transformers import PreTrainedConfig
 
+from textvae.schema import ANY, drop_retired
+
 NetworkType = Literal["lstm", "transformer", "pretrained"]
 LatentPath = Literal["invlip", "concat", "memory", "none"]
-InvlipLift = Literal["frozen", "learned", "plausible", "output", "output_whitened"]
+InvlipLift = Literal["frozen", "output_whitened"]
 Trainable = Literal["frozen", "lora", "full"]
 Pooling = Literal["mean", "first"]
 BackboneWeights = Literal["reference", "embedded"]
 MAX_LAYERS = 1024
-"""Most layers (or rotations) of a network: their memory is counted before building, but building
+"""Most layers of a network: their memory is counted before building, but building
 10**9 layer modules one by one would take hours first."""
+
+
+ABLATIONS = "benchmarks/latent/TABLE.md"
+USE_A_KEPT_LIFT = "use frozen (the default) or output_whitened"
+RETIRED: dict[str, tuple[object, str]] = {
+    # option: (the value under which it changed nothing, why it went and what replaced it)
+    "invlip_rotations": (0, f"it lost its ablation (MI 2.55 vs 2.91 without, {ABLATIONS}); z acts through "
+                            "the lift alone: drop the key"),
+    "invlip_outer_map": (False, f"it lost its ablation (MI 0.36, {ABLATIONS}); the logits pass through the one "
+                                "inverse-Lipschitz map: drop the key"),
+    "invlip_condition_input": (False, "it lost its ablation (KL 0.28 vs 3.02, benchmarks/README.md); z enters "
+                                      "an own decoder's inputs with latent_path=concat, else only its head"),
+    "invlip_top_k": (ANY, f"it was the k of the retired invlip_lift=plausible ({ABLATIONS}): drop the key"),
+    "invlip_learn_lift": (False, f"it meant invlip_lift=learned, which lost its ablation (MI 0.22, {ABLATIONS}); "
+                                 f"{USE_A_KEPT_LIFT}"),
+}
+"""The options of designs that lost their ablations (their rows stay in the tables, with the commit
+that reruns them)."""
+RETIRED_VALUES = {"invlip_lift": {
+    "learned": f"it lost its ablation (MI 0.22 vs 2.90 frozen, {ABLATIONS}); {USE_A_KEPT_LIFT}",
+    "plausible": f"it lost its ablation (MI 0.04, no active unit, {ABLATIONS}); {USE_A_KEPT_LIFT}",
+    "output": "it lost to output_whitened on both decoders (benchmarks/ptb/RESULTS-output-lift.md, "
+              f"benchmarks/pretrained/RESULTS-ptb.md); {USE_A_KEPT_LIFT}",
+}}
 
 
 class TextVAEConfig(PreTrainedConfig):
@@ -50,35 +76,18 @@ class TextVAEConfig(PreTrainedConfig):
         invlip_state_size: How many features of the decoder state enter the map beside z.
         icnn_hidden_size: Width of the input-convex network psi.
         icnn_layers: Depth of psi.
-        invlip_condition_input: Also feed z into the decoder inputs (as ``concat`` does).
-            The guarantee then holds for a fixed decoder state rather than a fixed prefix.
         invlip_lift: The lift B from the map's output into logit space.
             ``frozen``: a random orthonormal basis of the whole vocabulary, fixed at init.
-            ``learned``: the same, trained (it learns to aim z at tokens that are already
-            impossible, where distinct logits give alike distributions).
-            ``plausible``: per position, the basis is rebuilt on the ``invlip_top_k``
-            tokens the z-free logits ``W h_t`` rank highest, from learned token rows
-            orthonormalised there; the bound then holds for the centred log-probabilities
-            of those k tokens, i.e. in distribution space.
-            ``output``: through the decoder's own output layer W: the map's output is added to
-            the state h_t along orthonormal directions A (W's top right-singular directions),
-            so the change reaches the logits as W A g; the lift W A is divided by
-            sigma_min(center(W) A), which keeps the bound exactly s * L however W is trained.
-            ``output_whitened``: the same directions, the lift W A whitened (centred singular
-            values all s): every direction of the code moves the logits equally.
-        invlip_top_k: k of the ``plausible`` lift; at least (map outputs) + 1 and at most
-            ``vocab_size``.
+            ``output_whitened``: through the decoder's own output layer W: the map's output
+            is added to the state h_t along orthonormal directions A (W's top right-singular
+            directions), so the change reaches the logits as W A g, the lift W A whitened
+            (centred singular values all s): every direction of the code moves the logits
+            equally, however W is trained.
         invlip_state_in_lift: The map takes and returns ``[P h_t; z]`` (True, the first
             design: its lift has ``invlip_state_size + latent_size`` columns). False: the
             map returns only ``g(z; P h_t) = grad_z psi([P h_t; z]) + L z``, with the
             state as context of the convex network; the lift then has ``latent_size``
-            columns, so the state can be wide and the ``plausible`` k small.
-        invlip_rotations: With ``invlip_state_in_lift=False``: turn g by an orthogonal
-            matrix built from the decoder state (this many Householder reflections), so z
-            can act in a different direction at every position; 0 = none.
-        invlip_outer_map: Pass the logits through a second Brenier map on the vocabulary
-            (``grad psi_2(v) + v``, psi_2 an ICNN of the same width and depth), as LIDVAE's
-            text decoder does (Wang et al. 2021); the bound is kept.
+            columns, so the state can be wide.
         posterior_bn_gamma: BN-VAE (Zhu et al. 2020): batch-normalise the posterior mean with
             this fixed scale gamma, which bounds the batch-mean KL below by about
             ``latent_size * gamma**2 / 2`` nats. None (default) leaves mu as the encoder gives it.
@@ -135,12 +144,8 @@ class TextVAEConfig(PreTrainedConfig):
         invlip_state_size: int = 32,
         icnn_hidden_size: int = 128,
         icnn_layers: int = 2,
-        invlip_condition_input: bool = False,
         invlip_lift: InvlipLift = "frozen",
-        invlip_top_k: int = 64,
         invlip_state_in_lift: bool = True,
-        invlip_rotations: int = 0,
-        invlip_outer_map: bool = False,
         posterior_bn_gamma: float | None = None,
         decoder_name_or_path: str | None = None,
         decoder_gguf_file: str | None = None,
@@ -163,8 +168,10 @@ class TextVAEConfig(PreTrainedConfig):
         encoder_license: str | None = None,
         **kwargs,
     ):
-        if kwargs.pop("invlip_learn_lift", False):  # configs saved before invlip_lift existed
-            invlip_lift = "learned"
+        # An earlier export records every option, the retired ones too.
+        kept = drop_retired({**kwargs, "invlip_lift": invlip_lift}, RETIRED, RETIRED_VALUES,
+                            lambda key: f"config key '{key}'")
+        kwargs = {key: value for key, value in kwargs.items() if key in kept}
         for name, value, allowed in (
             ("encoder_type", encoder_type, get_args(NetworkType)),
             ("decoder_type", decoder_type, get_args(NetworkType)),
@@ -180,8 +187,7 @@ class TextVAEConfig(PreTrainedConfig):
                  "encoder_layers": encoder_layers, "decoder_layers": decoder_layers,
                  "num_attention_heads": num_attention_heads, "invlip_state_size": invlip_state_size,
                  "icnn_hidden_size": icnn_hidden_size, "icnn_layers": icnn_layers, "vocab_size": vocab_size,
-                 "max_position_embeddings": max_position_embeddings, "intermediate_size": intermediate_size or 1,
-                 "invlip_top_k": invlip_top_k}
+                 "max_position_embeddings": max_position_embeddings, "intermediate_size": intermediate_size or 1}
         for name, value in sizes.items():
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -192,21 +198,13 @@ class TextVAEConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if "transformer" in (encoder_type, decoder_type) and hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_attention_heads ({num_attention_heads})")
-        if latent_path == "invlip" and invlip_lift == "plausible":
-            needed = latent_size + (invlip_state_size if invlip_state_in_lift else 0) + 1
-            if not needed <= invlip_top_k <= vocab_size:
-                raise ValueError(f"invlip_top_k must be in [{needed}, vocab_size={vocab_size}] "
-                                 f"(the map's outputs + 1 and up), got {invlip_top_k}")
-        if not 0 <= invlip_rotations <= MAX_LAYERS or (invlip_rotations and invlip_state_in_lift):
-            raise ValueError(f"invlip_rotations must be in [0, {MAX_LAYERS}] and needs invlip_state_in_lift=False, "
-                             f"got {invlip_rotations}")
         if not 0 <= lipschitz < float("inf"):  # NaN fails too
             raise ValueError(f"lipschitz must be a finite number >= 0, got {lipschitz}")
         if posterior_bn_gamma is not None and not 0 < posterior_bn_gamma < float("inf"):
             raise ValueError(f"posterior_bn_gamma must be > 0 (or None), got {posterior_bn_gamma}")
         decoder_trainable, encoder_trainable = _check_backbones(
             decoder_type, decoder_name_or_path, decoder_trainable, encoder_type, encoder_name_or_path,
-            encoder_trainable, latent_path, invlip_condition_input, tie_word_embeddings)
+            encoder_trainable, latent_path, tie_word_embeddings)
         if lora_rank < 1 or not lora_alpha > 0 or not 0.0 <= lora_dropout < 1.0:
             raise ValueError(f"LoRA needs lora_rank >= 1, lora_alpha > 0 and lora_dropout in [0, 1), got "
                              f"{lora_rank}, {lora_alpha}, {lora_dropout}")
@@ -230,12 +228,8 @@ class TextVAEConfig(PreTrainedConfig):
         self.invlip_state_size = invlip_state_size
         self.icnn_hidden_size = icnn_hidden_size
         self.icnn_layers = icnn_layers
-        self.invlip_condition_input = invlip_condition_input
         self.invlip_lift = invlip_lift
-        self.invlip_top_k = invlip_top_k
         self.invlip_state_in_lift = invlip_state_in_lift
-        self.invlip_rotations = invlip_rotations
-        self.invlip_outer_map = invlip_outer_map
         self.posterior_bn_gamma = None if posterior_bn_gamma is None else float(posterior_bn_gamma)
         self.decoder_name_or_path = decoder_name_or_path
         self.decoder_gguf_file = decoder_gguf_file
@@ -266,7 +260,7 @@ class TextVAEConfig(PreTrainedConfig):
 
 
 def _check_backbones(decoder_type: str, decoder_path: str | None, decoder_trainable: str | None, encoder_type: str,
-                     encoder_path: str | None, encoder_trainable: str | None, latent_path: str, condition_input: bool,
+                     encoder_path: str | None, encoder_trainable: str | None, latent_path: str,
                      tie_word_embeddings: bool) -> tuple[str, str]:
     """The rules across the pretrained-backbone options; returns what trains of the decoder
     and of the encoder (None resolved: ``frozen`` for a pretrained decoder, else ``full``)."""
@@ -289,9 +283,6 @@ def _check_backbones(decoder_type: str, decoder_path: str | None, decoder_traina
     if pretrained and latent_path == "concat":
         raise ValueError("latent_path=concat is for the own LSTM/Transformer decoders; a pretrained decoder "
                          "takes invlip, memory or none")
-    if pretrained and condition_input:
-        raise ValueError("invlip_condition_input feeds z into an own decoder's inputs; with a pretrained "
-                         "decoder use latent_path=memory for that")
     if pretrained and tie_word_embeddings:
         raise ValueError("tie_word_embeddings is the own decoders' option; a pretrained decoder keeps its own tying")
     return resolved[0], resolved[1]

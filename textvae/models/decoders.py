@@ -10,11 +10,7 @@ A decoder turns the shifted sentence (BOS w_1 ... w_n) into states h_t; the
 * ``invlip``: inside the head, ``logits_t = W h_t + f([P h_t; z])`` with ``f`` an
   :class:`~textvae.models.invlip.InverseLipschitzMap` whose lift is orthogonal to the
   all-ones vector, so for any fixed state h_t:
-  ``||center(logits_t(z1) - logits_t(z2))|| >= L ||z1 - z2||``. With the ``plausible``
-  lift, f's output lands only on the ``invlip_top_k`` tokens that ``W h_t`` ranks highest
-  (a basis rebuilt per position), and the bound holds for the centred log-probabilities
-  of those tokens: ``||center_S(log p_t(z1) - log p_t(z2))|| >= L ||z1 - z2||``.
-  With ``invlip_condition_input`` z is also fed to the inputs as in ``concat``.
+  ``||center(logits_t(z1) - logits_t(z2))|| >= L ||z1 - z2||``.
 """
 
 from __future__ import annotations
@@ -25,13 +21,13 @@ from transformers import Cache, DynamicCache
 
 from textvae.errors import TextVAEError
 from textvae.models.configuration_textvae import TextVAEConfig
-from textvae.models.invlip import ICNN, InverseLipschitzMap
+from textvae.models.invlip import InverseLipschitzMap
 from textvae.models.transformer import TransformerStack
 
 
 def latent_feeds_inputs(config: TextVAEConfig) -> bool:
     """Whether z enters the decoder's recurrence/attention (and not only its head)."""
-    return config.latent_path == "concat" or (config.latent_path == "invlip" and config.invlip_condition_input)
+    return config.latent_path == "concat"
 
 
 class LSTMState(Cache):
@@ -165,7 +161,7 @@ class OutputHead(nn.Module):
         if output_layer is None:
             self.output = nn.Linear(config.embedding_size if tied else state_size, config.vocab_size)
         self.invlip = None
-        self.output_lift = config.invlip_lift in ("output", "output_whitened")
+        self.output_lift = config.invlip_lift == "output_whitened"
         if config.latent_path == "invlip":
             self.state_proj = nn.Linear(state_size, config.invlip_state_size)
             self.state_in_lift = config.invlip_state_in_lift
@@ -177,26 +173,18 @@ class OutputHead(nn.Module):
                 hidden_size=config.icnn_hidden_size,
                 num_layers=config.icnn_layers,
                 center=True,
-                learn_lift=config.invlip_lift in ("learned", "plausible"),
                 context_features=context,
-                rotations=config.invlip_rotations,
                 directions_of=self.output_layer().weight if self.output_lift else None,
-                whiten=config.invlip_lift == "output_whitened",
             )
-        self.top_k = config.invlip_top_k if config.invlip_lift == "plausible" else None
-        # LIDVAE's second Brenier map (Wang et al. 2021) on the vocabulary-sized vector:
-        # logits = grad psi_2(v) + v with v = W h + f([P h; z]).
-        self.outer = ICNN(config.vocab_size, config.icnn_hidden_size, config.icnn_layers) \
-            if config.latent_path == "invlip" and config.invlip_outer_map else None
 
     def output_layer(self) -> nn.Module:
         """W: the head's own output layer, or the one borrowed from the decoder."""
         return self._borrowed[0] if self._borrowed else self.output
 
     def lift(self) -> torch.Tensor | None:
-        """The global ``invlip`` lift B, computed once for callers that evaluate the head many
-        times (None when there is no map, or when the lift is rebuilt per position)."""
-        if self.invlip is None or self.top_k is not None:
+        """The ``invlip`` lift B, computed once for callers that evaluate the head many times
+        (None when there is no map)."""
+        if self.invlip is None:
             return None
         return self.invlip.lift_weight(self.output_layer().weight if self.output_lift else None)
 
@@ -221,20 +209,7 @@ class OutputHead(nn.Module):
             u, context = torch.cat([state.expand(*shape, -1), z.expand(*shape, -1)], dim=-1), None
         else:  # only z is mapped; P h conditions psi
             u, context = z, state
-        if self.top_k is None:
-            logits = base + self.invlip(u, self.lift() if lift is None else lift, context)
-        else:
-            # The rows are chosen from the z-free logits, so for a fixed prefix they are the same
-            # whatever z is: the bound holds on a fixed set of tokens that carry the mass.
-            rows = base.detach().topk(self.top_k, dim=-1).indices  # (..., T, k)
-            delta = self.invlip.forward_rows(u, rows, context)  # (..., T, k)
-            shape = torch.broadcast_shapes(base.shape[:-1], delta.shape[:-1])
-            logits = base.expand(*shape, -1).scatter_add(-1, rows.expand(*shape, -1), delta.to(base.dtype))
-        if self.outer is not None:
-            # For a fixed prefix the inner change is centred, and grad psi_2 is monotone, so
-            # <center(out1 - out2), in1 - in2> >= ||in1 - in2||^2: the bound carries over.
-            logits = self.outer.gradient(logits) + logits
-        return logits
+        return base + self.invlip(u, self.lift() if lift is None else lift, context)
 
     def forward(self, h: torch.Tensor, z: torch.Tensor | None, lift: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.base_logits(h)

@@ -126,40 +126,31 @@ class InverseLipschitzMap(nn.Module):
     r"""f: R^in -> R^out with ||f(u) - f(v)|| >= L ||u - v|| for all u, v.
 
     f = B o g with g(u) = grad psi(u) + L u (psi an :class:`ICNN`) and B = s Q, where Q
-    has orthonormal columns (a reduced QR factor of a free matrix) and s = 1 + softplus(r) >= 1.
+    has orthonormal columns (a random orthonormal basis, fixed at construction) and
+    s = 1 + softplus(r) >= 1.
 
     With ``context_features`` c > 0 the map is conditioned on a context vector x (a decoder
     state): g(u; x) = grad_u psi([x; u]) + L u. psi is convex in [x; u] jointly, hence in
     u for every fixed x, so for a fixed context the same bound holds, and the lift needs
-    only in_features columns however wide the context is. ``rotations`` r > 0 then turns
-    g by an orthogonal matrix R(x), a product of r Householder reflections whose vectors
-    are linear in x: f = B R(x) g. A gradient map has a symmetric Jacobian and cannot
-    rotate; R(x) can, differently for every context, and it changes no length.
+    only in_features columns however wide the context is.
 
     Args:
         in_features: Dimension of u.
         out_features: Dimension of f(u); must be >= in_features (a lift must be injective).
-        lipschitz: The constant L >= 0 (changeable later with :meth:`set_lipschitz`).
+        lipschitz: The constant L >= 0.
         hidden_size: Width of psi.
         num_layers: Depth of psi.
         center: Make Q's columns orthogonal to the all-ones vector. Used when f(u) are
             logits: softmax ignores a constant shift, so the guarantee must hold after
             centring, and then ``||center(f(u) - f(v))|| = ||f(u) - f(v)||``.
-        learn_lift: Train Q. A frozen random Q (the default) spreads every change of g
-            over all outputs; a trained one can turn towards outputs that never matter
-            (logits of tokens the decoder has made impossible), where distinct codes
-            give distinct but practically identical distributions.
         directions_of: Lift through a given output layer instead: W (out_features, H), the
-            layer the map's result passes through. The map then adds ``A g`` to W's input,
+            layer the map's result passes through. The map then adds ``A M g`` to W's input,
             with A (H, in_features) W's top right-singular directions (of W centred over
-            its rows, fixed at construction), so that ``f = W A g / sigma``, where
-            ``sigma = sigma_min(center(W) A)`` is computed from the current W: the
-            centred change of f is at least ``s L ||u - v||`` however W is trained. W
-            itself is passed to :meth:`lift_weight` at each call; it is not stored here.
-        whiten: With ``directions_of``, use ``f = W A M g`` with M = (A^T C^T C A)^(-1/2),
-            C = center(W), instead of dividing by sigma: every centred singular value of the
-            lift is then s (an orthonormal basis of the logit directions W A reaches, as
-            evenly sensitive as the vocabulary lift), rather than s up to s * cond(C A).
+            its rows, fixed at construction) and M = (A^T C^T C A)^(-1/2), C = center(W),
+            computed from the current W: every centred singular value of the lift ``W A M``
+            is then s however W is trained (an orthonormal basis of the logit directions
+            W A reaches, as evenly sensitive as the vocabulary lift). W itself is passed to
+            :meth:`lift_weight` at each call; it is not stored here.
     """
 
     def __init__(
@@ -170,15 +161,10 @@ class InverseLipschitzMap(nn.Module):
         hidden_size: int = 128,
         num_layers: int = 2,
         center: bool = False,
-        learn_lift: bool = False,
         context_features: int = 0,
-        rotations: int = 0,
         directions_of: torch.Tensor | None = None,
-        whiten: bool = False,
     ):
         super().__init__()
-        if rotations and not context_features:
-            raise ValueError("rotations need a context (context_features > 0)")
         if out_features < in_features + int(center):
             raise ValueError(
                 f"an injective lift needs out_features >= in_features{' + 1 when centred' if center else ''}, "
@@ -187,19 +173,16 @@ class InverseLipschitzMap(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.center = center
-        self.set_lipschitz(lipschitz)
+        if not 0 <= lipschitz < float("inf"):  # NaN fails too
+            raise ValueError(f"the inverse-Lipschitz constant must be a finite number >= 0, got {lipschitz}")
+        self.lipschitz = float(lipschitz)
         self.context_features = context_features
         self.psi = ICNN(context_features + in_features, hidden_size, num_layers)
-        self.reflections = nn.Linear(context_features, rotations * in_features) if rotations else None
-        self.learn_lift = learn_lift
         self.through_output = directions_of is not None
-        self.whiten = whiten
-        self._output_lift_cache: tuple[tuple, torch.Tensor, float] | None = None
+        self._output_lift_cache: tuple[tuple, torch.Tensor] | None = None
         if self.through_output:
             self.register_buffer("directions", top_right_singular_vectors(directions_of, in_features))
-        elif learn_lift:
-            self.lift_raw = nn.Parameter(torch.empty(out_features, in_features))
-        else:  # the frozen lift is stored already orthonormalised: no QR per forward
+        else:  # the lift is stored already orthonormalised: no QR per forward
             self.register_buffer("lift_raw", torch.empty(out_features, in_features))
         self.scale_raw = nn.Parameter(torch.zeros(()))
         self.reset_parameters()
@@ -209,18 +192,10 @@ class InverseLipschitzMap(nn.Module):
         nn.init.zeros_(self.scale_raw)
         if self.through_output:  # A is W's, fixed at construction
             return
-        # Q is scale-invariant in lift_raw, so the init scale only sets how fast the
-        # optimiser can rotate Q: entries of the size of Q's own (1/sqrt(out)) let an
-        # Adam step turn it as fast as an ordinary linear layer's weights.
+        # Q is scale-invariant in lift_raw: the draw's scale only keeps a seed's Q what it was.
         nn.init.normal_(self.lift_raw, std=self.out_features**-0.5)
-        if not self.learn_lift:
-            with torch.no_grad():
-                self.lift_raw.copy_(self._orthonormalise(self.lift_raw))
-
-    def set_lipschitz(self, lipschitz: float) -> None:
-        if not 0 <= lipschitz < float("inf"):  # NaN fails too
-            raise ValueError(f"the inverse-Lipschitz constant must be a finite number >= 0, got {lipschitz}")
-        self.lipschitz = float(lipschitz)
+        with torch.no_grad():
+            self.lift_raw.copy_(self._orthonormalise(self.lift_raw))
 
     @property
     def scale(self) -> torch.Tensor:
@@ -243,16 +218,15 @@ class InverseLipschitzMap(nn.Module):
 
     def lift_weight(self, output_weight: torch.Tensor | None = None) -> torch.Tensor:
         """B, shape (out_features, in_features): s Q (singular values all s >= 1), or through
-        an output layer W (``output_weight``) s W A / sigma_min(center(W) A), whose centred
-        singular values are all >= s."""
+        an output layer W (``output_weight``) the whitened s W A M, whose centred singular
+        values are all s."""
         if self.through_output:
-            return self.scale * self._normalised_output_lift(output_weight)
-        q = self._orthonormalise(self.lift_raw) if self.learn_lift else self.lift_raw
-        return self.scale * q
+            return self.scale * self._whitened_output_lift(output_weight)
+        return self.scale * self.lift_raw
 
-    def _normalised_output_lift(self, weight: torch.Tensor) -> torch.Tensor:
-        """W A / sigma_min(center(W) A), or whitened W A M; kept while a frozen W is unchanged (a
-        trained W is read afresh at every call, so the bound follows it)."""
+    def _whitened_output_lift(self, weight: torch.Tensor) -> torch.Tensor:
+        """W A M; kept while a frozen W is unchanged (a trained W is read afresh at every call,
+        so the bound follows it)."""
         if weight is None:
             raise ValueError("this map lifts through an output layer: pass its weight to lift_weight")
         key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
@@ -262,10 +236,9 @@ class InverseLipschitzMap(nn.Module):
             return cached[1]
         with torch.autocast(device_type=weight.device.type, enabled=False):
             wa = weight.float() @ self.directions.float()  # (V, in)
-            sigma = centred_min_singular_value(wa)
-            lift = wa @ centred_whitening(wa) if self.whiten else wa / sigma.clamp_min(torch.finfo(wa.dtype).tiny)
+            lift = wa @ centred_whitening(wa)
         if not need_grad:
-            self._output_lift_cache = (key, lift.detach(), float(sigma))
+            self._output_lift_cache = (key, lift.detach())
         return lift
 
     def output_sigma(self, output_weight: torch.Tensor) -> float:
@@ -290,8 +263,6 @@ class InverseLipschitzMap(nn.Module):
         Checks Q^T Q = I and, when centred, that the columns sum to 0, to a tolerance that
         a bf16 copy passes (its column sums are off by ~2^-9).
         """
-        if self.learn_lift:
-            return
         q = self.directions if self.through_output else self.lift_raw
         if q.device.type == "meta":
             return
@@ -303,24 +274,6 @@ class InverseLipschitzMap(nn.Module):
             raise ValueError(f"the stored inverse-Lipschitz lift is not orthonormal{' and centred' if self.center else ''} "
                              f"(error {error:.3g} > {tolerance:g}); the guarantee would not hold")
 
-    def forward_rows(self, u: torch.Tensor, rows: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """f restricted to the output coordinates ``rows``, with the lift re-orthonormalised there.
-
-        ``rows`` (..., k) picks k >= in_features (+1 when centred) outputs per input; the
-        lift is the reduced QR factor of ``lift_raw[rows]`` (centred over the k rows when
-        ``center``), scaled by s. Its columns are orthonormal within those rows and zero
-        elsewhere, so on them ``||f(u) - f(v)|| >= s L ||u - v||`` holds exactly as for the
-        full lift; with ``center`` the change is orthogonal to the all-ones vector of the k
-        rows. Shapes: ``u`` (..., in_features) and ``rows`` broadcast over their leading
-        dimensions; returns (..., k), the values at ``rows``.
-        """
-        if rows.shape[-1] < self.in_features + int(self.center):
-            raise ValueError(f"forward_rows needs at least {self.in_features + int(self.center)} rows, "
-                             f"got {rows.shape[-1]}")
-        q = self._orthonormalise(self.lift_raw[rows])  # (..., k, in_features)
-        g = self.inner(u, context)
-        return self.scale * (q.to(g.dtype) @ g.unsqueeze(-1)).squeeze(-1)
-
     def inner(self, u: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """g(u; x) = grad_u psi([x; u]) + L u, shape (..., in_features); ``context`` (..., c)."""
         if self.context_features:
@@ -329,18 +282,8 @@ class InverseLipschitzMap(nn.Module):
             shape = torch.broadcast_shapes(context.shape[:-1], u.shape[:-1])
             u = u.expand(*shape, -1)
             context = context.to(u.dtype).expand(*shape, -1)
-            g = self.psi.gradient(torch.cat([context, u], dim=-1), skip=self.context_features) + self.lipschitz * u
-            return g if self.reflections is None else self.rotate(g, context)
+            return self.psi.gradient(torch.cat([context, u], dim=-1), skip=self.context_features) + self.lipschitz * u
         return self.psi.gradient(u) + self.lipschitz * u
-
-    def rotate(self, g: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """R(x) g with R(x) = H_r ... H_1, H_i = I - 2 v_i v_i^T / ||v_i||^2, v_i linear in x."""
-        vectors = self.reflections(context).unflatten(-1, (-1, self.in_features))  # (..., r, d)
-        vectors = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        for i in range(vectors.shape[-2]):
-            v = vectors[..., i, :]
-            g = g - 2.0 * v * (v * g).sum(-1, keepdim=True)
-        return g
 
     def forward(self, u: torch.Tensor, lift: torch.Tensor | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:

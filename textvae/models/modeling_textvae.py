@@ -213,7 +213,10 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         hub_kwargs = {k: kwargs[k] for k in hub_keys if k in kwargs}
         if "config" not in kwargs:
             check_model_type(pretrained_model_name_or_path, **hub_kwargs)
-        config = kwargs.get("config") or TextVAEConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        try:
+            config = kwargs.get("config") or TextVAEConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        except TextVAEError as exc:  # a retired option recorded by an earlier export
+            raise TextVAEError(f"{pretrained_model_name_or_path}: {exc}") from None
         with_info = kwargs.pop("output_loading_info", False)
         info = None
         if backbone_parts(config):
@@ -308,17 +311,6 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
     @property
     def has_latent(self) -> bool:
         return self.posterior is not None
-
-    def set_lipschitz(self, lipschitz: float) -> None:
-        """Change L of the ``invlip`` path (used by the L schedule).
-
-        The config follows, so that ``save_pretrained`` records the L in effect: an export
-        written during the L warm-up reloads with the L its weights were trained and
-        validated with, not the schedule's final value.
-        """
-        if self.head.invlip is not None:
-            self.head.invlip.set_lipschitz(lipschitz)
-            self.config.lipschitz = float(lipschitz)
 
     def lipschitz_bound(self) -> float:
         """The constant the ``invlip`` path guarantees for centred logits (0 for other paths)."""

@@ -7,7 +7,7 @@ across keys are ``validate_<key>`` methods.
 
 from typing import Literal
 
-from textvae.schema import at_least, count, each, field, in_interval, path_field, section
+from textvae.schema import ANY, at_least, count, each, field, in_interval, path_field, section
 
 KLSchedule = Literal["constant", "linear", "cyclical"]
 FreeBitsMode = Literal["dim", "total", "sentence"]
@@ -17,6 +17,11 @@ FreeBitsMode = Literal["dim", "total", "sentence"]
 class ObjectiveConfig:
     """How the model's raw terms (log-likelihood, KL per dimension) become the loss."""
 
+    RETIRED = {  # unannotated: a class constant, not a key (schema.drop_retired)
+        "lipschitz_start": (None, "it lost its ablation (MI 1.63 vs 2.90 without, benchmarks/latent/TABLE.md); "
+                                  "L is model.lipschitz from the first step: drop the key"),
+        "lipschitz_warmup_steps": (ANY, "it was the warm-up of the retired objective.lipschitz_start: drop the key"),
+    }
     beta: float = field(at_least(0), default=1.0)
     kl_schedule: KLSchedule = "constant"
     """``constant`` (weight ``beta``), ``linear`` (He et al. 2019 warm-up from ``kl_start``) or
@@ -38,13 +43,10 @@ class ObjectiveConfig:
     ``sentence`` (Li et al. 2019's ``fb=2``: ``free_bits / d`` per dimension of every sentence)."""
     word_dropout: float = field(in_interval(0.0, 1.0), default=0.0)
     """Probability of replacing a decoder input token by ``<unk>`` (Bowman et al. 2016)."""
-    lipschitz_start: float | None = field(at_least(0), default=None)
-    """If set, the inverse-Lipschitz constant L goes linearly from this to ``model.lipschitz``."""
-    lipschitz_warmup_steps: int = field(count(0), default=0)
     pretrain_steps: int = field(count(0), default=0)
     """Li et al. (2019) phase 1: the first N steps train an autoencoder (KL weight 0); then the
-    decoder is re-initialised, the optimiser restarted, and the KL and L schedules start from
-    their step 0. 0 disables."""
+    decoder is re-initialised, the optimiser restarted, and the KL schedule starts from
+    its step 0. 0 disables."""
 
     def validate_kl_cycle_zero_ratio(self) -> None:
         if self.kl_cycle_zero_ratio + self.kl_cycle_ratio > 1.0:

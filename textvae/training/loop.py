@@ -394,8 +394,7 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
             return
         steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
         total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-        invlip = model.config.latent_path == "invlip"
-        objective = Objective.from_config(recipe.objective, total_steps, model.config.lipschitz if invlip else None)
+        objective = Objective.from_config(recipe.objective, total_steps)
         optimizer = build_optimizer(recipe.optim, model)
         schedule = LRSchedule(recipe.optim, optimizer, total_steps)
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -442,9 +441,6 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
     while not stop:
         if objective.starts_vae_phase(state.step):
             restart_decoder(raw_model, optimizer, schedule, state)
-        lipschitz = objective.lipschitz(state.step)
-        if lipschitz is not None:
-            raw_model.set_lipschitz(lipschitz)
         draw.epoch_ended = False
         batches = draw()
         encoder_steps = 0
@@ -477,8 +473,6 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
             record = {"step": state.step, "epoch": state.epoch, "split": "train", **totals.record(accelerator),
                       "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
                       "tokens_per_s": tokens_at_log * accelerator.num_processes / max(now - time_at_log, 1e-9)}
-            if lipschitz is not None:
-                record["lipschitz"] = lipschitz
             if aggressive.enabled:
                 record.update(aggressive=float(aggressive.active), encoder_steps=encoder_steps)
             log.write(record)

@@ -133,7 +133,6 @@ class Objective:
         free_bits: float = 0.0,
         free_bits_mode: str = "dim",
         word_dropout: float = 0.0,
-        lipschitz_schedule: Schedule | None = None,
         pretrain_steps: int = 0,
     ) -> None:
         if free_bits_mode not in FREE_BITS_MODES:
@@ -142,21 +141,16 @@ class Objective:
         self.free_bits = float(free_bits)
         self.free_bits_mode = free_bits_mode
         self._word_dropout = float(word_dropout)
-        self.lipschitz_schedule = lipschitz_schedule
         self.pretrain_steps = int(pretrain_steps)
 
     @classmethod
-    def from_config(
-        cls, cfg: ObjectiveConfig, total_steps: int, model_lipschitz: float | None = None
-    ) -> Objective:
+    def from_config(cls, cfg: ObjectiveConfig, total_steps: int) -> Objective:
         """Validate ``cfg`` and build the schedules.
 
         Args:
             cfg: The recipe's ``objective`` section.
             total_steps: Optimiser steps of the whole run; less ``cfg.pretrain_steps``, the
                 span of the cyclical schedule unless ``cfg.kl_cycle_steps`` is set.
-            model_lipschitz: The model's L (``model.config.lipschitz``); required when
-                ``cfg.lipschitz_start`` is set.
 
         Raises:
             TextVAEError: naming the offending ``objective.*`` key.
@@ -176,25 +170,13 @@ class Objective:
                 raise TextVAEError(f"recipe key '{key}': the cyclical schedule needs >= 1 step, got {span}")
             kl_schedule = CyclicalSchedule(span, cfg.kl_cycles, cfg.kl_cycle_ratio, cfg.beta, cfg.kl_cycle_zero_ratio)
 
-        lipschitz_schedule = None
-        if cfg.lipschitz_start is not None:
-            if model_lipschitz is None:
-                raise TextVAEError(
-                    "recipe key 'objective.lipschitz_start': set, but the model has no "
-                    "Lipschitz constant (latent_path is not 'invlip')"
-                )
-            lipschitz_schedule = LinearWarmup(cfg.lipschitz_start, model_lipschitz, cfg.lipschitz_warmup_steps)
-
         if cfg.pretrain_steps > 0:
             kl_schedule = Delayed(kl_schedule, cfg.pretrain_steps, before=0.0)
-            if lipschitz_schedule is not None:
-                lipschitz_schedule = Delayed(lipschitz_schedule, cfg.pretrain_steps, before=lipschitz_schedule(0))
         return cls(
             kl_schedule,
             free_bits=cfg.free_bits,
             free_bits_mode=cfg.free_bits_mode,
             word_dropout=cfg.word_dropout,
-            lipschitz_schedule=lipschitz_schedule,
             pretrain_steps=cfg.pretrain_steps,
         )
 
@@ -213,10 +195,6 @@ class Objective:
     def starts_vae_phase(self, step: int) -> bool:
         """Whether ``step`` is the first step after an autoencoder phase (restart the decoder before it)."""
         return self.pretrain_steps > 0 and step == self.pretrain_steps
-
-    def lipschitz(self, step: int) -> float | None:
-        """The L to set on the model at ``step``; None when L is not scheduled."""
-        return None if self.lipschitz_schedule is None else self.lipschitz_schedule(step)
 
     def __call__(self, output: VAEOutput, step: int) -> ObjectiveTerms:
         """Loss and diagnostics for one batch of ``B`` sentences at optimiser ``step``."""

@@ -28,8 +28,9 @@ from textvae.atomic import write_text
 from textvae.data.config import DECODER_TOKENIZER, DataConfig
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig
+from textvae.models.configuration_textvae import RETIRED, RETIRED_VALUES
 from textvae.resources import shipped_directory
-from textvae.schema import SEED, check_value, from_mapping, shown
+from textvae.schema import SEED, check_value, drop_retired, from_mapping, shown
 from textvae.training.config import ObjectiveConfig, OptimConfig, TrainConfig
 
 SECTIONS = {"data": DataConfig, "objective": ObjectiveConfig, "optim": OptimConfig, "train": TrainConfig}
@@ -102,6 +103,7 @@ def validate_model_section(values: Any) -> dict[str, Any]:
         raise TextVAEError(f"recipe section 'model' must be a mapping, got {shown(values)}")
     hints = typing.get_type_hints(TextVAEConfig.__init__)
     known = sorted(k for k in inspect.signature(TextVAEConfig.__init__).parameters if k not in ("self", "kwargs"))
+    values = drop_retired(values, RETIRED, RETIRED_VALUES, lambda key: f"recipe key 'model.{key}'")
     out = {}
     for key, value in values.items():
         if key not in known:

@@ -41,9 +41,8 @@ class LinearWarmup:
     """Linear from ``start`` at step 0 to ``end`` at step ``steps``, then ``end``.
 
     This is He et al. (2019)'s KL warm-up (``kl_start`` rising to 1 over the first
-    epochs) generalised to any end value; it also drives the inverse-Lipschitz
-    constant L from ``lipschitz_start`` to the model's L. ``steps <= 0`` means no
-    warm-up: the value is ``end`` from step 0.
+    epochs) generalised to any end value. ``steps <= 0`` means no warm-up: the value is
+    ``end`` from step 0.
     """
 
     start: float
