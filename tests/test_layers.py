@@ -97,6 +97,42 @@ def test_every_import_in_the_package_follows_the_layer_map():
     assert found == []
 
 
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (every import statement, lazy ones too)."""
+    graph = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {module: {name for _, name in imported_modules(path.read_text(encoding="utf-8"), module,
+                                                          path.name == "__init__.py") if name in graph}
+            for module, path in graph.items()}
+
+
+def circle_through(graph: dict[str, set[str]]) -> list[str] | None:
+    """A chain of imports that comes back to where it started, or None (depth-first search)."""
+    state: dict[str, str] = {}  # module -> "open" while on the current path, "done" after
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for name in sorted(graph[module]):
+            if state.get(name) == "open":
+                return [*path[path.index(name):], name] if name in path else [module, name]
+            if name not in state and (found := visit(name, [*path, name])):
+                return found
+        state[module] = "done"
+        return None
+
+    return next((found for module in sorted(graph) if module not in state
+                 and (found := visit(module, [module]))), None)
+
+
+def test_no_module_imports_itself_back():
+    """Within a layer too: a circle (data.corpora -> synthetic -> reading -> corpora) works only by
+    the order modules happen to load in, and hides which module owns what."""
+    assert circle_through(import_graph()) is None
+
+
+def test_the_circle_check_finds_a_circle():
+    assert circle_through({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+
+
 @pytest.mark.parametrize(("module", "source"), [
     ("textvae.models.generation", "from textvae.data.batching import Collator"),
     ("textvae.models.modeling_textvae", "def push(self):\n    from textvae.hub.push import push_model\n"),

@@ -30,8 +30,8 @@ from textvae.cli.arguments import (
     seed,
 )
 from textvae.data.config import DataConfig
-from textvae.data.corpora import SPLITS
 from textvae.data.pipeline import SplitData, SplitSource, split_sources, tokenize_split
+from textvae.data.reading import SPLITS
 from textvae.errors import TextVAEError
 from textvae.evaluation.corpus import MI_VARIANTS
 from textvae.schema import MAX_BATCH, MAX_COUNT, SEED_MAX

@@ -23,10 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from textvae.data.reading import SPLITS
 from textvae.errors import InvalidArgument, TextVAEError
 from textvae.resources import shipped_directory
-
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)

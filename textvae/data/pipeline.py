@@ -25,8 +25,8 @@ from transformers import TokenizersBackend
 
 from textvae.data.cache import Entry, EntryWriter, cache_root, file_fingerprint, get_or_build
 from textvae.data.config import DECODER_TOKENIZER, DataConfig
-from textvae.data.corpora import SPLITS, resolve_corpus
-from textvae.data.reading import SentenceStream, head, hf_split_streams
+from textvae.data.corpora import resolve_corpus
+from textvae.data.reading import SPLITS, SentenceStream, head, hf_split_streams
 from textvae.data.synthetic import factors_path, load_factors
 from textvae.data.tokenization import (
     KINDS,

@@ -25,8 +25,12 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from textvae.atomic import failures_named
-from textvae.data.corpora import SPLITS
 from textvae.errors import TextVAEError
+
+SPLITS = ("train", "valid", "test")
+"""A corpus's splits, in the order they are read. Defined here, the lowest module of the data
+layer that names them, so :mod:`~textvae.data.corpora` (which writes the embedded corpus through
+:mod:`~textvae.data.synthetic`, which reads through this module) imports it without a circle."""
 
 CHUNK_BYTES = 1 << 22
 """Bytes read from a file at a time (4 MiB, about 35,000 PTB sentences)."""

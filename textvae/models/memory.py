@@ -76,13 +76,15 @@ def require_weight_memory(config: TextVAEConfig, source: object) -> None:
 def weight_bytes(config: TextVAEConfig) -> int | None:
     """Bytes of the weights and buffers ``config`` asks for, counted by building the model on the
     meta device (shapes only, nothing allocated); None when a size overflows 64 bits. Not for
-    pretrained backbones, which a meta build would load."""
-    from textvae.models.modeling_textvae import TextVAEModel
+    pretrained backbones, which a meta build would load. The model class comes from its
+    registration with ``AutoModel`` (``textvae.models``), not an import: the model imports this
+    module."""
+    from transformers import AutoModel
 
     assert "pretrained" not in (config.encoder_type, config.decoder_type), "a backbone's size is its checkpoint's"
     try:
         with torch.device("meta"):
-            model = TextVAEModel(config)
+            model = AutoModel.from_config(config)
     except (RuntimeError, TypeError, OverflowError):  # torch: "Storage size calculation overflowed"
         return None
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
