@@ -20,6 +20,8 @@ and under ``TYPE_CHECKING``.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,15 @@ def test_no_module_imports_itself_back():
     """Within a layer too: a circle (data.corpora -> synthetic -> reading -> corpora) works only by
     the order modules happen to load in, and hides which module owns what."""
     assert circle_through(import_graph()) is None
+
+
+def test_importing_the_package_loads_no_layer_above_the_models():
+    """``import textvae`` gives the model API; the sharing, training, evaluation and CLI layers load
+    only when asked for (the Hub upload is the explicit ``textvae.hub.push.push_model``)."""
+    code = "import sys, textvae; print(' '.join(m for m in sys.modules if m.startswith('textvae.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=PACKAGE.parent).stdout.split()
+    assert {layer_of(name) for name in loaded} <= {"models", "foundation"}, loaded
 
 
 def test_the_circle_check_finds_a_circle():

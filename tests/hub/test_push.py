@@ -121,19 +121,19 @@ def test_push_uploads_the_evaluation_figures_and_the_card_shows_them(fake_hub, t
     assert "](kl_per_dim.png)" in text and "](latent_pca.png)" in text
 
 
-def test_push_to_hub_takes_transformers_keywords_and_opens_a_pull_request(fake_hub):
+def test_push_model_takes_transformers_keywords_and_opens_a_pull_request(fake_hub):
     import inspect
 
     from transformers.utils import PushToHubMixin
 
     model = build_model()
-    theirs = set(inspect.signature(PushToHubMixin.push_to_hub).parameters)
-    assert theirs <= set(inspect.signature(type(model).push_to_hub).parameters)
-    model.push_to_hub(REPO)
+    theirs = set(inspect.signature(PushToHubMixin.push_to_hub).parameters) - {"self"}
+    assert theirs <= set(inspect.signature(push_model).parameters)
+    push_model(model, REPO)
     main_before = fake_hub.files(REPO)
 
-    result = model.push_to_hub(REPO, create_pr=True, commit_message="retrained", commit_description="why: more data",
-                               tags=["experiment-7"], token=True, max_shard_size="50KB")
+    result = push_model(model, REPO, create_pr=True, commit_message="retrained", commit_description="why: more data",
+                        tags=["experiment-7"], token=True, max_shard_size="50KB")
 
     assert result.pr_url.endswith("/discussions/1")
     assert fake_hub.files(REPO) == main_before  # main untouched until the PR is merged
@@ -175,14 +175,13 @@ def test_push_over_the_lfs_protocol_with_xet_disabled(fake_hub, tiny_export, fre
     assert_same_weights(TextVAEModel.from_pretrained(REPO), TextVAEModel.from_pretrained(tiny_export))
 
 
-@pytest.mark.parametrize("push", ["push_model", "model.push_to_hub"])
-def test_pushing_a_model_uploads_weights_tokenizer_and_the_textvae_card(fake_hub, fresh_cache, push):
+def test_pushing_a_model_uploads_weights_tokenizer_and_the_textvae_card(fake_hub, fresh_cache):
     from huggingface_hub import ModelCard
 
     from textvae import TextVAEModel
 
     model = build_model()
-    result = push_model(model, REPO) if push == "push_model" else model.push_to_hub(REPO)
+    result = push_model(model, REPO)
     fresh_cache()
 
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(result.files)
@@ -376,3 +375,9 @@ def test_a_hub_model_without_attribute_vectors_says_so(fake_hub, tiny_export, fr
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"textvae: error: {REPO}: no attribute vectors (attributes.safetensors); compute them with "
                    f"`textvae attributes {REPO} LABELS.jsonl`"]
+
+
+def test_transformers_push_to_hub_is_refused_naming_the_entry_point_that_writes_the_card(fake_hub):
+    with pytest.raises(TextVAEError, match=r"push_to_hub would upload an empty model card: .*textvae\.hub\.push\.push_model"):
+        build_model().push_to_hub(REPO)
+    assert REPO not in fake_hub.repos

@@ -106,18 +106,24 @@ def local_backbones(directory: Path) -> list[str]:
     return found
 
 
-def push_model(model: TextVAEModel, repo_id: str, *, max_shard_size: int | str | None = "50GB",
-               **options: Any) -> PushResult:
-    """Upload an in-memory model the way :func:`push_export` uploads an export.
+def push_model(model: TextVAEModel, repo_id: str, *, commit_message: str | None = None,
+               commit_description: str | None = None, private: bool | None = None, token: bool | str | None = None,
+               revision: str | None = None, create_pr: bool = False, max_shard_size: int | str | None = "50GB",
+               tags: list[str] | None = None, license: str = "apache-2.0", endpoint: str | None = None) -> PushResult:
+    """Upload an in-memory model the way :func:`push_export` uploads an export: weights, tokenizer
+    and the textvae model card in one commit (``model.push_to_hub`` is refused: transformers'
+    version would upload an empty card).
 
-    The model is saved (weights, sharded at ``max_shard_size``, and tokenizer) to a
-    temporary directory first; the other options are :func:`push_directory`'s.
-    ``TextVAEModel.push_to_hub`` delegates here.
+    transformers' own ``push_to_hub`` keywords, meaning what they mean there, plus the card's
+    ``license``; the model is saved (weights sharded at ``max_shard_size``, and tokenizer) to a
+    temporary directory first, and the rest are :func:`push_directory`'s.
     """
-    check_push_target(repo_id, options.get("token"))
+    check_push_target(repo_id, token)
     with tempfile.TemporaryDirectory(prefix="textvae-push-") as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
-        return push_directory(model, Path(tmp), repo_id, **options)
+        return push_directory(model, Path(tmp), repo_id, private=private, revision=revision,
+                              commit_message=commit_message, commit_description=commit_description,
+                              create_pr=create_pr, token=token, tags=tags, license=license, endpoint=endpoint)
 
 
 def push_directory(model: TextVAEModel, directory: Path, repo_id: str, *, private: bool | None = None,
@@ -225,6 +231,3 @@ def read_export_metadata(directory: Path) -> dict[str, Any]:
             raise TextVAEError(f"{path}: corrupt {name} ({type(exc).__name__}); fix or remove it before pushing") from None
     return out
 
-
-# The models layer cannot import this one; it declares the hook and the sharing layer fills it.
-TextVAEModel.hub_uploader = staticmethod(push_model)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -121,9 +121,6 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
     # weights), and the invlip map (its ICNN runs through `gradient`, not `forward`, so
     # Accelerate's per-module device hooks would not move its inputs).
     _no_split_modules = ["TransformerBlock", "LSTM", "InverseLipschitzMap"]
-    # The upload behind push_to_hub, with its model card: set by textvae.hub.push, which the
-    # package imports (this layer cannot import the sharing layer that builds the card).
-    hub_uploader: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(self, config: TextVAEConfig):
         super().__init__(config)
@@ -263,22 +260,12 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         model.config._name_or_path = str(source)
         return model
 
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
-                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
-                    create_pr: bool = False, max_shard_size: int | str | None = "50GB",
-                    tags: list[str] | None = None, license: str = "apache-2.0") -> Any:
-        """Weights, tokenizer and the textvae model card in one commit; returns a
-        :class:`textvae.hub.push.PushResult` (see :func:`textvae.hub.push.push_model`).
-
-        transformers' own ``push_to_hub`` keywords, meaning what they mean there, plus the
-        card's ``license``. Overridden because transformers' version would upload an empty
-        card instead of ours, and its commit would lack the card's figures and examples.
-        """
-        if self.hub_uploader is None:
-            raise TextVAEError("push_to_hub needs textvae's sharing layer: import textvae.hub.push first")
-        return self.hub_uploader(self, repo_id, commit_message=commit_message, commit_description=commit_description,
-                                 private=private, token=token, revision=revision, create_pr=create_pr,
-                                 max_shard_size=max_shard_size, tags=tags, license=license)
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refused: transformers' upload would carry an empty model card, and the card is built by
+        the sharing layer, which this layer cannot import. ``textvae.hub.push.push_model(model,
+        repo_id, ...)`` takes the same keywords and uploads the card with the weights."""
+        raise TextVAEError("TextVAEModel.push_to_hub would upload an empty model card: push with "
+                           "textvae.hub.push.push_model(model, repo_id, ...) (the same keywords), or `textvae push`")
 
     # ----------------------------------------------------------------- init
     @torch.no_grad()
