@@ -15,7 +15,6 @@ import dataclasses
 import importlib.util
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,9 +185,13 @@ def check_memory(model: TextVAEModel, split: SplitData, args: argparse.Namespace
 def launched_accelerator():
     """An ``Accelerator`` when a launcher (``accelerate launch``, ``torchrun``) started several
     processes, else None: one process evaluates where the model loads, as before."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return Accelerator() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    # Accelerate's own count of the launched processes, with the CPU flag Accelerator() reads too
+    # (without it a CPU launch counts one process).
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    return Accelerator() if state.num_processes > 1 else None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
