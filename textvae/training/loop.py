@@ -218,7 +218,9 @@ def validate(
     sums = accelerator.reduce(sums, reduction="sum")
     mu_sum, mu_sq_sum = accelerator.reduce(mu_sum, "sum"), accelerator.reduce(mu_sq_sum, "sum")
     mi_sum = accelerator.reduce(mi_sum, "sum")
-    posteriors = gather_rows(accelerator, torch.cat(posteriors))
+    # Every process's rows in rank order (their counts may differ): gathered as objects, as evaluation does.
+    parts = accelerator.gather_for_metrics([torch.cat(posteriors).cpu()], use_gather_object=True)
+    posteriors = torch.cat(parts).to(accelerator.device)
     model.train()
     rec, kl, tokens, count = sums.tolist()
     likelihood = LikelihoodTotals(rec, kl, int(tokens), int(count)).numbers()
@@ -237,16 +239,6 @@ def validate(
         if warning:
             metrics["warning"] = warning
     return metrics
-
-
-def gather_rows(accelerator: Accelerator, rows: torch.Tensor) -> torch.Tensor:
-    """Every process's (n_p, c) rows, concatenated in rank order (n_p may differ by rank)."""
-    if accelerator.num_processes == 1:
-        return rows
-    counts = accelerator.gather(torch.tensor([rows.shape[0]], device=rows.device))
-    padded = accelerator.gather(accelerator.pad_across_processes(rows, dim=0))
-    width = padded.shape[0] // accelerator.num_processes
-    return torch.cat([padded[r * width : r * width + int(n)] for r, n in enumerate(counts.tolist())])
 
 
 class MetricsLog:
