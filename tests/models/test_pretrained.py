@@ -225,6 +225,19 @@ def test_exports_keep_a_reference_to_the_base_unless_it_trained_in_full(backbone
         torch.testing.assert_close(loaded(**inputs, sample_posterior=False).logits, want)
 
 
+def test_a_sharded_reference_export_loads_its_shards(backbones, tmp_path):
+    """A large export is written in shards (``max_shard_size``); transformers' shard index finds them."""
+    model = build(backbones, "llama", "pretrained", decoder_trainable="lora").eval()
+    perturb_trainable(model)
+    model.save_pretrained(tmp_path / "export", max_shard_size="20KB")
+    assert len(list((tmp_path / "export").glob("model-*-of-*.safetensors"))) > 1
+    loaded = TextVAEModel.from_pretrained(tmp_path / "export").eval()
+    inputs = batch(model)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs, sample_posterior=False).logits,
+                                   model(**inputs, sample_posterior=False).logits)
+
+
 @pytest.mark.parametrize("trainable", ["frozen", "lora"])
 def test_a_merged_export_needs_neither_the_base_model_nor_peft(backbones, tmp_path, trainable, monkeypatch):
     base = shutil.copytree(backbones / "llama", tmp_path / "base")

@@ -15,7 +15,6 @@ holds, conditioned on z, and the output is next-token ``logits`` and the ``cache
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,14 +241,17 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
         """Build the model (loading reference backbones by name), then read the export's weights into it."""
         from safetensors.torch import load_file
         from transformers.utils import cached_file
+        from transformers.utils.hub import get_checkpoint_shard_files
 
+        # Not super().from_pretrained: a reference export holds only the trained parts, and cls(config)
+        # loads the backbones from their named bases; transformers' loader would build the model empty
+        # and find every backbone weight missing. Its shard resolution finds the files, local or Hub.
         model = cls(config)
         try:
             index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False,
                                 **hub_kwargs)
             if index is not None:
-                shards = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
-                files = [cached_file(source, shard, **hub_kwargs) for shard in shards]
+                files, _ = get_checkpoint_shard_files(source, index, **hub_kwargs)
             else:
                 files = [cached_file(source, "model.safetensors", **hub_kwargs)]
             state = {k: v for file in files for k, v in load_file(file).items()}
