@@ -9,7 +9,8 @@ takes, a file where a directory should be -- is one :class:`OSFailure` naming th
 never a traceback: :func:`failures_named` is the one place that turns them into it, and
 every writer here runs under it. Rust libraries (tokenizers, safetensors) report the same
 errors as exceptions of their own worded ``... (os error N)``; :func:`as_os_error` reads
-those too.
+those too. :func:`os_lock` is the one OS lock (filelock's): a training's hold on its
+``output_dir`` and a cache entry's builders taking turns.
 """
 
 from __future__ import annotations
@@ -186,3 +187,38 @@ def remove_staged(target: str | Path) -> None:
         if leftover.name.startswith(prefix):
             with suppress(OSError):  # one that cannot go does no harm: the next write stages beside it
                 remove_path(leftover)
+
+
+class LockHeld(Exception):
+    """Another process holds the lock that :func:`os_lock` was asked not to wait for."""
+
+
+@contextmanager
+def os_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an OS lock on ``path`` for the block; yields whether it is held.
+
+    filelock's ``FileLock`` (an ``flock`` on Unix), so a killed holder's lock is released by the
+    OS. A file system without locks (some NFS mounts) or a folder where the lock file cannot be
+    written (a read-only cache) yields False: the caller goes on unlocked, knowing it. With
+    ``wait=False`` a lock another process holds raises :class:`LockHeld` at once. The file stays
+    after release, and its content is the holder's to write: removing it would race a process
+    waiting on it, and filelock's soft-lock fallback is off, since a marker file that a killed
+    process leaves behind would lock the folder for good.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(path, timeout=-1 if wait else 0, thread_local=False, preserve_lock_file=True,
+                    fallback_to_soft=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockHeld(str(path)) from None
+    except OSError:
+        held = False
+    else:
+        held = True
+    try:
+        yield held
+    finally:
+        if held:
+            lock.release()

@@ -126,14 +126,14 @@ def test_every_os_error_while_building_is_one_line_and_leaves_no_usable_entry(tm
 
 def test_a_read_only_cache_still_opens_its_entries(tmp_path, monkeypatch):
     built = get_or_build(tmp_path, "test", INPUTS, squares)
-    real_open = Path.open
+    real_open = os.open
 
-    def read_only(self, mode="r", *args, **kwargs):  # the lock file cannot be created or opened for writing
-        if self.suffix == ".lock":
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
-        return real_open(self, mode, *args, **kwargs)
+    def read_only(path, flags, *args, **kwargs):  # the lock file cannot be created or opened for writing
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", read_only)
+    monkeypatch.setattr(os, "open", read_only)
     assert get_or_build(tmp_path, "test", INPUTS, squares).path == built.path
 
 
@@ -155,7 +155,7 @@ def test_killed_builders_leave_temporary_folders_that_the_next_build_removes(tmp
 
 def test_losing_the_race_without_a_lock_keeps_the_winners_copy(tmp_path, monkeypatch):
     """Where flock is unavailable two builders race; the second rename fails and its copy goes."""
-    monkeypatch.setattr(cache, "_locked", lambda path: nullcontext(False))
+    monkeypatch.setattr(cache, "os_lock", lambda path: nullcontext(False))
     calls = []
 
     def slow(writer):  # another process finishes the same entry while this one builds

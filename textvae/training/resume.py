@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from textvae.atomic import failures_named, os_error_line, remove_path, remove_staged
+from textvae.atomic import (
+    LockHeld,
+    failures_named,
+    os_error_line,
+    os_lock,
+    remove_path,
+    remove_staged,
+)
 from textvae.data.tokenized import as_token_rows
 from textvae.errors import TextVAEError
 from textvae.training.checkpointing import (
@@ -54,11 +61,6 @@ from textvae.training.checkpointing import (
     saved_states,
     state_files,
 )
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; two trainings in one directory are not detected
-    fcntl = None
 
 # What a run leaves in its directory; a fresh run must not mix with an earlier one.
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "final", "tokenizer", "recipe.yaml")
@@ -89,39 +91,30 @@ def run_outputs(run_dir: Path) -> list[str]:
 @contextmanager
 def claim_run_directory(run_dir: Path, accelerator: Accelerator) -> Iterator[None]:
     """Hold ``run_dir``'s lock for the block (main process); a held lock is refused on every process."""
-    handle, error = None, None
-    if accelerator.is_main_process:
-        try:
-            handle = _lock(run_dir)
-        except TextVAEError as exc:
-            error = str(exc)
-    error = broadcast_object_list([error])[0]
-    if error:
-        raise TextVAEError(error)
-    try:
+    with ExitStack() as held:
+        error = None
+        if accelerator.is_main_process:
+            try:
+                _claim(run_dir, held)
+            except TextVAEError as exc:
+                error = str(exc)
+        error = broadcast_object_list([error])[0]
+        if error:
+            raise TextVAEError(error)
         yield
-    finally:
-        if handle is not None:
-            handle.close()  # releases the lock; the file stays (removing it would race a waiting run)
 
 
-def _lock(run_dir: Path):
-    handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 -- held for the whole run
-    if fcntl is None:
-        return handle
+def _claim(run_dir: Path, held: ExitStack) -> None:
+    """Take ``run_dir``'s lock into ``held`` and write this process's id in its file, which a second
+    training reads to name the first. Where the file system has no locks, two trainings go undetected."""
+    path = run_dir / LOCK_FILE
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
-        handle.close()
+        held.enter_context(os_lock(path, wait=False))
+    except LockHeld:
+        holder = path.read_text(encoding="utf-8").strip() or "?"
         raise TextVAEError(f"output_dir {run_dir} is in use by another training (process {holder}): wait for it "
                            "to end, or choose another output_dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
+    path.write_text(f"{os.getpid()}\n", encoding="utf-8")
 
 
 def prepare_run_directory(run_dir: Path, fresh: bool, overwrite: bool) -> None:
