@@ -1,4 +1,6 @@
-"""The training loop. Read :func:`train` top to bottom.
+"""The training loop. Read :func:`train` top to bottom, then :func:`_train`: :func:`set_up` (data,
+model, loaders, objective, optimiser), :func:`resume`, and :func:`train_loop`, whose iteration is
+:func:`train_step`, :func:`log_step`, :func:`validate_and_export` and a checkpoint.
 
 Accelerate is the distributed engine (DDP/FSDP/DeepSpeed come from ``accelerate
 launch``); this module owns the loop: batches, the objective, validation, the best
@@ -16,7 +18,9 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator, FullyShardedDataParallelPlugin
@@ -355,148 +359,223 @@ def train(recipe: Recipe) -> Path:
     return run_dir
 
 
+@dataclass
+class Run:
+    """Everything one training holds: what :func:`set_up` built, read by the steps after it."""
+
+    recipe: Recipe
+    accelerator: Accelerator
+    run_dir: Path
+    data: PreparedData
+    model: torch.nn.Module
+    """As prepared by Accelerate (and compiled with ``train.compile``)."""
+    raw_model: TextVAEModel
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    train_loader: DataLoader
+    valid_loader: DataLoader
+    total_steps: int
+    aggressive: AggressiveInference
+    log: MetricsLog
+    state: TrainState = field(default_factory=TrainState)
+    saved: dict[str, Any] = field(init=False)
+    """The states kept as JSON in each checkpoint's manifest (never pickled), the aggressive switch only when used."""
+    identity: dict[str, Any] = field(init=False)
+    """What a resume must match: the resolved recipe and a fingerprint of the training data."""
+
+    def __post_init__(self) -> None:
+        self.saved = {"lr_schedule": self.schedule, **({"aggressive": self.aggressive} if self.aggressive.enabled else {})}
+        self.identity = run_identity(self.recipe.to_dict(), data_fingerprint(self.data.splits))
+
+
 def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: ResumePoint | None, created: bool) -> None:
-    cfg = recipe.train
+    """Set up, resume, then the loop: step, log, validate and export, checkpoint."""
     with undone_on_failure(run_dir, point is None, created, accelerator):
         set_seed(recipe.seed)
-
-        # Data, model, objective, optimiser.
-        data = load_run_data(recipe, run_dir, accelerator, resuming=point is not None)
-        if accelerator.is_main_process:
-            for split in data.splits.values():
-                print(split.report.summary())
-        tokenizer = data.tokenizer
-        model = build_model(recipe, tokenizer)
-        record_tokenizer(model.config, tokenizer, data.corpus_name)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        trainable = any(p.requires_grad for p in model.parameters())
-        features = state_cache_features(model, data, recipe, accelerator) if trainable else {}
-        loader_args = dict(batch_size=recipe.data.batch_size, pad_id=tokenizer.pad_token_id, seed=recipe.seed,
-                           bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
-                           rank=accelerator.process_index)
-        train_loader = make_dataloader(data.splits["train"].ids, shuffle=True, features=features.get("train"),
-                                       **loader_args)
-        # Shuffled too (always in epoch 0's order): train.eval_batches then validates on a
-        # fixed random sample, not on the shortest sentences.
-        valid_loader = make_dataloader(data.splits["valid"].ids, shuffle=True, features=features.get("valid"),
-                                       **loader_args)
-        if not trainable:
-            export_untrained(model, valid_loader, accelerator, run_dir, recipe)
+        run = set_up(recipe, accelerator, run_dir, resuming=point is not None)
+        if run is None:  # nothing trains: exported as it is
             return
-        steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
-        total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-        objective = Objective.from_config(recipe.objective, total_steps)
-        optimizer = build_optimizer(recipe.optim, model)
-        schedule = LRSchedule(recipe.optim, optimizer, total_steps)
-        model, optimizer = accelerator.prepare(model, optimizer)
-        if cfg.compile:  # after prepare, so it compiles the wrapped (DDP) model; Accelerate unwraps it again
-            model = torch.compile(model, backend=COMPILE_BACKEND)
-        raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
-        state = TrainState()
-        aggressive = AggressiveInference(cfg.aggressive)
-        # Kept as JSON in each checkpoint's manifest (never pickled), the aggressive switch only when used.
-        saved = {"lr_schedule": schedule, **({"aggressive": aggressive} if aggressive.enabled else {})}
-        log = MetricsLog(run_dir / "metrics.jsonl", accelerator)
-        identity = run_identity(recipe.to_dict(), data_fingerprint(data.splits))
         if point is not None:
-            inexact, notes, fresh = differences(point, identity, accelerator.num_processes, state_files(accelerator),
-                                                saved)
-            accept_differences(point, inexact, notes, cfg.resume_inexact, accelerator)
-            set_aside(point, accelerator)
-            load_checkpoint(accelerator, run_dir, point, fresh, state, saved, optimizer)
-            log.truncate_after(state.step)
-            accelerator.print(f"resumed from {point.path} at step {state.step}")
-        if cfg.tensorboard:
+            resume(run, point)
+        if recipe.train.tensorboard:
             accelerator.init_trackers("tensorboard")
         if accelerator.is_main_process:
             dump_recipe(recipe, run_dir / "recipe.yaml")
+    train_loop(run)
 
-    # The loop: one iteration = one optimiser step over grad_accum micro-batches.
-    draw = StepBatches(batch_stream(train_loader, state, accelerator.device), cfg.grad_accum)
-    clip = recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf
+
+def set_up(recipe: Recipe, accelerator: Accelerator, run_dir: Path, resuming: bool) -> Run | None:
+    """Data, model, loaders, objective and optimiser, prepared by Accelerate; None (after exporting
+    the model as it is) when no parameter trains."""
+    cfg = recipe.train
+    data = load_run_data(recipe, run_dir, accelerator, resuming)
+    if accelerator.is_main_process:
+        for split in data.splits.values():
+            print(split.report.summary())
+    model = build_model(recipe, data.tokenizer)
+    record_tokenizer(model.config, data.tokenizer, data.corpus_name)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    trainable = any(p.requires_grad for p in model.parameters())
+    train_loader, valid_loader = make_loaders(recipe, data, model if trainable else None, accelerator)
+    if not trainable:
+        export_untrained(model, valid_loader, accelerator, run_dir, recipe)
+        return None
+    steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch // cfg.grad_accum)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    objective = Objective.from_config(recipe.objective, total_steps)
+    optimizer = build_optimizer(recipe.optim, model)
+    schedule = LRSchedule(recipe.optim, optimizer, total_steps)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    if cfg.compile:  # after prepare, so it compiles the wrapped (DDP) model; Accelerate unwraps it again
+        prepared = torch.compile(prepared, backend=COMPILE_BACKEND)
+    return Run(recipe, accelerator, run_dir, data, prepared, accelerator.unwrap_model(prepared, keep_torch_compile=False),
+               objective, optimizer, schedule, train_loader, valid_loader, total_steps,
+               AggressiveInference(cfg.aggressive), MetricsLog(run_dir / "metrics.jsonl", accelerator))
+
+
+def make_loaders(recipe: Recipe, data: PreparedData, model: TextVAEModel | None,
+                 accelerator: Accelerator) -> tuple[DataLoader, DataLoader]:
+    """This process's share of the length-bucketed train and valid batches, with the frozen LM's
+    cached states when ``model`` (None: nothing trains) can use them."""
+    features = state_cache_features(model, data, recipe, accelerator) if model is not None else {}
+    loader_args = dict(batch_size=recipe.data.batch_size, pad_id=data.tokenizer.pad_token_id, seed=recipe.seed,
+                       bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
+                       rank=accelerator.process_index)
+    # Both shuffled (valid always in epoch 0's order): train.eval_batches then validates on a
+    # fixed random sample, not on the shortest sentences.
+    return tuple(make_dataloader(data.splits[split].ids, shuffle=True, features=features.get(split), **loader_args)
+                 for split in ("train", "valid"))
+
+
+def resume(run: Run, point: ResumePoint) -> None:
+    """Continue from checkpoint ``point``: what differs from the run that wrote it is accepted or
+    refused (``train.resume_inexact``), then every state is loaded and the log cut back to it."""
+    accelerator = run.accelerator
+    inexact, notes, fresh = differences(point, run.identity, accelerator.num_processes, state_files(accelerator),
+                                        run.saved)
+    accept_differences(point, inexact, notes, run.recipe.train.resume_inexact, accelerator)
+    set_aside(point, accelerator)
+    load_checkpoint(accelerator, run.run_dir, point, fresh, run.state, run.saved, run.optimizer)
+    run.log.truncate_after(run.state.step)
+    accelerator.print(f"resumed from {point.path} at step {run.state.step}")
+
+
+def train_loop(run: Run) -> None:
+    """One iteration = one optimiser step over ``grad_accum`` micro-batches, then its log line, a
+    validation (with the best export) when one is due, and a checkpoint when one is due."""
+    cfg, accelerator, state = run.recipe.train, run.accelerator, run.state
+    draw = StepBatches(batch_stream(run.train_loader, state, accelerator.device), cfg.grad_accum)
+    # Training mode for every module: a pretrained backbone comes out of from_pretrained in eval
+    # mode, and would otherwise train without its dropout until the first validation.
+    run.model.train()
+    progress = tqdm(total=run.total_steps, initial=state.step, desc="train", dynamic_ncols=True,
+                    disable=not (cfg.progress and accelerator.is_main_process))
+    started, throughput = time.time(), Throughput()
+    stop = state.step >= run.total_steps
+    while not stop:
+        if run.objective.starts_vae_phase(state.step):
+            restart_decoder(run.raw_model, run.optimizer, run.schedule, state)
+        draw.epoch_ended = False
+        totals, grad_norm, encoder_steps = train_step(run, draw)
+        throughput.tokens += totals.loss_and_tokens()[1]
+        progress.update(1)
+        if state.step % cfg.log_every == 0 or state.step == run.total_steps:
+            log_step(run, totals, grad_norm, encoder_steps, throughput, progress)
+        stop = state.step >= run.total_steps
+        validate_now = stop or (draw.epoch_ended if cfg.eval_every == 0 else state.step % cfg.eval_every == 0)
+        if validate_now:
+            stop |= validate_and_export(run, started)
+        # After validation: an early stop is saved too.
+        if stop or (validate_now if cfg.save_every == 0 else state.step % cfg.save_every == 0):
+            save_checkpoint(accelerator, run.run_dir, state, cfg.keep_last, run.identity, run.saved)
+    progress.close()
+    accelerator.end_training()
+    accelerator.print(f"model exported to {run.run_dir / 'final'}")
+
+
+def train_step(run: Run, draw: StepBatches) -> tuple[StepTotals, torch.Tensor, int]:
+    """One optimiser step (after He et al.'s encoder updates while the aggressive phase lasts);
+    returns the step's totals, its gradient norm and how many encoder steps came first."""
+    accelerator, state, model = run.accelerator, run.state, run.model
+    clip = run.recipe.optim.grad_clip if run.recipe.optim.grad_clip > 0 else math.inf
 
     def backward(micro_batches: list[dict]) -> StepTotals:  # at the current step
-        return accumulate_gradients(model, objective, micro_batches, state.step, accelerator)
+        return accumulate_gradients(model, run.objective, micro_batches, state.step, accelerator)
 
     def clip_and_step(frozen: list[torch.nn.Parameter]) -> None:
         accelerator.clip_grad_norm_(model.parameters(), clip)
-        step_except(optimizer, frozen)
+        step_except(run.optimizer, frozen)
 
-    # Training mode for every module: a pretrained backbone comes out of from_pretrained in eval
-    # mode, and would otherwise train without its dropout until the first validation.
-    model.train()
-    progress = tqdm(total=total_steps, initial=state.step, desc="train", dynamic_ncols=True,
-                    disable=not (cfg.progress and accelerator.is_main_process))
-    started, tokens_at_log, time_at_log = time.time(), 0, time.time()
-    stop = state.step >= total_steps
-    while not stop:
-        if objective.starts_vae_phase(state.step):
-            restart_decoder(raw_model, optimizer, schedule, state)
-        draw.epoch_ended = False
-        batches = draw()
-        encoder_steps = 0
-        if aggressive.active:  # He et al.: the encoder catches up before the decoder steps
-            encoder_steps = encoder_updates(raw_model, lambda b: backward(b).loss_and_tokens(), batches, draw, clip_and_step,
-                                            cfg.aggressive_max_inner_steps, cfg.aggressive_check_every,
-                                            skip_decoder_gradients=accelerator.num_processes == 1)
-        totals = backward(batches)
-        _, step_tokens = totals.loss_and_tokens()
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
-        # The same verdict on every process (gradients are all-reduced). Under fp16 an
-        # infinite gradient is an overflow the loss scaler skips, so only the loss counts.
-        finite = torch.isfinite(grad_norm if accelerator.scaler is None else totals.loss(accelerator))
-        if not finite:
-            raise TextVAEError(
-                f"non-finite loss/gradient at step {state.step + 1} (loss={float(totals.sums[0] / totals.sums[5]):.4g} per sentence); "
-                f"nothing was saved from this step, the last checkpoint in {run_dir / 'checkpoints'} is intact "
-                "(try a lower optim.lr or optim.grad_clip)"
-            )
-        step_except(optimizer, encoder_parameters(raw_model) if aggressive.active else [])
-        if not accelerator.optimizer_step_was_skipped:  # an fp16 overflow: no update, so no LR step
-            schedule.step()
-        state.step += 1
-        state.tokens_seen += step_tokens
-        tokens_at_log += step_tokens
-        progress.update(1)
+    batches = draw()
+    encoder_steps = 0
+    if run.aggressive.active:  # He et al.: the encoder catches up before the decoder steps
+        encoder_steps = encoder_updates(run.raw_model, lambda b: backward(b).loss_and_tokens(), batches, draw,
+                                        clip_and_step, run.recipe.train.aggressive_max_inner_steps,
+                                        run.recipe.train.aggressive_check_every,
+                                        skip_decoder_gradients=accelerator.num_processes == 1)
+    totals = backward(batches)
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
+    # The same verdict on every process (gradients are all-reduced). Under fp16 an
+    # infinite gradient is an overflow the loss scaler skips, so only the loss counts.
+    if not torch.isfinite(grad_norm if accelerator.scaler is None else totals.loss(accelerator)):
+        raise TextVAEError(
+            f"non-finite loss/gradient at step {state.step + 1} (loss={float(totals.sums[0] / totals.sums[5]):.4g} "
+            f"per sentence); nothing was saved from this step, the last checkpoint in {run.run_dir / 'checkpoints'} "
+            "is intact (try a lower optim.lr or optim.grad_clip)")
+    step_except(run.optimizer, encoder_parameters(run.raw_model) if run.aggressive.active else [])
+    if not accelerator.optimizer_step_was_skipped:  # an fp16 overflow: no update, so no LR step
+        run.schedule.step()
+    state.step += 1
+    state.tokens_seen += totals.loss_and_tokens()[1]
+    return totals, grad_norm, encoder_steps
 
-        if state.step % cfg.log_every == 0 or state.step == total_steps:
-            now = time.time()
-            record = {"step": state.step, "epoch": state.epoch, "split": "train", **totals.record(accelerator),
-                      "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
-                      "tokens_per_s": tokens_at_log * accelerator.num_processes / max(now - time_at_log, 1e-9)}
-            if aggressive.enabled:
-                record.update(aggressive=float(aggressive.active), encoder_steps=encoder_steps)
-            log.write(record)
-            progress.set_postfix(loss=f"{record['loss']:.2f}", kl=f"{record['kl']:.2f}",
-                                 ppl=f"{record['elbo_ppl']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}")
-            tokens_at_log, time_at_log = 0, now
 
-        stop = state.step >= total_steps
-        validate_now = stop or (draw.epoch_ended if cfg.eval_every == 0 else state.step % cfg.eval_every == 0)
-        if validate_now:
-            metrics = validate(model, valid_loader, accelerator, cfg.eval_batches, recipe.seed)
-            log.write({"step": state.step, "epoch": state.epoch, "split": "valid", **metrics})
-            if "warning" in metrics:
-                accelerator.print(f"warning: step {state.step}: {metrics['warning']}")
-            aggressive.validation(metrics["mi"])
-            if not objective.pretraining(state.step - 1):  # an autoencoder is neither exported nor judged by its ELBO
-                # Judged at the objective's final KL weight: the ELBO when it is 1 (every VAE recipe),
-                # the reconstruction alone for an autoencoder (beta = 0), whose ELBO only falls.
-                score = -(metrics["rec"] + objective.kl_weight(total_steps) * metrics["kl"])
-                schedule.validation(-score)
-                if score > state.best_elbo:
-                    state.best_elbo, state.bad_validations = score, 0
-                    summary = {"best_step": state.step, "valid": metrics, "steps": total_steps,
-                               "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
-                    export(model, accelerator, run_dir, recipe, summary)
-                else:
-                    state.bad_validations += 1
-                    stop |= cfg.early_stopping > 0 and state.bad_validations >= cfg.early_stopping
-            accelerator.wait_for_everyone()
-        # After validation: an early stop is saved too.
-        if stop or (validate_now if cfg.save_every == 0 else state.step % cfg.save_every == 0):
-            save_checkpoint(accelerator, run_dir, state, cfg.keep_last, identity, saved)
-    progress.close()
-    accelerator.end_training()
-    accelerator.print(f"model exported to {run_dir / 'final'}")
+@dataclass
+class Throughput:
+    """Tokens since the last log line, and when it was written."""
+
+    tokens: int = 0
+    since: float = field(default_factory=time.time)
+
+
+def log_step(run: Run, totals: StepTotals, grad_norm: torch.Tensor, encoder_steps: int, throughput: Throughput,
+             progress: tqdm) -> None:
+    """The train record of this step in metrics.jsonl (and the trackers), and the progress bar's figures."""
+    accelerator, now = run.accelerator, time.time()
+    record = {"step": run.state.step, "epoch": run.state.epoch, "split": "train", **totals.record(accelerator),
+              "lr": run.optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+              "tokens_per_s": throughput.tokens * accelerator.num_processes / max(now - throughput.since, 1e-9)}
+    if run.aggressive.enabled:
+        record.update(aggressive=float(run.aggressive.active), encoder_steps=encoder_steps)
+    run.log.write(record)
+    progress.set_postfix(loss=f"{record['loss']:.2f}", kl=f"{record['kl']:.2f}",
+                         ppl=f"{record['elbo_ppl']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}")
+    throughput.tokens, throughput.since = 0, now
+
+
+def validate_and_export(run: Run, started: float) -> bool:
+    """Validate, export the model when it is the best so far, and say whether early stopping ends the run."""
+    cfg, accelerator, state = run.recipe.train, run.accelerator, run.state
+    metrics = validate(run.model, run.valid_loader, accelerator, cfg.eval_batches, run.recipe.seed)
+    run.log.write({"step": state.step, "epoch": state.epoch, "split": "valid", **metrics})
+    if "warning" in metrics:
+        accelerator.print(f"warning: step {state.step}: {metrics['warning']}")
+    run.aggressive.validation(metrics["mi"])
+    stop = False
+    if not run.objective.pretraining(state.step - 1):  # an autoencoder is neither exported nor judged by its ELBO
+        # Judged at the objective's final KL weight: the ELBO when it is 1 (every VAE recipe),
+        # the reconstruction alone for an autoencoder (beta = 0), whose ELBO only falls.
+        score = -(metrics["rec"] + run.objective.kl_weight(run.total_steps) * metrics["kl"])
+        run.schedule.validation(-score)
+        if score > state.best_elbo:
+            state.best_elbo, state.bad_validations = score, 0
+            summary = {"best_step": state.step, "valid": metrics, "steps": run.total_steps,
+                       "wall_time_s": time.time() - started, "processes": accelerator.num_processes}
+            export(run.model, accelerator, run.run_dir, run.recipe, summary)
+        else:
+            state.bad_validations += 1
+            stop = cfg.early_stopping > 0 and state.bad_validations >= cfg.early_stopping
+    accelerator.wait_for_everyone()
+    return stop
