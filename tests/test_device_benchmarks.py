@@ -78,7 +78,7 @@ def test_every_gpu_budget_command_is_a_valid_recipe(ptb_run):
                              [*ptb_run.size_overrides("gpu-budget"), *extra])
         loaded.check()
         assert loaded.train.max_steps == ptb_run.GPU_BUDGET_STEPS, name
-        assert loaded.model["latent_size"] == (64 if "d=64" in name else 32), name
+        assert loaded.model.latent_size == (64 if "d=64" in name else 32), name
 
 
 FAKE_TEXTVAE = """
@@ -178,9 +178,9 @@ def test_every_pretrained_row_names_its_lift_and_is_a_valid_recipe(pretrained_ru
         loaded.check()
         if recipe not in ("lm", "memory"):
             assert any(key.startswith("model.invlip_lift=") for key in extra), name
-            assert loaded.model["lipschitz"] == float(name.rsplit("L=", 1)[1].rstrip(")")), name
+            assert loaded.model.lipschitz == float(name.rsplit("L=", 1)[1].rstrip(")")), name
     default = load_recipe(REPO / "recipes" / "pretrained" / "invlip.yaml").model
-    assert (default["invlip_lift"], default["invlip_state_size"] + default["latent_size"]) == ("output_whitened", 576)
+    assert (default.invlip_lift, default.invlip_state_size + default.latent_size) == ("output_whitened", 576)
 
 
 def test_pretrained_interpolations_give_each_pair_and_decoding_its_steps(pretrained_run, tmp_path):

@@ -176,13 +176,15 @@ def path_keys(cls: type) -> dict[str, str]:
 def section(name: str) -> Callable[[type], type]:
     """Make ``cls`` a validated recipe section called ``name`` (errors read ``recipe key 'name.key'``).
 
-    A class attribute ``RETIRED`` (:func:`drop_retired`) names the keys an earlier version took, so
-    that a recipe (or an earlier export's) that still sets one is told so, not "unknown key"."""
+    Class attributes ``RETIRED`` and ``RETIRED_VALUES`` (:func:`drop_retired`) name the keys and
+    choices an earlier version took, so that a recipe (or an earlier export's) that still sets one
+    is told so, not "unknown key"."""
 
     def wrap(cls: type) -> type:
         cls = strict(dataclasses.dataclass(cls))
         cls.NAME = name
         cls.RETIRED = getattr(cls, "RETIRED", {})
+        cls.RETIRED_VALUES = getattr(cls, "RETIRED_VALUES", {})
         init, setattr_, validate = cls.__init__, cls.__setattr__, cls.validate
 
         @functools.wraps(init)
@@ -226,7 +228,7 @@ def named_errors(cls: type, values: dict[str, Any]) -> Iterator[None]:
 
 def check_value(key: str, value: Any, annotation: Any, *rules: Rule) -> Any:
     """``value`` read from YAML for ``annotation`` (see :func:`from_yaml`), type-checked and held to
-    ``rules``; for keys outside a section (the model's, the seed), with the same one-line error."""
+    ``rules``; for keys outside a section (the seed), with the same one-line error."""
     value = from_yaml(value, annotation)
     if isinstance(value, (list, dict)) and not _admits_container(annotation):
         # Refused before huggingface_hub's check, whose message holds repr(value): a YAML alias
@@ -281,7 +283,7 @@ def from_mapping(cls: type, values: Any) -> Any:
         raise TextVAEError(f"recipe section '{cls.NAME}' must be a mapping, got {shown(values)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    values = drop_retired(values, cls.RETIRED, {}, lambda key: f"recipe key '{cls.NAME}.{key}'")
+    values = drop_retired(values, cls.RETIRED, cls.RETIRED_VALUES, lambda key: f"recipe key '{cls.NAME}.{key}'")
     unknown = [key for key in values if key not in names]
     if unknown:
         raise TextVAEError(f"unknown recipe key '{cls.NAME}.{unknown[0]}' (known: {', '.join(sorted(names))})")

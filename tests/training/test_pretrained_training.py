@@ -17,7 +17,7 @@ from textvae.training.recipe import load_recipe
 
 
 def overrides(backbones: Path, corpus_dir: Path, run_dir: Path, *extra: str, decoder: str = "llama") -> list[str]:
-    return [f"data.corpus={corpus_dir}", f"output_dir={run_dir}", "data.tokenizer=decoder", "data.max_train_lines=128",
+    return [f"data.corpus={corpus_dir}", f"output_dir={run_dir}", "data.max_train_lines=128",
             "data.batch_size=16", "data.max_length=20", "model.decoder_type=pretrained",
             f"model.decoder_name_or_path={backbones / decoder}", "model.encoder_type=pretrained",
             f"model.encoder_name_or_path={backbones / 'bert'}", "model.latent_size=4", "model.invlip_state_size=8",
@@ -117,7 +117,7 @@ def test_resume_mid_run_is_exact(backbones, corpus_dir, tmp_path, trainable):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["data.tokenizer=word"], "data.tokenizer"),
+    (["data.tokenizer=word"], "data.tokenizer': a pretrained decoder models its own tokenizer's ids, which it implies"),
     (["objective.pretrain_steps=5"], "objective.pretrain_steps"),
     (["model.latent_path=concat"], "invlip, memory or none"),
     (["model.latent_path=memory", "train.gradient_checkpointing=true"], "train.gradient_checkpointing"),
@@ -187,7 +187,8 @@ def test_two_processes_train_a_lora_decoder_under_ddp(backbones, corpus_dir, tmp
     command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                *textvae_command("train", "quickstart")[1:], *overrides(backbones, corpus_dir, run_dir, "train.max_steps=3",
-                                                         "model.decoder_trainable=lora")]
+                                                         "model.decoder_trainable=lora",
+                                                         "data.tokenizer=decoder")]  # quickstart states word
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     from safetensors.torch import load_file

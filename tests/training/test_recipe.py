@@ -26,13 +26,12 @@ def test_recipes_are_shipped():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_every_shipped_recipe_validates_and_builds_its_parts(path):
-    from textvae.models import TextVAEConfig
     from textvae.training.objectives import Objective
 
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
     recipe.check()  # the rules across sections too
-    TextVAEConfig(**recipe.model)  # every model key is a real config option
+    recipe.model.to_config()  # every model key is a real config option
     total_steps = recipe.train.max_steps or recipe.train.epochs * 1000  # a stand-in epoch of 1,000 steps
     Objective.from_config(recipe.objective, total_steps=total_steps)
 
@@ -102,7 +101,7 @@ def test_overrides_merge_into_yaml_and_ints_widen_to_floats(tmp_path):
     path.write_text("data:\n  batch_size: 8\nmodel:\n  lipschitz: 2.0\n")
     recipe = load_recipe(path, ["model.lipschitz=5", "optim.lr=1e-4", "train.max_steps=null"])
     assert recipe.data.batch_size == 8
-    assert recipe.model["lipschitz"] == 5.0 and isinstance(recipe.model["lipschitz"], float)
+    assert recipe.model.lipschitz == 5.0 and isinstance(recipe.model.lipschitz, float)
     assert recipe.optim.lr == 1e-4 and recipe.train.max_steps is None
 
 
@@ -111,15 +110,15 @@ def test_a_base_recipe_merges_under_the_recipe_and_the_overrides(tmp_path):
     (tmp_path / "child.yaml").write_text("base: base.yaml\ndata:\n  batch_size: 16\n")
     recipe = load_recipe(tmp_path / "child.yaml", ["data.max_length=30"])
     assert (recipe.seed, recipe.data.batch_size, recipe.data.max_length) == (3, 16, 30)
-    assert recipe.model == {"lipschitz": 2.0}
+    assert recipe.model.lipschitz == 2.0
 
 
 def test_every_ptb_recipe_differs_from_the_shared_base_only_where_it_says():
     base = load_recipe(resolve_recipe_path("ptb/base"))
     invlip = load_recipe(resolve_recipe_path("ptb/transformer-invlip"))  # base -> lstm-invlip -> this
     assert invlip.optim == base.optim and invlip.data == base.data
-    assert invlip.model["decoder_type"] == "transformer" and invlip.model["latent_path"] == "invlip"
-    assert invlip.model["latent_size"] == base.model["latent_size"] == 32
+    assert invlip.model.decoder_type == "transformer" and invlip.model.latent_path == "invlip"
+    assert invlip.model.latent_size == base.model.latent_size == 32
 
 
 @pytest.mark.parametrize("text, message", [
@@ -204,4 +203,15 @@ def test_a_retired_option_at_the_value_under_which_it_changed_nothing_is_dropped
         recipe = load_recipe(overrides=["objective.lipschitz_start=null", "model.invlip_rotations=0"])
     assert [str(w.message).split(":")[0] for w in caught] == [
         "ignored recipe key 'objective.lipschitz_start'", "ignored recipe key 'model.invlip_rotations'"]
-    assert "invlip_rotations" not in recipe.model
+    assert not hasattr(recipe.model, "invlip_rotations")
+
+
+@pytest.mark.parametrize("stated", [[], ["data.tokenizer=decoder"]])
+def test_a_pretrained_decoder_implies_its_own_tokenizer(stated):
+    recipe = load_recipe(None, ["model.decoder_type=pretrained", "model.decoder_name_or_path=some/lm", *stated])
+    assert recipe.data.tokenizer == "decoder"
+
+
+def test_decoder_tokenizer_without_a_pretrained_decoder_is_refused():
+    with pytest.raises(TextVAEError, match="recipe key 'data.tokenizer': decoder is a pretrained decoder's own"):
+        load_recipe(None, ["data.tokenizer=decoder"]).check()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+import dataclasses
+import inspect
+import typing
+from typing import Any, Literal, get_args
 
 from transformers import PreTrainedConfig
 
-from textvae.schema import ANY, drop_retired
+from textvae.errors import TextVAEError
+from textvae.schema import ANY, drop_retired, section
 
 NetworkType = Literal["lstm", "transformer", "pretrained"]
 LatentPath = Literal["invlip", "concat", "memory", "none"]
@@ -293,3 +297,30 @@ def own_padding_idx(config: TextVAEConfig) -> int | None:
     pretrained tokenizer pads with a token that is also read (EOS), whose row must train."""
     pad = config.pad_token_id
     return None if pad is None or pad in (config.bos_token_id, config.eos_token_id) else pad
+
+
+def _model_section() -> type:
+    """The recipe's ``model:`` section: a typed, validated field for every keyword of
+    :class:`TextVAEConfig`, with its type and default from the config's signature, so the
+    config stays the one source of the model's options and their documentation."""
+    hints = typing.get_type_hints(TextVAEConfig.__init__)
+    parameters = inspect.signature(TextVAEConfig.__init__).parameters
+    fields = [(name, hints[name], dataclasses.field(default=parameter.default))
+              for name, parameter in parameters.items() if name not in ("self", "kwargs")]
+
+    def to_config(self, **set_by_textvae: Any) -> TextVAEConfig:
+        """The model this section describes (``set_by_textvae``: the tokenizer's vocabulary size and
+        special ids): the one place a recipe becomes a :class:`TextVAEConfig`, whose own checks
+        (ranges, the rules across options) are refused in one line."""
+        try:
+            return TextVAEConfig(**{**dataclasses.asdict(self), **set_by_textvae})
+        except ValueError as exc:
+            raise TextVAEError(f"recipe section 'model': {exc}") from None
+
+    namespace = {"__doc__": "The architecture: the keyword arguments of :class:`TextVAEConfig`.",
+                 "__module__": __name__, "RETIRED": RETIRED, "RETIRED_VALUES": RETIRED_VALUES,
+                 "to_config": to_config}
+    return section("model")(dataclasses.make_dataclass("ModelConfig", fields, namespace=namespace))
+
+
+ModelConfig = _model_section()

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 def pretrained_tokenizer(recipe: Recipe) -> tuple[PreTrainedTokenizerFast, dict] | None:
     """The pretrained decoder's tokenizer (and its metadata), as ``data.tokenizer: decoder`` uses it."""
     model = recipe.model
-    if model.get("decoder_type") != "pretrained":
+    if model.decoder_type != "pretrained":
         return None
-    return load_pretrained_tokenizer(local_path(model["decoder_name_or_path"]), gguf_file=model.get("decoder_gguf_file"),
+    return load_pretrained_tokenizer(local_path(model.decoder_name_or_path), gguf_file=model.decoder_gguf_file,
                                      bos_token=recipe.data.bos_token, eos_token=recipe.data.eos_token,
                                      model_max_length=recipe.data.max_length + 2)
 
@@ -38,10 +38,7 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerFast) -> TextVAEMo
         "eos_token_id": tokenizer.eos_token_id,
         "unk_token_id": tokenizer.unk_token_id,
     }
-    try:
-        config = TextVAEConfig(**{**recipe.model, **special})
-    except ValueError as exc:
-        raise TextVAEError(f"recipe section 'model': {exc}") from None
+    config = recipe.model.to_config(**special)
     if recipe.data.max_length + 2 > config.max_position_embeddings and "transformer" in (
         config.encoder_type,
         config.decoder_type,

@@ -35,7 +35,8 @@ from textvae.data.tokenization import DECODER_TOKENIZER, KINDS, META_FILE
 from textvae.errors import TextVAEError
 from textvae.estimators import active_units_from_sums, latent_warning, mutual_information
 from textvae.evaluation.metrics import LikelihoodTotals
-from textvae.models import TextVAEConfig, TextVAEModel
+from textvae.models import TextVAEModel
+from textvae.models.configuration_textvae import ModelConfig
 from textvae.models.integrity import record_tokenizer
 from textvae.training.aggressive import (
     AggressiveInference,
@@ -75,7 +76,7 @@ from textvae.training.step_totals import StepTotals
 COMPILE_BACKEND = "inductor"
 
 
-def make_accelerator(cfg: TrainConfig, run_dir: Path, model: TextVAEConfig | None = None) -> Accelerator:
+def make_accelerator(cfg: TrainConfig, run_dir: Path, model: ModelConfig | None = None) -> Accelerator:
     """The Accelerator for ``cfg``; settings this machine cannot run are refused in one line."""
     fsdp = cfg.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP")
     if fsdp and not torch.cuda.is_available():
@@ -343,7 +344,7 @@ def train(recipe: Recipe) -> Path:
     """Train the model a recipe describes; returns the run directory (export in ``final/``)."""
     recipe.check()  # a bad value fails here, before anything is read or written
     run_dir = Path(recipe.output_dir)
-    accelerator = make_accelerator(recipe.train, run_dir, TextVAEConfig(**recipe.model))
+    accelerator = make_accelerator(recipe.train, run_dir, recipe.model)
     created = not run_dir.exists()
     ensure_directory(run_dir, "output_dir")
     if recipe.train.state_cache_dir is not None:  # named by the user: a mistake even where no cache is built

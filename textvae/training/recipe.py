@@ -1,8 +1,9 @@
 """Recipes: the one place where YAML becomes typed objects.
 
 A recipe is a YAML file with one section per layer: ``data`` (:mod:`textvae.data.config`),
-``model`` (the keyword arguments of :class:`~textvae.models.TextVAEConfig`, so the model's
-config stays the single source of its options) and ``objective``/``optim``/``train``
+``model`` (:data:`~textvae.models.configuration_textvae.ModelConfig`: the keyword arguments of
+:class:`~textvae.models.TextVAEConfig`, so the model's config stays the single source of its
+options; a pretrained decoder implies ``data.tokenizer: decoder``) and ``objective``/``optim``/``train``
 (:mod:`textvae.training.config`). The sections are declarative dataclasses: each key's type
 and value rule sit on its field (:mod:`textvae.schema`), so unknown keys, wrong types,
 choices outside a ``Literal`` and values out of range are rejected in one line naming the
@@ -16,7 +17,6 @@ that check. Wherever a recipe is taken, a shipped one can be named instead of a 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +27,13 @@ import yaml
 from textvae.atomic import write_text
 from textvae.data.config import DECODER_TOKENIZER, DataConfig
 from textvae.errors import TextVAEError
-from textvae.models import TextVAEConfig
-from textvae.models.configuration_textvae import RETIRED, RETIRED_VALUES
+from textvae.models.configuration_textvae import ModelConfig
 from textvae.resources import shipped_directory
-from textvae.schema import SEED, check_value, drop_retired, from_mapping, shown
+from textvae.schema import SEED, check_value, from_mapping, shown
 from textvae.training.config import ObjectiveConfig, OptimConfig, TrainConfig
 
-SECTIONS = {"data": DataConfig, "objective": ObjectiveConfig, "optim": OptimConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "objective": ObjectiveConfig, "optim": OptimConfig,
+            "train": TrainConfig}
 TOP_LEVEL_RULES = {"seed": (SEED,)}  # the sections' keys declare theirs on their fields
 
 
@@ -42,7 +42,7 @@ class Recipe:
     output_dir: str = field(default="runs/quickstart", metadata={"path": "output"})
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -58,17 +58,19 @@ class Recipe:
         check_value("seed", self.seed, int, *TOP_LEVEL_RULES["seed"])
         for name in SECTIONS:
             getattr(self, name).validate()
-        validate_model_section(self.model)
+        config = self.model
+        config.to_config()  # the model's own rules across its options
         needs_encoder = [key for key, used in (("train.aggressive", self.train.aggressive),
                                                ("objective.pretrain_steps", self.objective.pretrain_steps > 0)) if used]
-        if needs_encoder and self.model.get("latent_path") == "none":
+        if needs_encoder and config.latent_path == "none":
             raise TextVAEError(f"recipe key '{needs_encoder[0]}': needs an encoder, but model.latent_path is 'none'")
-        config = TextVAEConfig(**self.model)
         pretrained = config.decoder_type == "pretrained"
         if pretrained != (self.data.tokenizer == DECODER_TOKENIZER):
-            raise TextVAEError("recipe key 'data.tokenizer': a pretrained decoder models its own tokenizer's ids, "
-                               f"so it goes with data.tokenizer: {DECODER_TOKENIZER} (and only it); got "
-                               f"data.tokenizer: {self.data.tokenizer} with model.decoder_type: {config.decoder_type}")
+            raise TextVAEError(
+                "recipe key 'data.tokenizer': a pretrained decoder models its own tokenizer's ids, which it implies: "
+                "leave data.tokenizer out" if pretrained else
+                f"recipe key 'data.tokenizer': {DECODER_TOKENIZER} is a pretrained decoder's own tokenizer, but "
+                f"model.decoder_type is {config.decoder_type}")
         if pretrained and self.objective.pretrain_steps:
             raise TextVAEError("recipe key 'objective.pretrain_steps': Li et al.'s recipe re-initialises the decoder "
                                "after its autoencoder phase, which would throw a pretrained decoder away")
@@ -88,32 +90,16 @@ def _build(values: Any) -> Recipe:
     for key, value in values.items():
         if key in SECTIONS:
             kwargs[key] = from_mapping(SECTIONS[key], value)
-        elif key == "model":
-            kwargs[key] = validate_model_section(value)
         elif key in hints:
             kwargs[key] = check_value(key, value, hints[key], *TOP_LEVEL_RULES.get(key, ()))
         else:
             raise TextVAEError(f"unknown recipe key '{key}' (known: {', '.join(sorted(hints))})")
-    return Recipe(**kwargs)
-
-
-def validate_model_section(values: Any) -> dict[str, Any]:
-    """Check ``model:`` keys and value types against ``TextVAEConfig``'s keyword arguments."""
-    if not isinstance(values, dict):
-        raise TextVAEError(f"recipe section 'model' must be a mapping, got {shown(values)}")
-    hints = typing.get_type_hints(TextVAEConfig.__init__)
-    known = sorted(k for k in inspect.signature(TextVAEConfig.__init__).parameters if k not in ("self", "kwargs"))
-    values = drop_retired(values, RETIRED, RETIRED_VALUES, lambda key: f"recipe key 'model.{key}'")
-    out = {}
-    for key, value in values.items():
-        if key not in known:
-            raise TextVAEError(f"unknown recipe key 'model.{key}' (known: {', '.join(known)})")
-        out[key] = check_value(f"model.{key}", value, hints[key])
-    try:
-        TextVAEConfig(**out)  # the config's own value checks (ranges)
-    except ValueError as exc:
-        raise TextVAEError(f"recipe section 'model': {exc}") from None
-    return out
+    recipe = Recipe(**kwargs)
+    recipe.model.to_config()  # the model's own rules across its options, before anything is read
+    stated = isinstance(values.get("data"), dict) and "tokenizer" in values["data"]
+    if recipe.model.decoder_type == "pretrained" and not stated:  # a pretrained decoder implies its tokenizer
+        recipe.data.tokenizer = DECODER_TOKENIZER
+    return recipe
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
