@@ -302,3 +302,16 @@ def test_an_autoencoder_is_exported_at_its_best_reconstruction_not_its_elbo(tiny
     best = min(valid, key=lambda r: r["rec"])
     assert json.loads((run_dir / "final" / "train_summary.json").read_text())["best_step"] == best["step"]
     assert best["step"] > valid[0]["step"]
+
+
+def test_a_checkpoint_of_an_earlier_version_records_the_same_recipe():
+    """Before model: was typed, a checkpoint recorded only the model keys a recipe set, and the
+    retired objective keys at their defaults: resuming it is no different from resuming one written now."""
+    from textvae.training.recipe import Recipe
+    from textvae.training.resume import recorded_recipe, run_identity
+
+    now = run_identity(Recipe().to_dict(), "")["recipe"]
+    earlier = {**now, "model": {"latent_size": now["model"]["latent_size"]},
+               "objective": {**now["objective"], "lipschitz_start": None, "lipschitz_warmup_steps": 0}}
+    assert recorded_recipe(earlier) == recorded_recipe(now)
+    assert recorded_recipe({**earlier, "model": {"latent_size": 7}})["model.latent_size"] == 7

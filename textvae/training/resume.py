@@ -61,6 +61,7 @@ from textvae.training.checkpointing import (
     saved_states,
     state_files,
 )
+from textvae.training.recipe import Recipe
 
 # What a run leaves in its directory; a fresh run must not mix with an earlier one.
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "final", "tokenizer", "recipe.yaml")
@@ -329,13 +330,21 @@ def differences(point: ResumePoint, identity: dict[str, Any], processes: int,
         inexact.append("the training data differ from the checkpoint's (other corpus files, tokenizer or length "
                        "policy)")
     notes = []
-    old, new = _flatten(manifest["recipe"]), _flatten(identity["recipe"])
+    old, new = recorded_recipe(manifest["recipe"]), _flatten(identity["recipe"])
     for key in sorted(set(old) | set(new)):
         if key in NO_EFFECT or old.get(key) == new.get(key):
             continue
         change = f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         (notes if key in CONTINUATION else inexact).append(change)
     return inexact, notes, fresh
+
+
+def recorded_recipe(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's recipe, flattened and keyed as this version's: an earlier version recorded only
+    the ``model:`` keys a recipe set (the others were, as now, the defaults) and keys since retired
+    (a recipe that still sets one is refused, or at its neutral value dropped, at load)."""
+    today = _flatten(run_identity(Recipe().to_dict(), "")["recipe"])
+    return {**today, **{key: value for key, value in _flatten(recorded).items() if key in today}}
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
