@@ -269,18 +269,25 @@ def evaluate_split(
     if len(ids) < 2:  # one sentence has no variance across sentences: AU and MI would be NaN
         raise TextVAEError(f"an evaluation compares sentences (active units, mutual information) and needs at "
                            f"least 2, got {len(ids)}")
-    config = model.config
     ids = as_token_rows(ids)
-    check_ids(ids, config.bos_token_id, config.eos_token_id)
+    check_ids(ids, model.config.bos_token_id, model.config.eos_token_id)
+    split = _pass_over(model, ids, iw_samples, batch_size, bleu, seed, progress, sample_chunk, accelerator)
+    return Evaluation(_results(model, ids, split, iw_samples=iw_samples, delta=delta, batch_size=batch_size, mi=mi,
+                               bleu=bleu, seed=seed, factors=factors), split.mu, split.logvar)
+
+
+def _pass_over(model: TextVAEModel, ids: TokenRows, iw_samples: int, batch_size: int, bleu: bool, seed: int,
+               progress: bool, sample_chunk: int, accelerator: Accelerator | None) -> _SplitPass:
+    """Every sentence's numbers, each batch on one process and gathered to every process; the
+    noise of every batch is drawn on every process, so a sentence's samples are those of one."""
     was_training = model.training
     model.eval()
-    has_latent = model.has_latent
-    num_samples = iw_samples if has_latent else 1  # log p(x) is exact without a latent
+    num_samples = iw_samples if model.has_latent else 1  # log p(x) is exact without a latent
     generator = torch.Generator(device=model.device).manual_seed(seed)
     # The TV draws have their own stream, so the IW and MI numbers do not depend on them.
-    split = _SplitPass(len(ids), config.latent_size, torch.Generator(device=model.device).manual_seed(seed + 1))
+    split = _SplitPass(len(ids), model.config.latent_size, torch.Generator(device=model.device).manual_seed(seed + 1))
     processes, rank = (accelerator.num_processes, accelerator.process_index) if accelerator else (1, 0)
-    collate = Collator(config.pad_token_id)
+    collate = Collator(model.config.pad_token_id)
     bar = tqdm(total=len(ids), desc="evaluate", unit="sent", disable=not progress or rank > 0, file=sys.stderr,
                leave=False)
     with torch.no_grad():
@@ -294,7 +301,13 @@ def evaluate_split(
     model.train(was_training)
     if processes > 1:
         split.gather(accelerator)
+    return split
 
+
+def _results(model: TextVAEModel, ids: TokenRows, split: _SplitPass, *, iw_samples: int, delta: float,
+             batch_size: int, mi: str, bleu: bool, seed: int, factors: Sequence[dict[str, Any]] | None) -> dict:
+    """The split's numbers from its sentences' (see :func:`evaluate_split` for the arguments)."""
+    has_latent = model.has_latent
     kl = gaussian_kl_per_dim(split.mu.double(), split.logvar.double()).sum(-1) * float(has_latent)  # (N,)
     totals = LikelihoodTotals(float(-split.rec.sum()), float(kl.sum()), split.tokens, len(ids), float(-split.iw.sum()))
     results: dict[str, Any] = totals.numbers()
@@ -322,7 +335,7 @@ def evaluate_split(
         results["protocol"].update(num_words=words, ppl_word="exp(corpus NLL / (whitespace words + EOS)), the words "
                                    "of each sentence as its decoder ids decode")
     results["checkpoint"] = checkpoint_identity(model)
-    return Evaluation(results, split.mu, split.logvar)
+    return results
 
 
 class _SplitPass:
