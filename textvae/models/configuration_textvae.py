@@ -19,7 +19,10 @@ class TextVAEConfig(PreTrainedConfig):
 
     Args:
         vocab_size: Size of the tokenizer's vocabulary.
-        pad_token_id, bos_token_id, eos_token_id, unk_token_id: Special token ids.
+        pad_token_id, bos_token_id, eos_token_id: Special token ids.
+        unk_token_id: The id word dropout puts in place of a decoder input: ``<unk>``, or for a
+            pretrained tokenizer without a distinct one the id
+            :func:`textvae.data.tokenization.word_dropout_token_id` picks.
         embedding_size: Token embedding width (shared by encoder and decoder).
         hidden_size: LSTM hidden size, or Transformer model width.
         latent_size: Dimension d of z.
