@@ -477,7 +477,7 @@ def _protocol(
 _ROWS = (
     ("elbo", "ELBO (nats / sentence)"),
     ("rec", "Reconstruction -E_q log p(x\\|z)"),
-    ("kl", "KL(q(z\\|x) \\|\\| p(z))"),
+    ("kl", "KL(q(z\\|x) \\|\\| p(z)): the rate"),
     ("nll_iw", "NLL, importance-weighted"),
     ("nll_elbo", "NLL bound from the ELBO"),
     ("ppl_iw", "PPL from IW-NLL, per decoder token"),

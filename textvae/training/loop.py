@@ -479,6 +479,8 @@ def _train(recipe: Recipe, accelerator: Accelerator, run_dir: Path, point: Resum
                       "tokens_per_s": tokens_at_log * accelerator.num_processes / max(now - time_at_log, 1e-9)}
             if lipschitz is not None:
                 record["lipschitz"] = lipschitz
+            if objective.target_rate is not None:  # beside "kl", the rate reached
+                record["rate_target"] = objective.target_rate
             if aggressive.enabled:
                 record.update(aggressive=float(aggressive.active), encoder_steps=encoder_steps)
             log.write(record)
