@@ -49,5 +49,5 @@ def test_the_report_and_plot_come_from_the_stored_rows(rate, tmp_path):
                {"name": "beta-0.8", "method": "beta-VAE", "command": "textvae train ...", "commit": "abc",
                 "train_s": 11.0, "metrics": metrics}]
     text = rate.render(results, "rate_distortion.png")
-    assert "| beta-0.8 | 5.2 | 90 | 4 | 8.2 | 4.5 | 30 | 93.1 | 3.5 | – | – | – | 11 | abc |" in text
+    assert "| beta-0.8 | 5.2 | 90 | 4 | 8.2 | 4.5 | 30 | 93.1 | 3.5 | – | – | – | – | – | – | – | 11 | abc |" in text
     assert rate.plot(results, tmp_path / "plot.png") and (tmp_path / "plot.png").stat().st_size > 1000

@@ -94,8 +94,10 @@ def stored(path: Path) -> list[dict]:
 
 COLUMNS = (("rate (KL)", "kl"), ("distortion", "rec"), ("MI", "mi_split"), ("MI ceiling", "mi_ceiling"),
            ("own-code gain", "own_code_gain"), ("AU", "active_units"), ("IW-NLL", "nll_iw"),
-           ("BLEU", "bleu_greedy"), ("endpoint BLEU", "interpolation_endpoint_bleu"),
-           ("monotone", "interpolation_monotone"), ("fluency ratio", "fluency_samples_ratio"))
+           ("BLEU", "bleu_greedy"), ("BLEU start", "interpolation_bleu_start"), ("BLEU end", "interpolation_bleu_end"),
+           ("monotone", "interpolation_monotone"), ("steps that change", "interpolation_step_change"),
+           ("fluency ratio, interpolations", "fluency_ratio_interpolation"),
+           ("fluency ratio, samples", "fluency_ratio_samples"), ("distinct-2", "samples_distinct_2"))
 
 
 def render(results: list[dict], plot: str | None) -> str:
