@@ -18,6 +18,8 @@ from textvae.estimators import (
     iw_log_likelihood,
     kl_per_dimension,
     latent_warning,
+    mi_ceiling,
+    mi_saturated,
     mutual_information,
     perplexity,
     standard_normal_log_density,
@@ -320,3 +322,14 @@ def test_an_mi_estimate_at_its_log_n_ceiling_is_not_called_kl_without_mi():
     """With N sentences the estimate cannot exceed log N: a large KL beside it is not evidence."""
     assert latent_warning(kl=30.0, mi=math.log(1000) - 0.5, active=16, num_sentences=1000) is None
     assert latent_warning(kl=30.0, mi=math.log(1000) - 1.5, active=16, num_sentences=1000) is not None
+
+
+def test_an_autoencoders_mi_estimate_reaches_log_n_and_is_called_saturated():
+    """Distinct, nearly deterministic codes carry far more than log N nats; the estimate stops there."""
+    n = 300
+    mu = torch.randn(n, 32, generator=torch.Generator().manual_seed(0)) * 3
+    logvar = torch.full((n, 32), -12.0)
+    mi = mutual_information(mu, logvar, generator=torch.Generator().manual_seed(1))
+    assert mi_ceiling(n) == pytest.approx(math.log(300))
+    assert mi == pytest.approx(math.log(n), abs=1e-6) and mi_saturated(mi, n)
+    assert not mi_saturated(math.log(n) - 1.5, n)

@@ -11,6 +11,11 @@ text-VAE papers reuse:
   (:func:`mutual_information`).
 * **AU**: active units, Var_x E_q[z_j] >= 0.01 (:func:`active_units`).
 
+And one number the protocol lacks: the MI estimate cannot exceed log N
+(:func:`mi_ceiling`), so above ~8 nats it cannot tell a used code from an unused one;
+:func:`textvae.evaluation.corpus.own_code_gains` measures what the decoder reads from a code at
+any rate.
+
 Everything is computed in float64 where sums of many log-densities meet, and large
 pairwise computations are chunked so memory stays bounded on a whole test split.
 """
@@ -244,6 +249,21 @@ def _mi_of_groups(mu: Tensor, logvar: Tensor, z: Tensor, max_elements: int) -> T
     return own.mean(dim=1) - log_qz_sum / z.shape[1]
 
 
+def mi_ceiling(num_sentences: int) -> float:
+    """``log N``: the most the whole-split MI estimate can show with N sentences.
+
+    The aggregate posterior is a mixture of N posteriors, so ``log q(z) >= log q(z|x) - log N``
+    and the estimate never exceeds ``log N``, however much each code says about its sentence.
+    An estimate within 1 nat of it is *saturated*: it bounds the true MI from below only.
+    """
+    return math.log(max(num_sentences, 1))
+
+
+def mi_saturated(mi: float, num_sentences: int) -> bool:
+    """Whether an MI estimate over ``num_sentences`` is within 1 nat of its :func:`mi_ceiling`."""
+    return mi >= mi_ceiling(num_sentences) - 1.0
+
+
 def latent_warning(kl: float, mi: float, active: int, num_sentences: int) -> str | None:
     """Why a posterior's KL does not buy information, or None when it does.
 
@@ -264,8 +284,7 @@ def latent_warning(kl: float, mi: float, active: int, num_sentences: int) -> str
     if active == 0:
         return (f"no active unit (KL {kl:.2f} nats, MI {mi:.2f}): the posterior means do not vary "
                 "between sentences, the code says nothing about the sentence")
-    saturated = mi >= math.log(max(num_sentences, 1)) - 1.0
-    if kl > 2.0 * mi + 1.0 and not saturated:
+    if kl > 2.0 * mi + 1.0 and not mi_saturated(mi, num_sentences):
         return (f"KL without MI: KL {kl:.2f} nats > 2 x MI ({mi:.2f}) + 1: narrow posteriors that are "
                 "alike across sentences pay KL but carry little information")
     return None

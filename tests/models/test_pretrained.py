@@ -123,6 +123,31 @@ def test_incremental_decoding_gives_the_teacher_forced_logits(backbones, decoder
 
 
 @pytest.mark.parametrize("decoder", ["gpt2", "llama"])
+def test_several_memory_slots_per_layer_are_prefilled_read_and_decoded_incrementally(backbones, decoder):
+    """k slots per layer with separate keys and values (grouped-query heads on the tiny Llama, rotary
+    positions): each slot moves the prediction, and generate()'s path equals teacher forcing."""
+    model = build(backbones, decoder, latent_path="memory", memory_slots=4).eval()
+    perturb_trainable(model)
+    ids = batch(model, SENTENCES[:1])["input_ids"]
+    z = torch.randn(1, model.config.latent_size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        cache = model.decoder.new_cache()
+        model.decoder._prefill(z, cache)
+        assert cache.get_seq_length() == 4
+        full = model.prefix_logits(ids, z)
+        steps, cache = [], None
+        for t in range(ids.shape[1] - 1):
+            out = model(ids[:, t : t + 1], latents=z, cache=cache, use_cache=True)
+            cache, steps = out.cache, [*steps, out.logits]
+        torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+        layers, kv_heads, head_dim = model.decoder.layers, *model.decoder.kv_shape
+        weight = model.decoder.memory.weight.view(layers, 2, kv_heads, 4, head_dim, -1)
+        weight[:, :, :, 3] = 0.0  # the last slot says nothing: the prediction changes
+        assert not torch.allclose(model.prefix_logits(ids, z), full)
+    assert len(model.reconstruct(SENTENCES[:2], max_length=6, num_beams=2)) == 2
+
+
+@pytest.mark.parametrize("decoder", ["gpt2", "llama"])
 def test_memory_makes_the_first_prediction_depend_on_z(backbones, decoder):
     model = build(backbones, decoder, latent_path="memory").eval()
     perturb_trainable(model)

@@ -11,7 +11,7 @@ import torch
 
 from textvae.errors import TextVAEError
 from textvae.training.config import ObjectiveConfig
-from textvae.training.objectives import Objective, free_bits_kl
+from textvae.training.objectives import Objective, free_bits_kl, mmd_to_prior
 from textvae.training.schedules import Delayed, LinearWarmup
 
 
@@ -24,6 +24,7 @@ def make_output(rec_ll, kl_per_dim, num_tokens, requires_grad=False):
         kl_per_dim=kpd,
         kl=kpd.sum(dim=1),
         num_tokens=torch.tensor(num_tokens),
+        z=torch.zeros(len(rec_ll), 2),
     )
 
 
@@ -213,6 +214,49 @@ def test_every_config_field_is_used_or_validated():
     # Guards against a recipe key being added without the objective learning about it.
     known = {
         "beta", "kl_schedule", "kl_start", "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio",
-        "kl_cycle_steps", "kl_cycle_zero_ratio", "free_bits", "free_bits_mode", "word_dropout", "pretrain_steps",
+        "kl_cycle_steps", "kl_cycle_zero_ratio", "free_bits", "free_bits_mode", "word_dropout", "pretrain_steps", "target_rate",
+        "mmd_weight", "mmd_kernel",
     }
     assert {f.name for f in dataclasses.fields(ObjectiveConfig)} == known
+
+
+# --------------------------------------------------------------------------- rate and aggregate posterior
+
+
+@pytest.mark.parametrize("kl_rows, expected_gradient", [([[1.0, 0.0], [2.0, 1.0]], -0.5), ([[9.0, 0.0], [8.0, 1.0]], 0.5)],
+                         ids=["below-target", "above-target"])
+def test_a_target_rate_holds_the_batch_kl_from_both_sides(kl_rows, expected_gradient):
+    out = make_output([-10.0, -20.0], kl_rows, [4, 6], requires_grad=True)
+    terms = objective(target_rate=5.0)(out, step=0)
+    mean_kl = sum(map(sum, kl_rows)) / 2
+    assert terms.kl_term.item() == pytest.approx(abs(mean_kl - 5.0))
+    assert terms.kl.item() == pytest.approx(mean_kl)  # the true KL is reported, as always
+    terms.loss.backward()
+    assert out.kl_per_dim.grad.flatten().tolist() == pytest.approx([expected_gradient] * 4)
+
+
+def test_a_target_rate_and_free_bits_are_refused_together():
+    with pytest.raises(TextVAEError, match="objective.free_bits"):
+        ObjectiveConfig(target_rate=5.0, free_bits=2.0)
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_mmd_is_near_zero_for_prior_codes_and_grows_with_a_shift(kernel):
+    generator = torch.Generator().manual_seed(0)
+    draws = [float(mmd_to_prior(torch.randn(256, 8, generator=generator), kernel, generator)) for _ in range(20)]
+    assert abs(sum(draws) / len(draws)) < 2e-3  # unbiased: 0 in expectation
+    shifted = [float(mmd_to_prior(torch.randn(256, 8, generator=generator) + shift, kernel, generator))
+               for shift in (0.5, 1.0, 3.0)]
+    assert 0.01 < shifted[0] < shifted[1] < shifted[2]
+
+
+def test_mmd_pulls_the_codes_toward_the_prior_and_is_added_with_its_weight():
+    z = (torch.randn(64, 4, generator=torch.Generator().manual_seed(1)) + 2.0).requires_grad_()
+    out = make_output([-10.0] * 64, [[0.5, 0.5]] * 64, [4] * 64)
+    out.z = z
+    torch.manual_seed(0)
+    terms = objective(mmd_weight=100.0)(out, step=0)
+    torch.manual_seed(0)
+    assert terms.loss.item() == pytest.approx(10.0 + 1.0 + 100.0 * float(mmd_to_prior(z.detach())), rel=1e-5)
+    terms.loss.backward()
+    assert float((z.grad * z.detach().mean(0)).sum()) > 0  # descending the loss moves the codes back to 0

@@ -197,3 +197,15 @@ def test_two_processes_train_a_lora_decoder_under_ddp(backbones, corpus_dir, tmp
     assert any("lora_" in k for k in saved) and not any(k.startswith("decoder.lm.") and "lora_" not in k for k in saved)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == [3]
+
+
+def test_word_dropout_trains_a_pretrained_decoder_and_drops_words_to_no_structural_token(
+        backbones, corpus_dir, tmp_path):
+    run_dir = run(backbones, corpus_dir, tmp_path / "llama", "train.max_steps=2", "objective.word_dropout=0.5")
+    config = json.loads((run_dir / "final" / "config.json").read_text())
+    assert config["unk_token_id"] not in {config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]}
+    # The tiny GPT-2's word vocabulary has no token but its EOS to drop words to (a real one has '_').
+    with pytest.raises(TextVAEError, match=r"'objective.word_dropout': the decoder's tokenizer has no token"):
+        run(backbones, corpus_dir, tmp_path / "gpt2", "train.max_steps=2", "objective.word_dropout=0.5",
+            decoder="gpt2")
+    assert not (tmp_path / "gpt2").exists()

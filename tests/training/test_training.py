@@ -1,6 +1,7 @@
 """End-to-end behaviour of the trainer: learning, exports, resume, distributed runs."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -315,3 +316,12 @@ def test_a_checkpoint_of_an_earlier_version_records_the_same_recipe():
                "objective": {**now["objective"], "lipschitz_start": None, "lipschitz_warmup_steps": 0}}
     assert recorded_recipe(earlier) == recorded_recipe(now)
     assert recorded_recipe({**earlier, "model": {"latent_size": 7}})["model.latent_size"] == 7
+
+
+def test_a_target_rate_is_logged_beside_the_rate_reached_and_mmd_trains(tiny_overrides):
+    run_dir = run([*tiny_overrides, "train.max_steps=4", "train.log_every=1", "objective.target_rate=6.0",
+                   "objective.mmd_weight=100.0"])
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    assert len(train_records) == 4 and all(r["rate_target"] == 6.0 and math.isfinite(r["kl"]) for r in train_records)
+    assert all(r["kl_term"] == pytest.approx(abs(r["kl"] - 6.0), abs=1e-3) for r in train_records)

@@ -4,8 +4,11 @@ The split comes from the export's own ``recipe.yaml`` (the corpus and length lim
 trained with) unless ``--corpus`` names another; it is tokenised with the model's
 tokenizer. ``accelerate launch --num_processes N -m textvae evaluate ...`` shares the
 sentences among N processes (:func:`textvae.evaluation.corpus.evaluate_split`), with the
-numbers of one process. The Markdown table goes to stdout, the full results (numbers, protocol,
-checkpoint identity) to ``--output`` and, for a local export, to its ``evaluation.json``.
+numbers of one process. The main process then scores what users look at
+(:mod:`textvae.evaluation.generation_quality`): interpolations between test pairs, prior
+samples, and their fluency under an independent LM. The Markdown table goes to stdout,
+the full results (numbers, protocol, checkpoint identity) to ``--output`` and, for a local
+export, to its ``evaluation.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from textvae.atomic import ensure_directory, write_text
 from textvae.cli.arguments import (
     MAX_IW_SAMPLES,
+    MAX_POINTS,
     device,
     export_directory,
     integer,
@@ -37,11 +41,29 @@ from textvae.schema import MAX_BATCH, MAX_COUNT, SEED_MAX
 from textvae.training.recipe import load_recipe
 
 if TYPE_CHECKING:
+    import torch
+
     from textvae.evaluation.corpus import Evaluation
+    from textvae.evaluation.fluency import FluencyLM
     from textvae.models import TextVAEModel
 
 # Factors with at most this many classes get a PCA panel (legible legends).
 _PCA_MAX_CLASSES = 6
+# Caps of --interpolation-pairs and --samples: every pair is steps decodes, and the fluency LM
+# reads every decode; 10,000 of either is already minutes of a small model's decoding on a CPU.
+MAX_PAIRS = 10_000
+MAX_GENERATION_SAMPLES = 10_000
+
+
+def sample_count(text: str) -> int:
+    """``--samples``: 0 (none) or 2 to :data:`MAX_GENERATION_SAMPLES` (self-BLEU compares samples)."""
+    value = integer(0, MAX_GENERATION_SAMPLES)(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("must be 0 or at least 2 (self-BLEU compares samples with each other), got 1")
+    return value
+
+
+sample_count.__name__ = f"0 or an int in [2, {MAX_GENERATION_SAMPLES}]"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -182,6 +204,25 @@ def check_memory(model: TextVAEModel, split: SplitData, args: argparse.Namespace
                    f"at most {fit:,} samples fit with {rows:,} sentences a batch")
 
 
+def fluency_lm(args: argparse.Namespace, device: torch.device) -> tuple[FluencyLM | None, str | None]:
+    """The LM ``--fluency-lm`` names (default: SmolLM2 where it is cached), or None and why not."""
+    from textvae.evaluation.fluency import FluencyLM, default_fluency_lm
+
+    if args.interpolation_pairs == 0 and args.samples == 0:
+        return None, "not computed: nothing was generated"
+    if args.fluency_lm == "none":
+        return None, "not computed: disabled (--fluency-lm none)"
+    if args.fluency_lm is None:
+        if args.fluency_lm_gguf is not None:
+            raise TextVAEError("--fluency-lm-gguf names a file inside --fluency-lm's folder: give --fluency-lm too")
+        found = default_fluency_lm()
+        if found is None:
+            return None, ("skipped: no --fluency-lm given and SmolLM2-135M is not cached (python "
+                          "benchmarks/pretrained/fetch_models.py puts it in ~/.cache/textvae/pretrained; needs gguf)")
+        return FluencyLM.load(*found, device=device), None
+    return FluencyLM.load(args.fluency_lm, args.fluency_lm_gguf, device=device), None
+
+
 def launched_accelerator():
     """An ``Accelerator`` when a launcher (``accelerate launch``, ``torchrun``) started several
     processes, else None: one process evaluates where the model loads, as before."""
@@ -196,6 +237,7 @@ def launched_accelerator():
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from textvae.evaluation.corpus import evaluate_split, format_markdown
+    from textvae.evaluation.generation_quality import evaluate_generation, markdown_rows
     from textvae.hub.loading import load_model
 
     check_output_paths(args)
@@ -211,6 +253,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise TextVAEError(f"{args.checkpoint}: the export has no tokenizer files")
     main = accelerator is None or accelerator.is_main_process
     split = tokenize_split(model.tokenizer, source, cfg, limit=args.max_sentences, progress=main and not args.no_progress)
+    lm, note = fluency_lm(args, model.device) if main else (None, None)  # loaded first: a bad name fails fast
     check_memory(model, split, args)
     evaluation = evaluate_split(model, split.ids, iw_samples=args.iw_samples, delta=args.delta,
                                 batch_size=args.batch_size, mi=args.mi, seed=args.seed, factors=split.factors,
@@ -219,12 +262,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0  # the main process reports and writes
     results = evaluation.results
     results["data"] = split_info(cfg, split)
+    evaluate_generation(model, split.ids, evaluation.mu, pairs=args.interpolation_pairs,
+                        steps=args.interpolation_steps, samples=args.samples, seed=args.seed,
+                        batch_size=args.batch_size, fluency=lm, fluency_note=note,
+                        progress=not args.no_progress).add_to(results)
     bad = non_finite(results)
     if bad:
         raise TextVAEError(f"{args.checkpoint}: the evaluation gave non-finite numbers ({', '.join(bad[:4])}"
                            f"{', ...' if len(bad) > 4 else ''}): the model's outputs overflow or are NaN; no results "
                            "were written")
-    print(format_markdown(results))
+    print("\n".join([format_markdown(results), *markdown_rows(results)]))
     for warning in results["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     if args.output:
@@ -247,7 +294,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="NLL/PPL (ELBO and importance-weighted), KL, MI, active units, BLEU and factor probes",
+        help="NLL/PPL (ELBO and importance-weighted), KL, MI, active units, BLEU, factor probes, interpolation, "
+        "diversity and fluency of generations",
         description="Evaluate a trained model in the protocol of He et al. (2019) on a corpus split. "
         "Prints a Markdown table; writes the full results as JSON.",
     )
@@ -268,6 +316,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="which MI estimate the headline 'mi' repeats (both are reported)")
     parser.add_argument("--seed", type=seed, default=0,
                         help=f"seed of the posterior samples (default: 0; 0 to {SEED_MAX})")
+    parser.add_argument("--interpolation-pairs", type=integer(0, MAX_PAIRS), default=50,
+                        help="test pairs whose interpolations are scored (default: 50, at most half the split and "
+                        f"{MAX_PAIRS:,}; 0: none)")
+    parser.add_argument("--interpolation-steps", type=integer(2, MAX_POINTS), default=8,
+                        help="points on each path, ends included (default: 8, as textvae interpolate)")
+    parser.add_argument("--samples", type=sample_count, default=100,
+                        help=f"prior samples for distinct-2, self-BLEU and fluency (default: 100; 0: none, else "
+                        f"2 to {MAX_GENERATION_SAMPLES:,})")
+    parser.add_argument("--fluency-lm", default=None, metavar="NAME_OR_PATH",
+                        help="causal LM that scores the fluency of the decodes (default: SmolLM2-135M where "
+                        "fetch_models.py cached it, else none; 'none': skip)")
+    parser.add_argument("--fluency-lm-gguf", default=None, metavar="FILE",
+                        help="a GGUF file inside --fluency-lm's folder (needs the gguf package)")
     parser.add_argument("--output", default=None, metavar="FILE.json", help="also write the results here")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures to this directory")
     parser.add_argument("--device", type=device, default=None, help="cpu or cuda (default: where the model loads)")

@@ -198,6 +198,22 @@ class Fingerprint:
         return self.digest.hexdigest()
 
 
+def word_dropout_token_id(tokenizer: TokenizersBackend) -> int | None:
+    """The id word dropout puts in place of a decoder input (Bowman et al. 2016 use ``<unk>``).
+
+    textvae's own tokenizers have a distinct ``<unk>``. A pretrained LM's often has none, or
+    one that is also its EOS or BOS (GPT-2's ``<|endoftext|>``): dropping words to EOS would
+    teach the decoder that a sentence ends anywhere, and a frozen LM reads EOS as a document
+    boundary. Then its mask token, if it has one; else the single token an underscore
+    encodes to (a blank to fill in, as a reader sees it); None when there is no such token.
+    """
+    structural = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+    candidates = [tokenizer.unk_token_id, getattr(tokenizer, "mask_token_id", None)]
+    candidates += [ids[0] for ids in (tokenizer.encode(text, add_special_tokens=False) for text in (" _", "_"))
+                   if len(ids) == 1]
+    return next((int(c) for c in candidates if c is not None and c not in structural), None)
+
+
 def save_tokenizer(tok: TokenizersBackend, directory: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``tok`` plus ``textvae_tokenizer.json`` (``meta``) to ``directory``.
 

@@ -51,6 +51,8 @@ from textvae.estimators import (
     count_predicted_tokens,
     gaussian_kl_per_dim,
     latent_warning,
+    mi_ceiling,
+    mi_saturated,
     perplexity,
     token_matches,
 )
@@ -126,6 +128,23 @@ def importance_sampled_log_likelihood(
 def teacher_forced_predictions(model: TextVAEModel, input_ids: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Argmax next token at every position given the true prefix and z: (B, T) -> (B, T-1)."""
     return model.prefix_logits(input_ids, z).argmax(dim=-1)
+
+
+@torch.no_grad()
+def own_code_gains(model: TextVAEModel, input_ids: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """How much better each sentence is reconstructed from its own code than from another's (nats).
+
+    ``log p(x_i | mu_i) - log p(x_i | mu_{i-1})``, the other code the previous sentence's of
+    the batch: (B, T), (B, d) -> (B,) float64, NaN for a batch of one. Unlike the MI
+    estimate it has no ceiling (an autoencoder that holds every word gains about the
+    sentence's whole information), and unlike the KL it counts only what the decoder
+    reads: a code that leaves the prior without changing the prediction gains 0, and so
+    does the same code for every sentence or a decoder that ignores z.
+    """
+    if mu.shape[0] < 2:
+        return torch.full((mu.shape[0],), math.nan, dtype=torch.float64)
+    log_px = model.log_likelihood(input_ids, torch.stack([mu, mu.roll(1, dims=0)], dim=1), mask)  # (B, 2)
+    return (log_px[:, 0].double() - log_px[:, 1].double()).cpu()
 
 
 @torch.no_grad()
@@ -316,8 +335,12 @@ def _results(model: TextVAEModel, ids: TokenRows, split: _SplitPass, *, iw_sampl
         results["ppl_elbo_word"] = perplexity(totals.rec + totals.kl, words)
         results["ppl_iw_word"] = perplexity(totals.iw_nll, words)
     results.update(_latent_statistics(split.mu, split.logvar, has_latent, delta, batch_size, mi, seed))
+    results["mi_ceiling"] = mi_ceiling(len(ids))
+    results["mi_saturated"] = has_latent and mi_saturated(results["mi_split"], len(ids))
     results["token_accuracy_teacher_forced"] = split.correct / split.tokens
     if has_latent:
+        results["own_code_gain"] = float(split.gain.nanmean())
+        results["kl_minus_mi"] = results["kl"] - results["mi_split"]
         results["next_token_tv_posterior"] = split.tv_posterior / split.tokens
         results["next_token_tv_prior"] = split.tv_prior / split.tokens
     warning = latent_warning(results["kl"], results["mi_split"], results["active_units"], len(ids)) if has_latent else None
@@ -348,6 +371,7 @@ class _SplitPass:
     def __init__(self, n: int, latent_size: int, tv_generator: torch.Generator):
         self.iw = torch.zeros(n, dtype=torch.float64)
         self.rec = torch.zeros(n, dtype=torch.float64)
+        self.gain = torch.zeros(n, dtype=torch.float64)
         self.mu, self.logvar = torch.zeros(n, latent_size), torch.zeros(n, latent_size)
         self.tokens = self.correct = 0
         self.tv_posterior = self.tv_prior = 0.0
@@ -368,7 +392,7 @@ class _SplitPass:
     def gather(self, accelerator: Accelerator) -> None:
         """Every process's sentences and counts, on every process (``gather_for_metrics``)."""
         index = torch.tensor(self.done, dtype=torch.long)
-        mine = {"index": index, "iw": self.iw[index], "rec": self.rec[index], "mu": self.mu[index],
+        mine = {"index": index, "iw": self.iw[index], "rec": self.rec[index], "gain": self.gain[index], "mu": self.mu[index],
                 "logvar": self.logvar[index], "hypotheses": [self.hypotheses[i] for i in self.done],
                 "references": [self.references[i] for i in self.done],
                 "counts": (self.tokens, self.correct, self.tv_posterior, self.tv_prior)}
@@ -377,7 +401,7 @@ class _SplitPass:
         self.tv_posterior = self.tv_prior = 0.0
         for part in parts:
             index = part["index"]
-            self.iw[index], self.rec[index] = part["iw"], part["rec"]
+            self.iw[index], self.rec[index], self.gain[index] = part["iw"], part["rec"], part["gain"]
             self.mu[index], self.logvar[index] = part["mu"], part["logvar"]
             for i, hypothesis, reference in zip(index.tolist(), part["hypotheses"], part["references"], strict=True):
                 self.hypotheses[i], self.references[i] = hypothesis, reference
@@ -400,6 +424,7 @@ class _SplitPass:
         predicted = teacher_forced_predictions(model, input_ids, mu)  # (B, T-1)
         self.correct += token_matches(predicted, input_ids[:, 1:], mask[:, 1:])[0]
         if model.has_latent:
+            self.gain[index] = own_code_gains(model, input_ids, mask, mu)
             std = (0.5 * logvar).exp()
             noise = torch.randn((4, *mu.shape), generator=self.tv_generator, device=mu.device, dtype=mu.dtype)
             self.tv_posterior += next_token_total_variation(model, input_ids, mask, mu + std * noise[0],
@@ -438,7 +463,12 @@ def _protocol(
         else "exact log p(x) (no latent variable)",
         "elbo": "mean over the K samples of log p(x|z_k) minus analytic KL",
         "ppl": "exp(corpus NLL / predicted decoder tokens), per decoder token (ppl_*_word: per word)",
-        "mi_split": "aggregate posterior over all N posteriors of the split, 1 sample per x",
+        "mi_split": "aggregate posterior over all N posteriors of the split, 1 sample per x; it cannot exceed "
+                    "mi_ceiling = log N, and mi_saturated says it is within 1 nat of it (a lower bound only)",
+        "own_code_gain": "mean over sentences of log p(x|mu_x) - log p(x|mu_x'), x' the previous sentence of its "
+                         "evaluation batch (teacher-forced; no ceiling)",
+        "kl_minus_mi": "KL - mi_split: the KL that does not tell sentences apart (KL(q(z) || p(z)) when MI is not "
+                       "saturated)",
         "mi_batch": f"He et al. (2019) calc_mi: aggregate posterior per block of {batch_size} sentences (split order)",
         "mi_headline": mi,
         "active_units_delta": delta,
@@ -460,7 +490,7 @@ def _protocol(
 _ROWS = (
     ("elbo", "ELBO (nats / sentence)"),
     ("rec", "Reconstruction -E_q log p(x\\|z)"),
-    ("kl", "KL(q(z\\|x) \\|\\| p(z))"),
+    ("kl", "KL(q(z\\|x) \\|\\| p(z)): the rate"),
     ("nll_iw", "NLL, importance-weighted"),
     ("nll_elbo", "NLL bound from the ELBO"),
     ("ppl_iw", "PPL from IW-NLL, per decoder token"),
@@ -469,6 +499,9 @@ _ROWS = (
     ("ppl_elbo_word", "PPL from the ELBO, per word"),
     ("mi_split", "MI, whole-split aggregate posterior"),
     ("mi_batch", "MI, mini-batch (He et al.)"),
+    ("mi_ceiling", "MI ceiling log N"),
+    ("own_code_gain", "Own-code gain log p(x\\|mu_x) - log p(x\\|mu_x')"),
+    ("kl_minus_mi", "KL - MI"),
     ("active_units", "Active units"),
     ("token_accuracy_teacher_forced", "Token accuracy (teacher-forced, z = mu)"),
     ("next_token_tv_posterior", "Next-token TV, two posterior samples"),
@@ -497,6 +530,7 @@ def format_markdown(results: dict[str, Any]) -> str:
         "ppl_iw": f"{protocol.get('num_predicted_tokens', '?')} predicted decoder tokens (+ EOS)",
         "ppl_iw_word": f"{protocol.get('num_words', '?')} words (+ EOS)",
         "elbo": f"{protocol.get('num_sentences', '?')} sentences",
+        "mi_split": "saturated: a lower bound only" if results.get("mi_saturated") else "",
     }
     lines = ["| Metric | Value | Notes |", "| --- | --- | --- |"]
     source = results.get("checkpoint", {}).get("source")

@@ -64,6 +64,20 @@ METRIC_ROWS = (
     ("active_units", "Active units", "Var_x E_q[z_j] >= delta = {delta}, out of d = {d}"),
     ("bleu_greedy", "Reconstruction BLEU", "greedy decodes from the posterior mean"),
 )
+# What users look at (textvae.evaluation.generation_quality): (key, label, note); notes are
+# formatted with the protocol's pairs, steps, samples and fluency LM. Shown in the card, not
+# claimed in the model index (no benchmark defines them).
+GENERATION_ROWS = (
+    ("interpolation_bleu_start", "Interpolation: BLEU of the first point vs A",
+     "{pairs} test pairs x {steps} points, greedy"),
+    ("interpolation_bleu_end", "Interpolation: BLEU of the last point vs B", "mean sentence BLEU"),
+    ("interpolation_monotone", "Interpolation: monotone paths", "BLEU to A never rises, to B never falls"),
+    ("interpolation_step_change", "Interpolation: steps that change the sentence", "share of consecutive points"),
+    ("samples_distinct_2", "Prior samples: distinct-2", "{samples} samples z ~ N(0, I), greedy"),
+    ("samples_self_bleu", "Prior samples: self-BLEU", "100 = all alike"),
+    ("fluency_ratio_interpolation", "Fluency: interpolation PPL / real PPL", "{lm}"),
+    ("fluency_ratio_samples", "Fluency: sample PPL / real PPL", "{lm}"),
+)
 # Figures `textvae evaluate` draws into an export, which the push uploads and the card shows.
 FIGURES = {
     "kl_per_dim.png": "KL per latent dimension on the evaluation split: a collapsed dimension sits at 0.",
@@ -247,7 +261,22 @@ def _evaluation(model, evaluation: dict[str, Any] | None) -> str:
         f"dimension is active when Var_x E_q[z_j] >= delta = {fields['delta']}. All numbers are in "
         "`evaluation.json`.",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _generation(evaluation)) + "\n"
+
+
+def _generation(evaluation: dict[str, Any]) -> list[str]:
+    """The :data:`GENERATION_ROWS` ``textvae evaluate`` wrote, as a second table (none: no lines)."""
+    protocol = (evaluation.get("protocol") or {}).get("generation") or {}
+    lm = str(protocol.get("fluency_lm", "?"))
+    lm = lm.rstrip("/").rsplit("/", 1)[-1] if lm.startswith(("/", "~", ".")) else lm  # no local paths on the Hub
+    fields = {"pairs": protocol.get("interpolation_pairs", "?"), "steps": protocol.get("interpolation_steps", "?"),
+              "samples": protocol.get("samples", "?"), "lm": f"scored by {lm}; 1 = as fluent as real test sentences"}
+    rows = [_row(label, _number(evaluation[key]), note.format(**fields)) for key, label, note in GENERATION_ROWS
+            if isinstance(evaluation.get(key), (int, float))]
+    if not rows:
+        return []
+    return ["", "What the model generates (greedy decoding; BLEU over its tokens):", "",
+            "| Metric | Value | Notes |", "| --- | --- | --- |", *rows]
 
 
 def _figures(figures: Sequence[str]) -> str:

@@ -52,7 +52,10 @@ class TextVAEConfig(PreTrainedConfig):
 
     Args:
         vocab_size: Size of the tokenizer's vocabulary.
-        pad_token_id, bos_token_id, eos_token_id, unk_token_id: Special token ids.
+        pad_token_id, bos_token_id, eos_token_id: Special token ids.
+        unk_token_id: The id word dropout puts in place of a decoder input: ``<unk>``, or for a
+            pretrained tokenizer without a distinct one the id
+            :func:`textvae.data.tokenization.word_dropout_token_id` picks.
         embedding_size: Token embedding width (shared by encoder and decoder).
         hidden_size: LSTM hidden size, or Transformer model width.
         latent_size: Dimension d of z.
@@ -107,6 +110,10 @@ class TextVAEConfig(PreTrainedConfig):
         lora_rank, lora_alpha, lora_dropout: The LoRA adapters' r, alpha and dropout.
         lora_target_modules: Module names the adapters wrap; None uses peft's default for the
             architecture.
+        memory_slots: With ``memory``, how many key/value positions per layer z is written
+            into (a prefix the LM attends to; keys and values are separate projections of z).
+            Optimus uses 1; AdaVAE and LangVAE several, which lets each layer read several
+            aspects of the code instead of one average. At most 256.
         memory_embeddings: With ``memory``, also add a projection of z to every input
             embedding (Optimus does both).
         decoder_weights, encoder_weights: How an export stores a pretrained backbone:
@@ -161,6 +168,7 @@ class TextVAEConfig(PreTrainedConfig):
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.0,
         lora_target_modules: list[str] | None = None,
+        memory_slots: int = 1,
         memory_embeddings: bool = True,
         decoder_weights: BackboneWeights = "reference",
         encoder_weights: BackboneWeights = "reference",
@@ -245,6 +253,9 @@ class TextVAEConfig(PreTrainedConfig):
         self.lora_alpha = float(lora_alpha)
         self.lora_dropout = float(lora_dropout)
         self.lora_target_modules = None if lora_target_modules is None else list(lora_target_modules)
+        if not 1 <= memory_slots <= 256:
+            raise ValueError(f"memory_slots must be in [1, 256], got {memory_slots}")
+        self.memory_slots = int(memory_slots)
         self.memory_embeddings = memory_embeddings
         self.decoder_weights = decoder_weights
         self.encoder_weights = encoder_weights

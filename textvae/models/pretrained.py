@@ -8,8 +8,10 @@ they are:
 * ``invlip`` adds ``B g([P h_t; z])`` to ``W h_t`` in the :class:`~textvae.models.decoders.OutputHead`.
   The states do not depend on z, so with a frozen LM they can be computed once per
   corpus (``decoder_states`` in the model's forward).
-* ``memory`` (Optimus, Li et al. 2020) turns z into one extra key/value per layer,
-  prefilled into the LM's cache, and adds a projection of z to every input embedding.
+* ``memory`` (Optimus, Li et al. 2020) turns z into ``memory_slots`` extra key/value
+  positions per layer (separate keys and values, grouped-query heads as the LM has them),
+  prefilled into the LM's cache before BOS, and adds a projection of z to every input
+  embedding. Several slots (AdaVAE, LangVAE) give every layer several things to read.
 * ``none`` is the LM alone.
 
 The encoder is an ``AutoModel`` whose states are pooled (masked mean or first token).
@@ -271,8 +273,6 @@ class PretrainedDecoder(nn.Module):
     (no dropout), so its states are a function of the prefix alone and can be cached.
     """
 
-    memory_slots = 1
-
     def __init__(self, config: TextVAEConfig):
         super().__init__()
         self.lm = load_backbone("decoder", config)
@@ -289,7 +289,9 @@ class PretrainedDecoder(nn.Module):
                 raise TextVAEError(f"model.latent_path=memory: '{config.decoder_name_or_path}' "
                                    f"({self.lm.config.model_type}) has no attention key/value cache to prefill") from None
             self.kv_shape = (kv_heads, head_dim)
-            self.memory = nn.Linear(config.latent_size, self.layers * 2 * kv_heads * head_dim, bias=False)
+            self.memory_slots = config.memory_slots
+            self.memory = nn.Linear(config.latent_size, self.layers * 2 * kv_heads * self.memory_slots * head_dim,
+                                    bias=False)
             if config.memory_embeddings:
                 width = self.lm.get_input_embeddings().embedding_dim
                 self.latent_embedding = nn.Linear(config.latent_size, width, bias=False)
@@ -312,9 +314,11 @@ class PretrainedDecoder(nn.Module):
         return DynamicCache(config=self.lm.config)
 
     def _prefill(self, z: torch.Tensor, cache: DynamicCache) -> None:
-        """Write z's key and value into every layer's cache, as the one position before BOS."""
+        """Write z's keys and values into every layer's cache, as the ``memory_slots`` positions
+        before BOS. They are written as the attention stores them (after any rotary
+        embedding): position-free slots the tokens' queries reach at any distance."""
         batch = z.shape[0]
-        kv = self.memory(z).view(batch, self.layers, 2, self.kv_shape[0], 1, self.kv_shape[1])
+        kv = self.memory(z).view(batch, self.layers, 2, self.kv_shape[0], self.memory_slots, self.kv_shape[1])
         for layer in range(self.layers):
             cache.update(kv[:, layer, 0], kv[:, layer, 1], layer)
 

@@ -6,7 +6,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from textvae.data.tokenization import load_encoder_tokenizer, load_pretrained_tokenizer
+from textvae.data.tokenization import (
+    load_encoder_tokenizer,
+    load_pretrained_tokenizer,
+    word_dropout_token_id,
+)
 from textvae.errors import TextVAEError
 from textvae.models import TextVAEConfig, TextVAEModel
 from textvae.models.memory import require_training_memory
@@ -36,8 +40,12 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerFast) -> TextVAEMo
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
-        "unk_token_id": tokenizer.unk_token_id,
+        "unk_token_id": word_dropout_token_id(tokenizer),
     }
+    if special["unk_token_id"] is None and recipe.objective.word_dropout > 0:
+        raise TextVAEError("recipe key 'objective.word_dropout': the decoder's tokenizer has no token to put in place "
+                           "of a dropped word (no unknown or mask token apart from BOS/EOS/pad, and '_' is not one "
+                           "token)")
     config = recipe.model.to_config(**special)
     if recipe.data.max_length + 2 > config.max_position_embeddings and "transformer" in (
         config.encoder_type,

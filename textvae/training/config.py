@@ -41,12 +41,31 @@ class ObjectiveConfig:
     free_bits_mode: FreeBitsMode = "dim"
     """``dim`` (Kingma et al. 2016, per dimension), ``total`` (a batch-level target rate) or
     ``sentence`` (Li et al. 2019's ``fb=2``: ``free_bits / d`` per dimension of every sentence)."""
+    target_rate: float | None = field(at_least(0), default=None)
+    """Nats per sentence the code should carry: the KL term becomes ``|KL - target_rate|``
+    (the controlled capacity of Burgess et al. 2018), weighted by the KL weight, so the
+    batch-mean KL is held at the target from both sides. Free bits are a floor of the same
+    kind and cannot be combined with it. Pair it with ``mmd_weight`` so the rate it holds is
+    information about the sentence, not a shift of every code."""
+    mmd_weight: float = field(at_least(0), default=0.0)
+    """Weight of an MMD term between the batch's codes z ~ q(z|x) and as many draws of the
+    prior (InfoVAE, Zhao et al. 2017): it pulls the aggregate posterior q(z) to N(0, I), so
+    that KL = MI + KL(q(z) || p(z)) is spent on MI. Nats per sentence per unit of MMD^2
+    (typical: 100 to 1000); 0 disables."""
+    mmd_kernel: Literal["imq", "rbf"] = "imq"
+    """The MMD's kernel: inverse multiquadric ``C / (C + |x - y|^2)`` with ``C = 2 d`` (WAE,
+    Tolstikhin et al. 2018; heavy tails keep gradients for codes far from the prior), or the
+    Gaussian ``exp(-|x - y|^2 / (2 d))``."""
     word_dropout: float = field(in_interval(0.0, 1.0), default=0.0)
     """Probability of replacing a decoder input token by ``<unk>`` (Bowman et al. 2016)."""
     pretrain_steps: int = field(count(0), default=0)
     """Li et al. (2019) phase 1: the first N steps train an autoencoder (KL weight 0); then the
     decoder is re-initialised, the optimiser restarted, and the KL schedule starts from
     its step 0. 0 disables."""
+
+    def validate_target_rate(self) -> None:
+        if self.target_rate is not None and self.free_bits > 0:
+            raise ValueError("cannot be combined with objective.free_bits (a floor of the same kind): set one of them")
 
     def validate_kl_cycle_zero_ratio(self) -> None:
         if self.kl_cycle_zero_ratio + self.kl_cycle_ratio > 1.0:

@@ -550,6 +550,8 @@ def log_step(run: Run, totals: StepTotals, grad_norm: torch.Tensor, encoder_step
               "tokens_per_s": throughput.tokens * accelerator.num_processes / max(now - throughput.since, 1e-9)}
     if run.aggressive.enabled:
         record.update(aggressive=float(run.aggressive.active), encoder_steps=encoder_steps)
+    if run.objective.target_rate is not None:  # beside "kl", the rate reached
+        record["rate_target"] = run.objective.target_rate
     run.log.write(record)
     progress.set_postfix(loss=f"{record['loss']:.2f}", kl=f"{record['kl']:.2f}",
                          ppl=f"{record['elbo_ppl']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}")

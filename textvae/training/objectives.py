@@ -73,6 +73,30 @@ def free_bits_kl(kl_per_dim: Tensor, free_bits: float, mode: str = "dim") -> Ten
     return kl_per_dim.sum(dim=1).mean().clamp(min=free_bits)
 
 
+# --------------------------------------------------------------------------- aggregate posterior
+
+
+def mmd_to_prior(z: Tensor, kernel: str = "imq", generator: torch.Generator | None = None) -> Tensor:
+    """Unbiased estimate of MMD^2 between the codes ``z`` (B, d) and B draws of N(0, I).
+
+    The InfoVAE term (Zhao et al. 2017): it is 0 when the aggregate posterior q(z) is the
+    prior, whatever each q(z|x) is, so it spreads the codes over the prior instead of
+    pulling each posterior onto it as the KL does. Kernels: ``imq`` ``C / (C + |x - y|^2)``
+    with ``C = 2d`` (Tolstikhin et al. 2018), ``rbf`` ``exp(-|x - y|^2 / (2d))``.
+
+    Returns:
+        () tensor, differentiable w.r.t. ``z``; needs B >= 2.
+    """
+    n, d = z.shape
+    prior = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    both = torch.cat([z, prior])  # (2B, d)
+    distances = torch.cdist(both, both).pow(2)  # (2B, 2B)
+    gram = 2 * d / (2 * d + distances) if kernel == "imq" else torch.exp(-distances / (2 * d))
+    off_diagonal = 1.0 - torch.eye(n, device=z.device, dtype=z.dtype)
+    within = ((gram[:n, :n] + gram[n:, n:]) * off_diagonal).sum() / (n * (n - 1))
+    return within - 2.0 * gram[:n, n:].mean()
+
+
 # --------------------------------------------------------------------------- objective
 
 
@@ -81,6 +105,7 @@ class VAEOutput(Protocol):
 
     rec_log_likelihood: Tensor  # (B,) sum_t log p(x_t | x_<t, z), EOS predicted, BOS not
     kl: Tensor  # (B,) KL(q(z|x) || N(0, I))
+    z: Tensor  # (B, d) the codes the decoder saw
     kl_per_dim: Tensor  # (B, d)
     num_tokens: Tensor  # (B,) predicted tokens per sentence (words + EOS)
 
@@ -97,7 +122,9 @@ class ObjectiveTerms:
     loss: Tensor
     """() the scalar to backpropagate: ``mean_b(-rec_b) + kl_weight * kl_term``."""
     kl_term: Tensor
-    """() the KL term that ``kl_weight`` multiplies (after free bits)."""
+    """() the KL term that ``kl_weight`` multiplies (after free bits, or ``|KL - target_rate|``)."""
+    mmd: Tensor | None
+    """() MMD^2 between the batch's codes and the prior (when ``mmd_weight`` is set)."""
     rec: Tensor
     """() mean reconstruction loss ``-log p(x|z)`` per sentence."""
     kl: Tensor
@@ -134,6 +161,9 @@ class Objective:
         free_bits_mode: str = "dim",
         word_dropout: float = 0.0,
         pretrain_steps: int = 0,
+        target_rate: float | None = None,
+        mmd_weight: float = 0.0,
+        mmd_kernel: str = "imq",
     ) -> None:
         if free_bits_mode not in FREE_BITS_MODES:
             raise ValueError(f"free_bits_mode must be one of {FREE_BITS_MODES}, got {free_bits_mode!r}")
@@ -142,6 +172,9 @@ class Objective:
         self.free_bits_mode = free_bits_mode
         self._word_dropout = float(word_dropout)
         self.pretrain_steps = int(pretrain_steps)
+        self.target_rate = target_rate
+        self.mmd_weight = float(mmd_weight)
+        self.mmd_kernel = mmd_kernel
 
     @classmethod
     def from_config(cls, cfg: ObjectiveConfig, total_steps: int) -> Objective:
@@ -178,6 +211,9 @@ class Objective:
             free_bits_mode=cfg.free_bits_mode,
             word_dropout=cfg.word_dropout,
             pretrain_steps=cfg.pretrain_steps,
+            target_rate=cfg.target_rate,
+            mmd_weight=cfg.mmd_weight,
+            mmd_kernel=cfg.mmd_kernel,
         )
 
     @property
@@ -201,11 +237,17 @@ class Objective:
         rec_ll = output.rec_log_likelihood  # (B,)
         kl = output.kl  # (B,)
         weight = self.kl_weight(step)
-        if self.free_bits > 0:
+        if self.target_rate is not None:
+            kl_term = (kl.mean() - self.target_rate).abs()
+        elif self.free_bits > 0:
             kl_term = free_bits_kl(output.kl_per_dim, self.free_bits, self.free_bits_mode)
         else:
             kl_term = kl.mean()
         loss = -rec_ll.mean() + weight * kl_term
+        mmd = None
+        if self.mmd_weight > 0 and output.z.shape[0] > 1:
+            mmd = mmd_to_prior(output.z.float(), self.mmd_kernel)
+            loss = loss + self.mmd_weight * mmd
 
         with torch.no_grad():
             rec = -rec_ll.detach().mean()
@@ -216,6 +258,7 @@ class Objective:
         return ObjectiveTerms(
             loss=loss,
             kl_term=kl_term.detach(),
+            mmd=None if mmd is None else mmd.detach(),
             rec=rec,
             kl=kl_mean,
             neg_elbo=neg_elbo,
