@@ -117,23 +117,31 @@ KILL_POINTS = {  # name -> (where it strikes, what the writer then raises)
 }
 
 
-@pytest.mark.parametrize("kill", KILL_POINTS)
-@pytest.mark.parametrize("artefact", ARTEFACTS)
-def test_an_interrupted_write_leaves_the_earlier_version_whole(artefact, kill, tmp_path, monkeypatch):
+def second_write_failing(artefact: str, tmp_path: Path, monkeypatch, patches, raised: type) -> tuple:
+    """Write ``artefact`` once, then again under ``patches``, which must raise ``raised``; the first
+    version is left whole with nothing beside it. Returns (the exception info, the target, its write)."""
     write, name = ARTEFACTS[artefact]
     target = tmp_path / name
     write(target, 1)
     before = snapshot(target)
-    patches, raised = KILL_POINTS[kill]
     with monkeypatch.context() as patch:
         for where, replacement in patches:
             patch.setattr(where, replacement)
         with pytest.raises(raised) as failure:
             write(target, 2)
-    if raised is TextVAEError:  # one line naming what could not be written
-        assert "cannot write" in str(failure.value) and "No space left on device" in str(failure.value)
     assert snapshot(target) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing half-written beside it
+    return failure, target, write
+
+
+@pytest.mark.parametrize("kill", KILL_POINTS)
+@pytest.mark.parametrize("artefact", ARTEFACTS)
+def test_an_interrupted_write_leaves_the_earlier_version_whole(artefact, kill, tmp_path, monkeypatch):
+    patches, raised = KILL_POINTS[kill]
+    failure, target, write = second_write_failing(artefact, tmp_path, monkeypatch, patches, raised)
+    if raised is TextVAEError:  # one line naming what could not be written
+        assert "cannot write" in str(failure.value) and "No space left on device" in str(failure.value)
+    before = snapshot(target)
     write(target, 2)  # and the next write goes through
     assert snapshot(target) != before
 
@@ -207,20 +215,11 @@ FAILURES = {**{errno.errorcode[code]: (code, False) for code in OS_ERRORS},
 @pytest.mark.parametrize("failure", FAILURES)
 @pytest.mark.parametrize("artefact", ARTEFACTS)
 def test_every_os_error_while_writing_is_one_line_naming_the_path(artefact, failure, tmp_path, monkeypatch):
-    write, name = ARTEFACTS[artefact]
-    target = tmp_path / name
-    write(target, 1)
-    before = snapshot(target)
     code, rust = FAILURES[failure]
-    with monkeypatch.context() as patch:
-        for where, replacement in at_every_write(os_error(code, rust)):
-            patch.setattr(where, replacement)
-        with pytest.raises(TextVAEError) as info:
-            write(target, 2)
+    info, target, _ = second_write_failing(artefact, tmp_path, monkeypatch, at_every_write(os_error(code, rust)),
+                                           TextVAEError)
     message = str(info.value)
     assert "\n" not in message and str(target) in message and f"({os.strerror(code)})" in message, message
-    assert snapshot(target) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 NAME_MAX = os.pathconf("/tmp", "PC_NAME_MAX")
