@@ -245,12 +245,12 @@ def read_state_file(path: Path) -> Any:
                            "code; the resume is refused") from None
 
 
-def check_applied(accelerator: Accelerator, path: Path, optimizer: torch.optim.Optimizer, skipped: set[str]) -> None:
+def check_applied(accelerator: Accelerator, path: Path, optimizer: torch.optim.Optimizer, rng: Any | None) -> None:
     """Refuse a resume whose optimiser or RNG state was read but did not take.
 
     ``load_state`` logs an RNG state it could not set at INFO and goes on; an optimiser
-    state of other shapes loads and fails only at the next step. ``skipped``: files this
-    run took afresh on purpose.
+    state of other shapes loads and fails only at the next step. ``rng``: this process's RNG
+    file as :func:`read_state_file` read it, None when this run took it afresh on purpose.
     """
     for group in optimizer.param_groups:
         for param in group["params"]:
@@ -259,17 +259,16 @@ def check_applied(accelerator: Accelerator, path: Path, optimizer: torch.optim.O
                     raise TextVAEError(f"{path / 'optimizer.bin'} ({carries('optimizer')}): its {key} has shape "
                                        f"{tuple(value.shape)} for a parameter of shape {tuple(param.shape)}; "
                                        "the resume is refused")
-    name = f"random_states_{accelerator.process_index}.pkl"
-    if name in skipped:
+    if rng is None:
         return
+    name = f"random_states_{accelerator.process_index}.pkl"
     try:
-        saved = read_state_file(path / name)
-        applied = (random.getstate() == saved["random_state"]
-                   and _same_numpy_state(np.random.get_state(), saved["numpy_random_seed"])
-                   and torch.equal(torch.get_rng_state(), saved["torch_manual_seed"])
-                   and (not torch.cuda.is_available() or "torch_cuda_manual_seed" not in saved
+        applied = (random.getstate() == rng["random_state"]
+                   and _same_numpy_state(np.random.get_state(), rng["numpy_random_seed"])
+                   and torch.equal(torch.get_rng_state(), rng["torch_manual_seed"])
+                   and (not torch.cuda.is_available() or "torch_cuda_manual_seed" not in rng
                         or all(torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all(),
-                                                                 saved["torch_cuda_manual_seed"], strict=True))))
+                                                                 rng["torch_cuda_manual_seed"], strict=True))))
     except Exception as exc:  # noqa: BLE001 -- an archive of the wrong content is one line too
         applied, why = False, f"{type(exc).__name__}: {str(exc)[:120]}"
     else:

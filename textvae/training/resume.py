@@ -380,9 +380,10 @@ def load_checkpoint(accelerator: Accelerator, run_dir: Path, point: ResumePoint,
     """
     source = point.path
     skipped = (fresh - set(saved)) | {path.name for path in source.iterdir() if LEGACY_STATE.match(path.name)}
-    pickled = {"optimizer.bin", "scaler.pt", f"random_states_{accelerator.process_index}.pkl"}  # what this process reads
-    for name in sorted(pickled & set(state_files(accelerator)) - skipped):  # named before Accelerate reads it
-        read_state_file(source / name)
+    rng_file = f"random_states_{accelerator.process_index}.pkl"
+    pickled = {"optimizer.bin", "scaler.pt", rng_file}  # what this process reads
+    # Each read first, so that one holding more than plain data is named before Accelerate reads it.
+    read = {name: read_state_file(source / name) for name in sorted(pickled & set(state_files(accelerator)) - skipped)}
     staging = checkpoint_dir(run_dir) / ".tmp-resume" if skipped else None
     try:
         if staging is not None:
@@ -401,6 +402,6 @@ def load_checkpoint(accelerator: Accelerator, run_dir: Path, point: ResumePoint,
         accelerator.wait_for_everyone()
         if staging is not None and accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
-    check_applied(accelerator, point.path, optimizer, fresh)
+    check_applied(accelerator, point.path, optimizer, read.get(rng_file))
     states, _ = saved_states(point.path, point.manifest, [name for name in saved if name not in fresh])
     restore_states(point.path, {"train_state": state, **saved}, {"train_state": point.manifest["train_state"], **states})
