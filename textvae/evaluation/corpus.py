@@ -511,7 +511,8 @@ _ROWS = (
 )
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A number as the evaluation tables print it (4 significant digits, ``inf`` spelled out)."""
     if isinstance(value, float):
         return "inf" if math.isinf(value) else f"{value:.4g}" if abs(value) < 1e4 else f"{value:.1f}"
     return str(value)
@@ -538,10 +539,10 @@ def format_markdown(results: dict[str, Any]) -> str:
         lines.append(f"| Checkpoint | {source} | latent_path = {config.get('latent_path')}, L = {config.get('lipschitz')} |")
     for key, label in _ROWS:
         if key in results:
-            lines.append(f"| {label} | {_fmt(results[key])} | {notes.get(key, '')} |")
+            lines.append(f"| {label} | {format_value(results[key])} | {notes.get(key, '')} |")
     for factor, probe in results.get("probes", {}).items():
         lines.append(
-            f"| Probe: {factor} | {_fmt(probe['accuracy'])} | chance {_fmt(probe['chance'])}, "
-            f"gain {_fmt(probe['ce_gain_nats'])} nats |"
+            f"| Probe: {factor} | {format_value(probe['accuracy'])} | chance {format_value(probe['chance'])}, "
+            f"gain {format_value(probe['ce_gain_nats'])} nats |"
         )
     return "\n".join(lines)

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from textvae.data.tokenized import TokenRows, as_token_rows
 from textvae.errors import InvalidArgument
 from textvae.estimators import corpus_bleu
+from textvae.evaluation.corpus import format_value
 from textvae.evaluation.fluency import FluencyLM, start_token
 
 if TYPE_CHECKING:
@@ -342,16 +343,13 @@ def markdown_rows(results: dict[str, Any]) -> list[str]:
     notes = {
         "interpolation_bleu_start": f"{protocol.get('interpolation_pairs', '?')} pairs x "
                                     f"{protocol.get('interpolation_steps', '?')} steps, greedy; corpus BLEU "
-                                    f"{_fmt(results.get('interpolation_corpus_bleu_start', '?'))}",
-        "interpolation_bleu_end": f"corpus BLEU {_fmt(results.get('interpolation_corpus_bleu_end', '?'))}",
+                                    f"{format_value(results.get('interpolation_corpus_bleu_start', '?'))}",
+        "interpolation_bleu_end": f"corpus BLEU {format_value(results.get('interpolation_corpus_bleu_end', '?'))}",
         "samples_distinct_2": f"{protocol.get('samples', '?')} samples z ~ N(0, I), greedy",
         "fluency_ppl_real": f"{protocol.get('fluency_lm', '')}, {protocol.get('fluency_real_sentences', '?')} sentences",
     }
-    lines = [f"| {label} | {_fmt(results[key])} | {notes.get(key, '')} |" for key, label in ROWS if key in results]
+    lines = [f"| {label} | {format_value(results[key])} | {notes.get(key, '')} |" for key, label in ROWS if key in results]
     if "fluency" in protocol and (protocol.get("interpolation_pairs") or protocol.get("samples")):
         lines.append(f"| Fluency | - | {protocol['fluency']} |")
     return lines
 
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
