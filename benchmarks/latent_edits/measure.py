@@ -27,11 +27,13 @@ CORPUS = ROOT / "data" / "synthetic"
 
 # name -> (export, what it is: overrides of recipes/quickstart.yaml, as benchmarks/latent_edits/train.sh trains it)
 ROWS: dict[str, tuple[str, str]] = {
-    "quickstart": ("runs/quickstart/final", "the recipe as shipped (`invlip`, d = 64, L = 3); `make demo`'s model"),
-    "bn-vae": ("runs/latent_edits/bn-vae/final", "`model.latent_path=concat model.posterior_bn_gamma=0.6`"),
+    "quickstart": ("runs/quickstart/final", "the recipe as shipped (`invlip`, d = 64, L = 3, 45 nats asked); `make demo`'s model"),
+    "bn-vae": ("runs/latent_edits/bn-vae/final", "`objective.target_rate=null model.latent_path=concat model.posterior_bn_gamma=0.6`"),
     "aggressive": ("runs/latent_edits/aggressive/final",
-                   "`train.aggressive=true train.aggressive_max_inner_steps=30`"),
-    "autoencoder": ("runs/latent_edits/autoencoder/final", "`objective.beta=0` (no KL: the ceiling)"),
+                   "`objective.target_rate=null model.posterior_bn_gamma=null train.aggressive=true "
+                   "train.aggressive_max_inner_steps=30`"),
+    "autoencoder": ("runs/latent_edits/autoencoder/final", "`objective.beta=0 objective.target_rate=null model.posterior_bn_gamma=null` "
+                    "(no KL: the ceiling)"),
 }
 STRENGTHS = (1.0, 2.0)
 N_TEST = 1000

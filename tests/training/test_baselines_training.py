@@ -18,7 +18,7 @@ from textvae.training.recipe import load_recipe
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 AGGRESSIVE = ["train.aggressive=true", "train.aggressive_max_inner_steps=4", "train.aggressive_check_every=2"]
 PRETRAIN = ["objective.pretrain_steps=6", "objective.kl_schedule=linear", "objective.kl_warmup_steps=4",
-            "objective.free_bits=1.0", "objective.free_bits_mode=sentence"]
+            "objective.free_bits=1.0", "objective.free_bits_mode=sentence", "objective.target_rate=null"]
 
 
 def run(overrides: list[str]) -> Path:
