@@ -26,11 +26,11 @@ def rate():
 
 def test_every_row_is_a_valid_recipe_at_one_size_and_budget(rate):
     names = [name for name, _, _, _ in rate.rows()]
-    assert len(names) == len(set(names)) == 2 + 9 * len(rate.RATES)
+    assert len(names) == len(set(names)) == 2 + 10 * len(rate.RATES)
     for name, _, recipe, extra in rate.rows():
         loaded = load_recipe(f"ptb/{recipe}", ["data.corpus=ptb", *rate.SIZE, *extra])
         loaded.check()
-        assert loaded.train.max_steps == 2500 and loaded.model.hidden_size == 256, name
+        assert loaded.train.max_steps == 1000 and loaded.model.hidden_size == 256, name
     targets = {extra[0] for _, _, _, extra in rate.rows() if extra and extra[0].startswith("objective.target_rate")}
     assert targets == {f"objective.target_rate={r}" for r in rate.RATES}
 
