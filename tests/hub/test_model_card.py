@@ -135,6 +135,18 @@ def test_mi_row_names_its_estimator(model, examples, tmp_path, headline, note):
     assert f"| Mutual information I_q(x; z) | 1.25 | nats, {note} |" in text
 
 
+@pytest.mark.parametrize("saturated, tail", [(True, "; ceiling log N = 5.704; saturated: a lower bound only"),
+                                              (False, "; ceiling log N = 5.704")])
+def test_mi_row_gives_its_ceiling_and_the_code_gain_has_its_own_row(model, examples, tmp_path, saturated, tail):
+    """Above log N the MI estimate says only "at least": the card says so, and shows the measure without a ceiling."""
+    evaluation = {"kl": 205.4, "mi": 5.704, "mi_ceiling": 5.7038, "mi_saturated": saturated, "own_code_gain": 91.81,
+                  "kl_minus_mi": 199.7, "protocol": {"mi_headline": "split"}}
+    card = card_for(model, examples, tmp_path, evaluation=evaluation)
+    assert f"| Mutual information I_q(x; z) | 5.704 | nats, aggregate posterior of the whole split{tail} |" in card.text
+    assert "| Own-code gain | 91.81 |" in card.text and "| KL - MI | 199.7 |" in card.text
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["own_code_gain"] == 91.81
+
+
 def test_without_evaluation_the_card_says_how_to_get_numbers(model, examples, tmp_path):
     text = card_for(model, examples, tmp_path).text
 

@@ -60,7 +60,11 @@ METRIC_ROWS = (
     ("ppl_elbo", "PPL from the ELBO", "an upper bound of the above"),
     ("ppl_iw_word", "PPL per word, from the IW NLL", "exp(corpus NLL / (words + EOS)): comparable across tokenizers"),
     ("kl", "KL(q(z|x) || p(z))", "nats per sentence"),
-    ("mi", "Mutual information I_q(x; z)", "nats, {mi}"),
+    ("mi", "Mutual information I_q(x; z)", "nats, {mi}{mi_ceiling}"),
+    ("own_code_gain", "Own-code gain", "nats the decoder reads from a sentence's own code: log p(x|mu_x) - "
+                                       "log p(x|mu_x') for another sentence x' (no ceiling)"),
+    ("kl_minus_mi", "KL - MI", "nats of the rate that say nothing about the sentence (an upper bound where MI "
+                               "is saturated)"),
     ("active_units", "Active units", "Var_x E_q[z_j] >= delta = {delta}, out of d = {d}"),
     ("bleu_greedy", "Reconstruction BLEU", "greedy decodes from the posterior mean"),
 )
@@ -242,6 +246,7 @@ def _evaluation(model, evaluation: dict[str, Any] | None) -> str:
         "d": model.config.latent_size,
         "mi": "per mini-batch (He et al.)" if protocol.get("mi_headline") == "batch"
         else "aggregate posterior of the whole split",
+        "mi_ceiling": _mi_ceiling(evaluation),
     }
     lines = ["## Evaluation", "", "| Metric | Value | Notes |", "| --- | --- | --- |"]
     for key, label, note in METRIC_ROWS:
@@ -262,6 +267,15 @@ def _evaluation(model, evaluation: dict[str, Any] | None) -> str:
         "`evaluation.json`.",
     ]
     return "\n".join(lines + _generation(evaluation)) + "\n"
+
+
+def _mi_ceiling(evaluation: dict[str, Any]) -> str:
+    """The MI note's tail: the estimate cannot exceed log N (N sentences), and at it says only "at least"."""
+    ceiling = evaluation.get("mi_ceiling")
+    if not isinstance(ceiling, (int, float)):
+        return ""
+    saturated = "; saturated: a lower bound only" if evaluation.get("mi_saturated") else ""
+    return f"; ceiling log N = {_number(ceiling)}{saturated}"
 
 
 def _generation(evaluation: dict[str, Any]) -> list[str]:
