@@ -86,8 +86,9 @@ def train_and_evaluate(name: str, method: str, recipe: str, extra: list[str], ou
     eval_cmd = [*ptb.TEXTVAE, "evaluate", str(run_dir), "--split", "test", "--iw-samples", str(args.iw_samples),
                 "--output", str(run_dir / "test.json"), "--no-progress", *EVALUATE, *args.evaluate]
     print(f"== {name}: {shlex.join(train_cmd[3:])}", flush=True)
-    train_s = ptb.sh(train_cmd, run_dir.with_suffix(".train.log"))
-    eval_s = ptb.sh(eval_cmd, run_dir.with_suffix(".eval.log"))
+    # not with_suffix: row names hold dots (bn-0.97), and two rows would share one log
+    train_s = ptb.sh(train_cmd, out / f"{name}.train.log")
+    eval_s = ptb.sh(eval_cmd, out / f"{name}.eval.log")
     print(f"== {name}: done (train {train_s:.0f} s, evaluate {eval_s:.0f} s)", flush=True)
     return {"name": name, "method": method, "command": shlex.join(["textvae", *train_cmd[3:]]), "commit": ptb.code_version(),
             "hardware": ptb.hardware(), "train_s": train_s, "eval_s": eval_s,
