@@ -135,7 +135,8 @@ def _cell(value) -> str:
 
 
 def plot(results: list[dict], path: Path) -> bool:
-    """Distortion, IW-NLL and BLEU against the rate, one curve per method, the autoencoder marked."""
+    """Distortion, IW-NLL and BLEU against the rate, one curve per method, the autoencoder (and on
+    IW-NLL the LM) marked."""
     try:
         import matplotlib
 
@@ -154,11 +155,16 @@ def plot(results: list[dict], path: Path) -> bool:
             if name == "ae":
                 for p in points:
                     axis.axhline(p[key], color="black", linestyle="--", label="autoencoder (ceiling)")
-            elif name != "lm" and points:
+            elif name == "lm":  # the likelihood every rate is paid against
+                for p in points:
+                    if key == "nll_iw":
+                        axis.axhline(p[key], color="grey", linestyle=":", label="LM")
+            elif points:
                 axis.plot([p["kl"] for p in points], [p[key] for p in points], marker="o", label=name)
         axis.set_xlabel("rate: KL (nats / sentence)")
         axis.set_ylabel(label)
     axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
