@@ -54,7 +54,7 @@ def test_gpu_budget_rows_are_every_recipe_the_three_L_and_the_wide_code(ptb_run)
     invlip = {name: overrides(extra) for name, recipe, extra in rows if recipe == "lstm-invlip"}
     assert sorted(float(o["model.lipschitz"]) for o in invlip.values()) == [3.0, 3.0, 10.0, 30.0]
     assert invlip["lstm-invlip (d=64, L=3)"] == {"model.latent_size": "64", "model.lipschitz": "3"}
-    assert len({name for name, _, _ in rows}) == len(rows) == 13
+    assert len({name for name, _, _ in rows}) == len(rows) == 14
 
 
 def test_gpu_budget_scales_the_schedules_with_the_steps(ptb_run):

@@ -11,6 +11,8 @@ cached it. Nothing is downloaded here that transformers would not fetch for a Hu
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -55,8 +57,11 @@ class FluencyLM:
                                   "(and the GGUF file's name inside it separately)")
         source, extra = str(path) if path.exists() else name_or_path, {"gguf_file": gguf_file} if gguf_file else {}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
+            # A scorer loads in seconds: the bars transformers draws for it (the GGUF reader's is a
+            # plain tqdm that no setting turns off) would bury evaluate's own lines.
+            with contextlib.redirect_stderr(io.StringIO()):
+                tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
         except Exception as exc:  # noqa: BLE001 -- transformers raises many types for a missing or odd model
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InvalidArgument("fluency_lm", f"cannot load a causal LM from '{name_or_path}' ({first})") from None
