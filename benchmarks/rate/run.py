@@ -155,10 +155,9 @@ def plot(results: list[dict], path: Path) -> bool:
             if name == "ae":
                 for p in points:
                     axis.axhline(p[key], color="black", linestyle="--", label="autoencoder (ceiling)")
-            elif name == "lm":  # the likelihood every rate is paid against
-                for p in points:
-                    if key == "nll_iw":
-                        axis.axhline(p[key], color="grey", linestyle=":", label="LM")
+            elif name == "lm":  # the likelihood every rate is paid against, on the IW-NLL panel only
+                for p in points if key == "nll_iw" else ():
+                    axis.axhline(p[key], color="grey", linestyle=":", label="LM")
             elif points:
                 axis.plot([p["kl"] for p in points], [p[key] for p in points], marker="o", label=name)
         axis.set_xlabel("rate: KL (nats / sentence)")
