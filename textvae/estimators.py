@@ -259,6 +259,10 @@ def mi_ceiling(num_sentences: int) -> float:
     return math.log(max(num_sentences, 1))
 
 
+MI_SATURATED_NOTE = "saturated: a lower bound only"
+"""What a report says beside an MI estimate that :func:`mi_saturated` flags."""
+
+
 def mi_saturated(mi: float, num_sentences: int) -> bool:
     """Whether an MI estimate over ``num_sentences`` is within 1 nat of its :func:`mi_ceiling`."""
     return mi >= mi_ceiling(num_sentences) - 1.0

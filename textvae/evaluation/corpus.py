@@ -47,6 +47,7 @@ from textvae.data.cache import sha256_file
 from textvae.data.tokenized import TokenRows, as_token_rows
 from textvae.errors import InvalidArgument, TextVAEError
 from textvae.estimators import (
+    MI_SATURATED_NOTE,
     IWAccumulator,
     count_predicted_tokens,
     gaussian_kl_per_dim,
@@ -531,7 +532,7 @@ def format_markdown(results: dict[str, Any]) -> str:
         "ppl_iw": f"{protocol.get('num_predicted_tokens', '?')} predicted decoder tokens (+ EOS)",
         "ppl_iw_word": f"{protocol.get('num_words', '?')} words (+ EOS)",
         "elbo": f"{protocol.get('num_sentences', '?')} sentences",
-        "mi_split": "saturated: a lower bound only" if results.get("mi_saturated") else "",
+        "mi_split": MI_SATURATED_NOTE if results.get("mi_saturated") else "",
     }
     lines = ["| Metric | Value | Notes |", "| --- | --- | --- |"]
     source = results.get("checkpoint", {}).get("source")

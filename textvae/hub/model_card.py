@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from textvae.estimators import MI_SATURATED_NOTE
+
 if TYPE_CHECKING:
     from textvae.models import TextVAEModel
 
@@ -274,7 +276,7 @@ def _mi_ceiling(evaluation: dict[str, Any]) -> str:
     ceiling = evaluation.get("mi_ceiling")
     if not isinstance(ceiling, (int, float)):
         return ""
-    saturated = "; saturated: a lower bound only" if evaluation.get("mi_saturated") else ""
+    saturated = f"; {MI_SATURATED_NOTE}" if evaluation.get("mi_saturated") else ""
     return f"; ceiling log N = {_number(ceiling)}{saturated}"
 
 
