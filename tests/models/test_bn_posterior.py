@@ -51,3 +51,31 @@ def test_without_gamma_the_posterior_is_unchanged():
 def test_a_non_positive_gamma_is_refused():
     with pytest.raises(ValueError, match="posterior_bn_gamma must be > 0"):
         tiny_model(0, posterior_bn_gamma=0.0)
+
+
+def test_recomputed_statistics_are_the_mean_of_the_batch_statistics_training_normalises_with():
+    model = tiny_model(0, posterior_bn_gamma=1.0, latent_path="concat").train()
+    norm = model.posterior.mu_norm
+    norm.running_mean.fill_(100.0)  # running averages left behind by a fast-moving encoder
+    norm.running_var.fill_(1e-6)
+    batches = [pad_batch(random_sentences(24, lengths, seed))
+               for seed, lengths in enumerate(([3, 5, 8, 2, 6, 4], [5], [7, 2, 3, 9, 4, 6, 5, 8, 3]))]
+    with torch.no_grad():
+        mus = [pre_norm_mu(model.eval(), ids, mask) for ids, mask in batches if len(ids) > 1]
+    model.train()
+    assert model.recompute_posterior_statistics(iter(batches)) == 2  # the one-sentence batch has no variance
+    torch.testing.assert_close(norm.running_mean, torch.stack([mu.mean(0) for mu in mus]).mean(0))
+    torch.testing.assert_close(norm.running_var, torch.stack([mu.var(0) for mu in mus]).mean(0))
+    assert model.training and norm.momentum == 0.1  # what it changed for the measurement is restored
+    ids, mask = batches[2]
+    with torch.no_grad():
+        mu, _ = model.eval().encode_ids(ids, mask)
+    want = (mus[1] - norm.running_mean) / (norm.running_var + norm.eps).sqrt() + norm.shift
+    torch.testing.assert_close(mu, want.detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_without_bn_no_statistics_are_recomputed():
+    model = tiny_model(0)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    assert model.recompute_posterior_statistics([pad_batch(random_sentences(24, [3, 5], 0))]) == 0
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())

@@ -115,9 +115,10 @@ def test_resume_inside_a_phase_matches_the_uninterrupted_run(tiny_overrides, tmp
                                                              aggressive_at_resume):
     # Mid-aggressive: validating only at the end keeps the phase on at step 15. After the
     # switch-off: the validation at step 6 ended it, so a resume that forgot the switch
-    # would train aggressively again. The pretrain runs switch phase at step 6.
+    # would train aggressively again (He et al. train without BN). The pretrain runs switch phase at step 6.
     resume_step = {"mid-autoencoder": 3, "at-the-phase-switch": 6}.get(request.node.callspec.id, 15)
-    extra = {"aggressive": [*AGGRESSIVE, "model.latent_path=concat"], "pretrain": PRETRAIN}[method]
+    extra = {"aggressive": [*AGGRESSIVE, "model.latent_path=concat", "model.posterior_bn_gamma=null"],
+             "pretrain": PRETRAIN}[method]
     if aggressive_at_resume == 1.0:
         extra = [*extra, "train.eval_every=100"]
     common = [*tiny_overrides[:1], *tiny_overrides[2:], *RESUME, *extra]

@@ -329,3 +329,17 @@ def test_a_target_rate_is_logged_beside_the_rate_reached_and_mmd_trains(tiny_ove
     train_records = [r for r in records if r["split"] == "train"]
     assert len(train_records) == 4 and all(r["rate_target"] == 6.0 and math.isfinite(r["kl"]) for r in train_records)
     assert all(r["kl_term"] == pytest.approx(abs(r["kl"] - 6.0), abs=1e-3) for r in train_records)
+
+
+def test_bn_statistics_are_measured_before_validation_without_changing_training(tiny_overrides, tmp_path):
+    """Precise BN: the running averages are replaced before each validation and export; the weights
+    train exactly as without it (the measurement reads training batches of its own)."""
+    common = [*tiny_overrides[1:], "model.posterior_bn_gamma=1.0", "train.max_steps=6", "train.eval_every=3",
+              "optim.lr=0.01"]
+    runs = {n: run([*common, f"output_dir={tmp_path / str(n)}", f"train.bn_statistics_batches={n}"]) for n in (0, 8)}
+    weights = {n: load_file(run_dir / "checkpoints" / "step-00000006" / "model.safetensors") for n, run_dir in runs.items()}
+    running = [name for name in weights[0] if "mu_norm.running" in name]
+    assert len(running) == 2
+    for name in weights[0]:
+        same = torch.equal(weights[0][name], weights[8][name])
+        assert same != (name in running), name

@@ -15,7 +15,7 @@ holds, conditioned on z, and the output is next-token ``logits`` and the ``cache
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,7 +31,7 @@ from textvae.errors import TextVAEError
 from textvae.estimators import count_predicted_tokens, gaussian_kl_per_dim
 from textvae.models.configuration_textvae import TextVAEConfig, own_padding_idx
 from textvae.models.decoders import DECODER_CLASSES, OutputHead
-from textvae.models.encoders import GaussianPosterior
+from textvae.models.encoders import FixedScaleBatchNorm, GaussianPosterior
 from textvae.models.generation import TextGenerationMixin
 from textvae.models.integrity import (
     check_finite_weights,
@@ -314,6 +314,37 @@ class TextVAEModel(TextGenerationMixin, PreTrainedModel, GenerationMixin):
             input_ids, attention_mask = self.encoder_inputs(input_ids, attention_mask)
         mu, logvar = self.posterior(input_ids, attention_mask)
         return mu.float(), logvar.float()
+
+    @torch.no_grad()
+    def recompute_posterior_statistics(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
+        """Replace BN-VAE's running statistics by the average of the batch statistics over ``batches``.
+
+        Eval mode normalises mu with running averages that training keeps with momentum 0.1,
+        so they describe the last few batches: an encoder that moves fast (a high LR) leaves
+        them behind, and with length-bucketed batches they follow the last few buckets. A
+        validation or export on them can score sentences whose codes the decoder never saw
+        (a validation KL of thousands). This measures the statistics afresh ("precise BN",
+        Wu & Johnson 2021): each batch of (ids, mask) is encoded with the rest of the model in
+        eval mode and the statistics are averaged with equal weights, as training's batches
+        normalise them. Returns the batches used (0 without BN, which changes nothing).
+        """
+        norm = self.posterior.mu_norm if self.posterior is not None else None
+        if not isinstance(norm, FixedScaleBatchNorm):
+            return 0
+        training, momentum, used = self.training, norm.momentum, 0
+        self.eval()
+        norm.train()
+        try:
+            for input_ids, attention_mask in batches:
+                if input_ids.shape[0] < 2:  # no batch variance
+                    continue
+                used += 1
+                norm.momentum = 1.0 / used  # the running value becomes the mean over the batches so far
+                self.encode_ids(input_ids, attention_mask)
+        finally:
+            norm.momentum = momentum
+            self.train(training)
+        return used
 
     def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The sentences of decoder ids (B, T), as a pretrained encoder's own tokenizer reads them.

@@ -106,6 +106,10 @@ class TrainConfig:
     """Validate every N steps; 0 means once an epoch."""
     eval_batches: int | None = field(count(1), default=None)
     """Cap the validation batches (quick runs)."""
+    bn_statistics_batches: int = field(count(0), default=50)
+    """With BN on the posterior means (``model.posterior_bn_gamma``): before each validation and
+    export, measure its statistics over this many training batches instead of trusting the
+    running averages, which lag a fast-moving encoder (precise BN); 0 keeps the running averages."""
     save_every: int = field(count(0), default=0)
     """Write a resumable checkpoint every N steps; 0 means at every validation."""
     keep_last: int = field(count(0), default=2)

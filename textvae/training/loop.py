@@ -13,6 +13,7 @@ so each sentence is seen once per epoch across processes and resuming needs only
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -380,6 +381,8 @@ class Run:
     aggressive: AggressiveInference
     log: MetricsLog
     state: TrainState = field(default_factory=TrainState)
+    statistics_loader: DataLoader | None = None
+    """Training batches that BN's statistics are measured on before each validation (None: no BN)."""
     saved: dict[str, Any] = field(init=False)
     """The states kept as JSON in each checkpoint's manifest (never pickled), the aggressive switch only when used."""
     identity: dict[str, Any] = field(init=False)
@@ -433,7 +436,8 @@ def set_up(recipe: Recipe, accelerator: Accelerator, run_dir: Path, resuming: bo
         prepared = torch.compile(prepared, backend=COMPILE_BACKEND)
     return Run(recipe, accelerator, run_dir, data, prepared, accelerator.unwrap_model(prepared, keep_torch_compile=False),
                objective, optimizer, schedule, train_loader, valid_loader, total_steps,
-               AggressiveInference(cfg.aggressive), MetricsLog(run_dir / "metrics.jsonl", accelerator))
+               AggressiveInference(cfg.aggressive), MetricsLog(run_dir / "metrics.jsonl", accelerator),
+               statistics_loader=statistics_loader(recipe, data, accelerator))
 
 
 def make_loaders(recipe: Recipe, data: PreparedData, model: TextVAEModel | None,
@@ -448,6 +452,31 @@ def make_loaders(recipe: Recipe, data: PreparedData, model: TextVAEModel | None,
     # fixed random sample, not on the shortest sentences.
     return tuple(make_dataloader(data.splits[split].ids, shuffle=True, features=features.get(split), **loader_args)
                  for split in ("train", "valid"))
+
+
+def statistics_loader(recipe: Recipe, data: PreparedData, accelerator: Accelerator) -> DataLoader | None:
+    """Training batches of this process, drawn as training draws them (the same bucketing, so the
+    same batch statistics), in an order of their own: BN's statistics are measured on them."""
+    if recipe.model.posterior_bn_gamma is None or recipe.train.bn_statistics_batches == 0:
+        return None
+    return make_dataloader(data.splits["train"].ids, recipe.data.batch_size, data.tokenizer.pad_token_id, shuffle=True,
+                           seed=recipe.seed + 1, bucket_batches=recipe.data.bucket_batches,
+                           num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+
+
+def refresh_posterior_statistics(run: Run) -> None:
+    """BN's statistics measured afresh before a validation (see
+    :meth:`~textvae.models.TextVAEModel.recompute_posterior_statistics`), averaged over the processes.
+    The same batches every time: validations stay reproducible and a resume exact."""
+    loader, accelerator = run.statistics_loader, run.accelerator
+    if loader is None:
+        return
+    loader.batch_sampler.set_epoch(0)
+    batches = ((b["input_ids"].to(accelerator.device), b["attention_mask"].to(accelerator.device))
+               for b in itertools.islice(loader, run.recipe.train.bn_statistics_batches))
+    if run.raw_model.recompute_posterior_statistics(batches) and accelerator.num_processes > 1:
+        for buffer in run.raw_model.posterior.mu_norm.buffers():
+            buffer.copy_(accelerator.reduce(buffer, reduction="mean"))
 
 
 def resume(run: Run, point: ResumePoint) -> None:
@@ -561,6 +590,7 @@ def log_step(run: Run, totals: StepTotals, grad_norm: torch.Tensor, encoder_step
 def validate_and_export(run: Run, started: float) -> bool:
     """Validate, export the model when it is the best so far, and say whether early stopping ends the run."""
     cfg, accelerator, state = run.recipe.train, run.accelerator, run.state
+    refresh_posterior_statistics(run)
     metrics = validate(run.model, run.valid_loader, accelerator, cfg.eval_batches, run.recipe.seed)
     run.log.write({"step": state.step, "epoch": state.epoch, "split": "valid", **metrics})
     if "warning" in metrics:
