@@ -332,8 +332,9 @@ def test_a_target_rate_is_logged_beside_the_rate_reached_and_mmd_trains(tiny_ove
 
 
 def test_bn_statistics_are_measured_before_validation_without_changing_training(tiny_overrides, tmp_path):
-    """Precise BN: the running averages are replaced before each validation and export; the weights
-    train exactly as without it (the measurement reads training batches of its own)."""
+    """Precise BN: the running averages are replaced before each validation and export; under a
+    schedule that does not read the validation, the weights train exactly as without it (the
+    measurement reads training batches of its own)."""
     common = [*tiny_overrides[1:], "model.posterior_bn_gamma=1.0", "train.max_steps=6", "train.eval_every=3",
               "optim.lr=0.01"]
     runs = {n: run([*common, f"output_dir={tmp_path / str(n)}", f"train.bn_statistics_batches={n}"]) for n in (0, 8)}

@@ -25,7 +25,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, FullyShardedDataParallelPlugin
-from accelerate.utils import is_tensorboard_available, parse_flag_from_env, set_seed
+from accelerate.utils import (
+    DistributedType,
+    is_tensorboard_available,
+    parse_flag_from_env,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -68,6 +73,7 @@ from textvae.training.resume import (
     saved_nothing,
     set_aside,
     undone_on_failure,
+    warn,
 )
 from textvae.training.schedules import LRSchedule
 from textvae.training.state_cache import can_cache, open_or_build
@@ -458,6 +464,10 @@ def statistics_loader(recipe: Recipe, data: PreparedData, accelerator: Accelerat
     """Training batches of this process, drawn as training draws them (the same bucketing, so the
     same batch statistics), in an order of their own: BN's statistics are measured on them."""
     if recipe.model.posterior_bn_gamma is None or recipe.train.bn_statistics_batches == 0:
+        return None
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        warn(accelerator, "train.bn_statistics_batches: the encoder is sharded over the processes, so BN's "
+                          "statistics stay the running averages")
         return None
     return make_dataloader(data.splits["train"].ids, recipe.data.batch_size, data.tokenizer.pad_token_id, shuffle=True,
                            seed=recipe.seed + 1, bucket_batches=recipe.data.bucket_batches,
