@@ -451,13 +451,18 @@ def make_loaders(recipe: Recipe, data: PreparedData, model: TextVAEModel | None,
     """This process's share of the length-bucketed train and valid batches, with the frozen LM's
     cached states when ``model`` (None: nothing trains) can use them."""
     features = state_cache_features(model, data, recipe, accelerator) if model is not None else {}
-    loader_args = dict(batch_size=recipe.data.batch_size, pad_id=data.tokenizer.pad_token_id, seed=recipe.seed,
-                       bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
-                       rank=accelerator.process_index)
     # Both shuffled (valid always in epoch 0's order): train.eval_batches then validates on a
     # fixed random sample, not on the shortest sentences.
-    return tuple(make_dataloader(data.splits[split].ids, shuffle=True, features=features.get(split), **loader_args)
+    return tuple(bucketed_loader(recipe, data, accelerator, split, recipe.seed, features.get(split))
                  for split in ("train", "valid"))
+
+
+def bucketed_loader(recipe: Recipe, data: PreparedData, accelerator: Accelerator, split: str, seed: int,
+                    features: Features | None = None) -> DataLoader:
+    """This process's share of ``split`` in shuffled, length-bucketed batches of the recipe's size."""
+    return make_dataloader(data.splits[split].ids, recipe.data.batch_size, data.tokenizer.pad_token_id, shuffle=True,
+                           seed=seed, bucket_batches=recipe.data.bucket_batches, num_replicas=accelerator.num_processes,
+                           rank=accelerator.process_index, features=features)
 
 
 def statistics_loader(recipe: Recipe, data: PreparedData, accelerator: Accelerator) -> DataLoader | None:
@@ -469,9 +474,7 @@ def statistics_loader(recipe: Recipe, data: PreparedData, accelerator: Accelerat
         warn(accelerator, "train.bn_statistics_batches: the encoder is sharded over the processes, so BN's "
                           "statistics stay the running averages")
         return None
-    return make_dataloader(data.splits["train"].ids, recipe.data.batch_size, data.tokenizer.pad_token_id, shuffle=True,
-                           seed=recipe.seed + 1, bucket_batches=recipe.data.bucket_batches,
-                           num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+    return bucketed_loader(recipe, data, accelerator, "train", recipe.seed + 1)
 
 
 def refresh_posterior_statistics(run: Run) -> None:
