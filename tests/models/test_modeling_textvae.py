@@ -361,9 +361,10 @@ def test_forward_returns_the_negative_elbo_and_the_logits_first():
     assert torch.equal(first[0], again.loss) and torch.equal(first[1], again.logits)
 
 
+@pytest.mark.parametrize("latent_logits", [False, True])
 @pytest.mark.parametrize("decoder_type", DECODERS)
-def test_decoder_mode_continues_from_its_cache(decoder_type):
-    model = tiny_model(21, decoder_type=decoder_type, latent_path="concat")
+def test_decoder_mode_continues_from_its_cache(decoder_type, latent_logits):
+    model = tiny_model(21, decoder_type=decoder_type, latent_path="concat", latent_logits=latent_logits)
     ids = torch.tensor([[1, 5, 9, 7, 4]])
     z = torch.randn(1, 4, generator=torch.Generator().manual_seed(21))
     with torch.no_grad():
@@ -410,3 +411,31 @@ def test_init_weights_never_overwrites_loaded_weights(tmp_path):
     before = {key: value.clone() for key, value in fresh.state_dict().items()}
     fresh.apply(fresh._init_weights)
     assert not torch.equal(fresh.state_dict()["decoder.embedding.weight"], before["decoder.embedding.weight"])
+
+
+@pytest.mark.parametrize("decoder_type", DECODERS)
+def test_latent_logits_add_one_bias_of_z_to_every_step(decoder_type):
+    """The bag-of-words path: logits(z) = logits without it + W z at every position, in
+    teacher forcing, in per-sample scoring (log_likelihood) and in the ELBO's forward."""
+    model = tiny_model(24, decoder_type=decoder_type, latent_path="concat", latent_logits=True)
+    perturb_parameters(model, 0.3, seed=24)
+    ids = torch.tensor([[1, 5, 9, 7, 4, 2], [1, 8, 6, 2, 0, 0]])
+    z = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(24))
+    with torch.no_grad():
+        logits = model.prefix_logits(ids, z)  # (B, K, T, V)
+        bias = model.head.latent_logits(z).unsqueeze(-2)
+        model.head.latent_logits.weight.zero_()
+        without = model.prefix_logits(ids, z)
+    torch.testing.assert_close(logits - without, bias.expand_as(logits), atol=1e-5, rtol=1e-5)
+    assert bias.abs().min() > 0  # the bias moved every logit
+    with torch.no_grad():
+        model.head.latent_logits.weight.normal_(generator=torch.Generator().manual_seed(1))
+        scored = model.log_likelihood(ids, z)
+        expected = torch.stack([model.log_likelihood(ids, z[:, k]) for k in range(3)], dim=1)
+    torch.testing.assert_close(scored, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["invlip", "none"])
+def test_latent_logits_are_refused_where_they_would_break_the_bound_or_have_no_z(path):
+    with pytest.raises(ValueError, match=f"latent_logits.*latent_path={path}"):
+        tiny_config(latent_path=path, latent_logits=True)

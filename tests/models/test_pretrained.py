@@ -147,15 +147,21 @@ def test_several_memory_slots_per_layer_are_prefilled_read_and_decoded_increment
     assert len(model.reconstruct(SENTENCES[:2], max_length=6, num_beams=2)) == 2
 
 
+@pytest.mark.parametrize("latent_logits", [False, True])
 @pytest.mark.parametrize("decoder", ["gpt2", "llama"])
-def test_memory_makes_the_first_prediction_depend_on_z(backbones, decoder):
-    model = build(backbones, decoder, latent_path="memory").eval()
+def test_memory_makes_the_first_prediction_depend_on_z(backbones, decoder, latent_logits):
+    model = build(backbones, decoder, latent_path="memory", latent_logits=latent_logits).eval()
     perturb_trainable(model)
     ids = batch(model, SENTENCES[:1])["input_ids"].expand(2, -1)
     z = torch.randn(2, model.config.latent_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model.prefix_logits(ids, z)
+        steps, cache = [], None
+        for t in range(ids.shape[1] - 1):
+            out = model(ids[:, t : t + 1], latents=z, cache=cache, use_cache=True)
+            cache, steps = out.cache, [*steps, out.logits]
     assert not torch.allclose(logits[0, 0], logits[1, 0])
+    torch.testing.assert_close(torch.cat(steps, dim=1), logits, atol=1e-4, rtol=1e-4)
 
 
 # ------------------------------------------------------------------ the inverse-Lipschitz bound

@@ -160,6 +160,9 @@ class OutputHead(nn.Module):
         self._borrowed = (output_layer,) if output_layer is not None else ()
         if output_layer is None:
             self.output = nn.Linear(config.embedding_size if tied else state_size, config.vocab_size)
+        # z's own bias on every step's logits: which words the sentence has (their order is the decoder's).
+        self.latent_logits = (nn.Linear(config.latent_size, config.vocab_size, bias=False)
+                              if config.latent_logits else None)
         self.invlip = None
         self.output_lift = config.invlip_lift == "output_whitened"
         if config.latent_path == "invlip":
@@ -213,6 +216,8 @@ class OutputHead(nn.Module):
 
     def forward(self, h: torch.Tensor, z: torch.Tensor | None, lift: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.base_logits(h)
+        if self.latent_logits is not None:
+            logits = logits + self.latent_logits(z.to(logits.dtype)).unsqueeze(-2)
         if self.invlip is not None:
             logits = self.add_latent(logits, h, z, lift)
         return logits
