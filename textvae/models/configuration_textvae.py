@@ -162,7 +162,6 @@ class TextVAEConfig(PreTrainedConfig):
         invlip_lift: InvlipLift = "frozen",
         invlip_state_in_lift: bool = True,
         posterior_bn_gamma: float | None = None,
-        latent_positions: int = 0,
         latent_logits: bool = False,
         decoder_name_or_path: str | None = None,
         decoder_gguf_file: str | None = None,
@@ -254,7 +253,6 @@ class TextVAEConfig(PreTrainedConfig):
                              f"latent_path={latent_path} " + ("has no z" if latent_path == "none" else
                              "keeps its inverse-Lipschitz bound, which a linear term could cancel"))
         self.latent_logits = latent_logits
-        self.latent_positions = latent_positions
         self.decoder_name_or_path = decoder_name_or_path
         self.decoder_gguf_file = decoder_gguf_file
         self.decoder_trainable = decoder_trainable

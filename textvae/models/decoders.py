@@ -42,7 +42,6 @@ class LSTMState(Cache):
     def __init__(self) -> None:
         super().__init__(layers=[])
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.position = 0  # tokens read so far (the next input's position)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if self.state is not None:
@@ -59,9 +58,6 @@ class LSTMDecoder(nn.Module):
         self.lstm = nn.LSTM(config.embedding_size + extra, config.hidden_size, config.decoder_layers, batch_first=True)
         # He et al. 2019: c_0 = W z, h_0 = tanh(c_0).
         self.init_state = nn.Linear(config.latent_size, config.hidden_size * config.decoder_layers) if self.uses_latent else None
-        # Step t also reads P_t z, its own linear view of the code (row t: P_t flattened).
-        positions = config.latent_positions if self.uses_latent else 0
-        self.position_maps = nn.Embedding(positions, config.embedding_size * config.latent_size) if positions else None
 
     def initial_state(self, z: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.init_state is None:
@@ -69,13 +65,8 @@ class LSTMDecoder(nn.Module):
         c0 = self.init_state(z).view(z.shape[0], self.lstm.num_layers, -1).transpose(0, 1).contiguous()
         return torch.tanh(c0), c0
 
-    def _inputs(self, input_ids: torch.Tensor, z: torch.Tensor | None, start: int) -> torch.Tensor:
+    def _inputs(self, input_ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         x = self.dropout(self.embedding(input_ids))  # (B, T, E)
-        if self.position_maps is not None:
-            last = self.position_maps.num_embeddings - 1
-            positions = torch.arange(start, start + x.shape[1], device=x.device).clamp_max(last)
-            maps = self.position_maps(positions).view(x.shape[1], x.shape[2], -1)  # (T, E, d)
-            x = x + torch.einsum("ted,bd->bte", maps, z.to(maps.dtype)).to(x.dtype)
         if self.uses_latent:
             x = torch.cat([x, z.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)
         return x
@@ -90,11 +81,10 @@ class LSTMDecoder(nn.Module):
         With ``cache`` the tokens continue from its state (or start from z's when it is
         empty), and the state after them is stored back.
         """
-        start = cache.position if cache is not None and cache.state is not None else 0
         state = cache.state if cache is not None and cache.state is not None else self.initial_state(z)
-        out, state = self.lstm(self._inputs(input_ids, z, start), state)
+        out, state = self.lstm(self._inputs(input_ids, z), state)
         if cache is not None:
-            cache.state, cache.position = state, start + input_ids.shape[1]
+            cache.state = state
         return out
 
 
