@@ -26,7 +26,7 @@ def rate():
 
 def test_every_row_is_a_valid_recipe_at_one_size_and_budget(rate):
     names = [name for name, _, _, _ in rate.rows()]
-    assert len(names) == len(set(names)) == 2 + 11 * len(rate.RATES)
+    assert len(names) == len(set(names)) == 2 + 12 * len(rate.RATES)
     for name, _, recipe, extra in rate.rows():
         loaded = load_recipe(f"ptb/{recipe}", ["data.corpus=ptb", *rate.SIZE, *extra])
         loaded.check()

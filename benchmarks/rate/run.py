@@ -9,7 +9,8 @@ latent 32, batch 64, 1,000 steps, about 10 min a row with its evaluation alone o
 reaches a rate by its own knob: beta (beta-VAE), lambda (free bits on the total KL),
 gamma (BN-VAE: the batch-mean KL of the means is d gamma^2 / 2), the word-dropout rate or
 L (invlip), or ``objective.target_rate`` (the KL held at the target, |KL - C|) for the
-rows that combine a mechanism with a rate; invlip + BN reaches it by BN-VAE's gamma. The autoencoder (beta = 0, with BN on the means:
+rows that combine a mechanism with a rate (BN + latent logits + target is the
+``ptb/interpolate`` recipe's design at the table's size); invlip + BN reaches it by BN-VAE's gamma. The autoencoder (beta = 0, with BN on the means:
 without it the code is one point for every sentence) of the same size and budget is the
 distortion ceiling, the LM the likelihood reference.
 
@@ -73,6 +74,8 @@ def rows() -> list[tuple[str, str, str, list[str]]]:
             (f"invlip-mmd-target-{rate}", "invlip + MMD + target", "lstm-invlip", [*target, "objective.mmd_weight=500"]),
             (f"invlip-bn-target-{rate}", "invlip + BN + target", "lstm-invlip", [*target, f"model.posterior_bn_gamma={min(gamma, 1.0):.4f}"]),
             (f"invlip-bn-{gamma:.2f}", "invlip + BN", "lstm-invlip", [f"model.posterior_bn_gamma={gamma:.4f}"]),
+            (f"bn-logits-target-{rate}", "BN + latent logits + target", "lstm-vae",
+             [*target, f"model.posterior_bn_gamma={min(gamma, 1.0):.4f}", "model.latent_logits=true"]),
         ]
     return table
 
