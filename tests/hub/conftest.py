@@ -113,14 +113,15 @@ def build_tokenizer():
     )
 
 
-def build_model(seed: int = 0, latent_path: str = "invlip"):
-    """A tiny random TextVAEModel with :func:`build_tokenizer` attached."""
+def build_model(seed: int = 0, latent_path: str = "invlip", **options):
+    """A tiny random TextVAEModel with :func:`build_tokenizer` attached (``options``: more config keys)."""
     from textvae import TextVAEConfig, TextVAEModel
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     config = TextVAEConfig(vocab_size=len(tokenizer), hidden_size=32, embedding_size=16, latent_size=4,
-                           icnn_hidden_size=16, invlip_state_size=8, lipschitz=2.0, latent_path=latent_path)
+                           icnn_hidden_size=16, invlip_state_size=8, lipschitz=2.0, latent_path=latent_path,
+                           **options)
     model = TextVAEModel(config).eval()
     model.tokenizer = tokenizer
     return model

@@ -192,3 +192,9 @@ def test_other_latent_paths_are_described_as_such(path, tmp_path):
     assert f"path `{path}`" in text
     assert "L = " not in text and "Kinoshita" not in text  # the invlip paper is cited for invlip only
     assert ("Interpolation between" in text) == (path != "none")
+
+
+def test_latent_logits_are_named_in_the_architecture(tmp_path):
+    model = build_model(latent_path="concat", latent_logits=True)
+    text = card_for(model, generate_examples(model), tmp_path).text
+    assert "path `concat`, and a linear map of z added to every step's logits" in text

@@ -218,6 +218,8 @@ def _architecture(model, recipe: dict[str, Any] | None, train_summary: dict[str,
     if config.latent_path == "invlip":
         latent += (f", L = {config.lipschitz:g} (ICNN {config.icnn_layers} x {config.icnn_hidden_size}, "
                    f"{config.invlip_state_size} state features)")
+    if config.latent_logits:
+        latent += ", and a linear map of z added to every step's logits"
     tokenizer = ((recipe or {}).get("data") or {}).get("tokenizer", "")
     rows = [
         ("Corpus", corpus_name(recipe)),
