@@ -26,8 +26,10 @@ VARIANTS = [
 ] + [
     dict(encoder_type="transformer", decoder_type="lstm"),
     dict(encoder_bidirectional=True, encoder_layers=2, decoder_layers=2, tie_word_embeddings=True),
+    dict(latent_path="concat", latent_logits=True, posterior_bn_gamma=1.0),  # ptb/interpolate's design
 ]
-VARIANT_IDS = [f"{v.get('decoder_type')}-{v.get('latent_path')}" for v in VARIANTS[:6]] + ["transformer-encoder", "tied-bilstm"]
+VARIANT_IDS = [f"{v.get('decoder_type')}-{v.get('latent_path')}" for v in VARIANTS[:6]] + [
+    "transformer-encoder", "tied-bilstm", "concat-logits-bn"]
 
 
 def trained_looking(seed: int = 0, **options) -> TextVAEModel:
